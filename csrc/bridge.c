@@ -1,0 +1,295 @@
+/* bridge.c: per-event-loop inbox + wakeup fd; the only way other threads
+ * hand work (task starts, awaiter wakeups, cancellations) to a loop. */
+#include "common.h" /* first: Python.h sets the feature macros */
+#include <stdlib.h>
+
+#include "bridge.h"
+#include "module.h"
+#include "runner.h"
+#include "task.h"
+
+bridge_object *
+bridge_new(PyObject *owner_module)
+{
+    module_state *st = state_of_module(owner_module);
+    bridge_object *b = PyObject_GC_New(bridge_object, st->BridgeType);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->loop = NULL;
+    b->thread_id = 0;
+    b->direct_task = 0;
+    b->items = NULL;
+    b->len = b->cap = 0;
+    b->signalled = 0;
+    b->closed = 0;
+    pthread_mutex_init(&b->mu, NULL);
+    if (wakeup_open(&b->wake) < 0) {
+        b->wake.read_fd = b->wake.write_fd = -1;
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(b);
+        return NULL;
+    }
+    PyObject_GC_Track((PyObject *)b);
+    return b;
+}
+
+int
+bridge_attach(bridge_object *b, PyObject *loop)
+{
+    module_state *st = state_of_type(Py_TYPE(b));
+    PyObject *drain = PyObject_GetAttrString((PyObject *)b, "_drain");
+    if (drain == NULL) {
+        return -1;
+    }
+    PyObject *fd = PyLong_FromLong(b->wake.read_fd);
+    PyObject *res = fd ? PyObject_CallMethodObjArgs(loop, st->s_add_reader, fd, drain, NULL) : NULL;
+    Py_XDECREF(fd);
+    Py_DECREF(drain);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    /* Without a custom task factory, asyncio.Task(...) is what create_task does. */
+    PyObject *factory = PyObject_CallMethodNoArgs(loop, st->s_get_task_factory);
+    if (factory == NULL) {
+        PyErr_Clear();
+    }
+    b->direct_task = factory == Py_None;
+    Py_XDECREF(factory);
+    b->loop = Py_NewRef(loop);
+    b->thread_id = PyThread_get_thread_ident();
+    /* Items pushed before attaching already signalled the fd: nothing to do. */
+    return 0;
+}
+
+int
+bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->closed) {
+        pthread_mutex_unlock(&b->mu);
+        Py_DECREF(obj);
+        return -1;
+    }
+    if (b->len == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        bridge_item *items = realloc(b->items, cap * sizeof(bridge_item));
+        if (items == NULL) {
+            pthread_mutex_unlock(&b->mu);
+            Py_DECREF(obj);
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->items = items;
+        b->cap = cap;
+    }
+    b->items[b->len].kind = kind;
+    b->items[b->len].obj = obj;
+    b->len++;
+    int must_signal = !b->signalled;
+    b->signalled = 1;
+    pthread_mutex_unlock(&b->mu);
+    if (must_signal) {
+        wakeup_signal(&b->wake); /* once per batch */
+    }
+    return 0;
+}
+
+static void
+bridge_process(bridge_object *b, module_state *st, bridge_item *it)
+{
+    switch (it->kind) {
+    case BRIDGE_START: {
+        task_object *t = (task_object *)it->obj;
+        if (!task_is_done(t)) {
+            runner_start(t);
+        }
+        break;
+    }
+    case BRIDGE_WAKE:
+        task_resolve_future(st, it->obj);
+        break;
+    case BRIDGE_CANCEL: {
+        task_object *t = (task_object *)it->obj;
+        if (t->runner != NULL) {
+            PyObject *res = PyObject_CallMethodNoArgs(t->runner, st->s_cancel);
+            if (res == NULL) {
+                PyErr_WriteUnraisable(t->runner);
+            }
+            Py_XDECREF(res);
+        }
+        break;
+    }
+    case BRIDGE_STOP: {
+        PyObject *res = PyObject_CallMethodNoArgs(b->loop, st->s_stop);
+        if (res == NULL) {
+            PyErr_WriteUnraisable(b->loop);
+        }
+        Py_XDECREF(res);
+        break;
+    }
+    }
+}
+
+void
+bridge_drain(bridge_object *b)
+{
+    module_state *st = state_of_type(Py_TYPE(b));
+    if (st == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    wakeup_clear(&b->wake);
+    pthread_mutex_lock(&b->mu);
+    bridge_item *items = b->items;
+    size_t len = b->len;
+    b->items = NULL;
+    b->len = b->cap = 0;
+    b->signalled = 0;
+    pthread_mutex_unlock(&b->mu);
+    for (size_t i = 0; i < len; i++) {
+        bridge_process(b, st, &items[i]);
+        Py_DECREF(items[i].obj);
+    }
+    free(items);
+}
+
+int
+bridge_loop_closed(bridge_object *b)
+{
+    if (b->loop == NULL) {
+        return 0;
+    }
+    module_state *st = state_of_type(Py_TYPE(b));
+    PyObject *res = st ? PyObject_CallMethodNoArgs(b->loop, st->s_is_closed) : NULL;
+    if (res == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int closed = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return closed;
+}
+
+/* Take the queued items out (under the mutex) and mark the bridge closed. */
+static bridge_item *
+bridge_take_all(bridge_object *b, size_t *len)
+{
+    pthread_mutex_lock(&b->mu);
+    bridge_item *items = b->items;
+    *len = b->len;
+    b->items = NULL;
+    b->len = b->cap = 0;
+    b->closed = 1;
+    pthread_mutex_unlock(&b->mu);
+    return items;
+}
+
+void
+bridge_close(bridge_object *b)
+{
+    module_state *st = state_of_type(Py_TYPE(b));
+    if (st == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (b->loop != NULL && bridge_is_current(b) && bridge_loop_closed(b) == 0) {
+        PyObject *fd = PyLong_FromLong(b->wake.read_fd);
+        PyObject *res = fd ? PyObject_CallMethodOneArg(b->loop, st->s_remove_reader, fd) : NULL;
+        Py_XDECREF(fd);
+        if (res == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(res);
+    }
+    size_t len;
+    bridge_item *items = bridge_take_all(b, &len);
+    for (size_t i = 0; i < len; i++) {
+        if (items[i].kind == BRIDGE_START) {
+            task_object *t = (task_object *)items[i].obj;
+            if (!task_is_done(t)) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "the event loop this task was sent to stopped before it started");
+                task_finish_from_error(t);
+            }
+        }
+        Py_DECREF(items[i].obj);
+    }
+    free(items);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Python type                                                               */
+
+static PyObject *
+Bridge_drain(bridge_object *b, PyObject *Py_UNUSED(ignored))
+{
+    bridge_drain(b);
+    Py_RETURN_NONE;
+}
+
+static int
+Bridge_traverse(bridge_object *b, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(b));
+    Py_VISIT(b->loop);
+    /* Queued items are owned references too; visiting them is safe because
+     * the GC only runs with the GIL held, and pushers hold the GIL. */
+    for (size_t i = 0; i < b->len; i++) {
+        Py_VISIT(b->items[i].obj);
+    }
+    return 0;
+}
+
+static int
+Bridge_clear(bridge_object *b)
+{
+    Py_CLEAR(b->loop);
+    return 0;
+}
+
+static void
+Bridge_dealloc(bridge_object *b)
+{
+    PyTypeObject *tp = Py_TYPE(b);
+    PyObject_GC_UnTrack(b);
+    for (size_t i = 0; i < b->len; i++) {
+        Py_DECREF(b->items[i].obj);
+    }
+    free(b->items);
+    wakeup_close(&b->wake);
+    pthread_mutex_destroy(&b->mu);
+    Bridge_clear(b);
+    tp->tp_free(b);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Bridge_methods[] = {
+    {"_drain", (PyCFunction)Bridge_drain, METH_NOARGS, "Process queued items (loop reader)."},
+    {NULL},
+};
+
+static PyType_Slot Bridge_slots[] = {
+    {Py_tp_dealloc, Bridge_dealloc},
+    {Py_tp_traverse, Bridge_traverse},
+    {Py_tp_clear, Bridge_clear},
+    {Py_tp_methods, Bridge_methods},
+    {0, NULL},
+};
+
+static PyType_Spec Bridge_spec = {
+    .name = "offload._engine.LoopBridge",
+    .basicsize = sizeof(bridge_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Bridge_slots,
+};
+
+int
+bridge_type_init(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->BridgeType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Bridge_spec, NULL);
+    return st->BridgeType ? 0 : -1;
+}

@@ -1,0 +1,62 @@
+/* bridge.h: the loop bridge, how other threads hand work to an event loop.
+ *
+ * Each loop that offload touches gets one Bridge: an inbox (a vector of
+ * items, swapped out whole when drained) plus a wakeup fd registered with
+ * loop.add_reader. Producers push without the GIL-held loop's involvement and
+ * signal the fd only when the inbox goes from quiet to non-empty, so a burst
+ * of N items costs one write() and one loop wakeup instead of N
+ * (call_soon_threadsafe writes the self-pipe on every call). */
+#ifndef OFFLOAD_BRIDGE_H
+#define OFFLOAD_BRIDGE_H
+
+#include "common.h"
+#include "wakeup.h"
+
+typedef enum {
+    BRIDGE_START,  /* obj: task to start on this loop */
+    BRIDGE_WAKE,   /* obj: awaiter future to resolve */
+    BRIDGE_CANCEL, /* obj: task whose runner must be cancelled */
+    BRIDGE_STOP,   /* obj: None; stop the loop (background loops) */
+} bridge_kind;
+
+typedef struct {
+    bridge_kind kind;
+    PyObject *obj; /* strong */
+} bridge_item;
+
+typedef struct bridge_object {
+    PyObject_HEAD
+    PyObject *loop;            /* NULL until attached */
+    unsigned long thread_id;   /* thread running the loop, once attached */
+    int direct_task;           /* loop has no task factory: call asyncio.Task directly */
+    wakeup wake;
+    pthread_mutex_t mu;        /* guards the fields below */
+    bridge_item *items;
+    size_t len, cap;
+    int signalled;             /* the fd is readable or about to be drained */
+    int closed;
+} bridge_object;
+
+int bridge_type_init(PyObject *module);
+
+/* A detached bridge (inbox + fd); attach it from the loop's own thread. */
+bridge_object *bridge_new(PyObject *module_or_type_owner);
+/* Register the wakeup fd with `loop` (the running loop of this thread). */
+int bridge_attach(bridge_object *b, PyObject *loop);
+/* Queue an item (steals a reference to obj). GIL held. -1 on MemoryError or
+ * if the bridge is closed (obj is released in both cases). */
+int bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj);
+/* True when the caller is on the bridge's loop thread. */
+static inline int
+bridge_is_current(const bridge_object *b)
+{
+    return b->loop != NULL && b->thread_id == PyThread_get_thread_ident();
+}
+/* Process everything queued now (on the loop thread). */
+void bridge_drain(bridge_object *b);
+/* Unregister and drop queued items; the loop may already be closed. */
+void bridge_close(bridge_object *b);
+/* Whether the attached loop is closed (1), open (0), or unknown (-1, error cleared). */
+int bridge_loop_closed(bridge_object *b);
+
+#endif

@@ -1,0 +1,41 @@
+/* common.h: includes and small helpers shared by every engine file
+ * (Python.h first, monotonic clock, version compatibility). */
+#ifndef OFFLOAD_COMMON_H
+#define OFFLOAD_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#if PY_VERSION_HEX < 0x030A0000
+#error "offload needs CPython 3.10 or newer"
+#endif
+
+/* Monotonic time in nanoseconds; vDSO-backed on Linux, so cheap on the hot path. */
+static inline int64_t
+offload_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* An absolute CLOCK_REALTIME deadline `seconds` from now, for pthread_cond_timedwait. */
+static inline struct timespec
+offload_deadline(double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t whole = (int64_t)seconds;
+    ts.tv_sec += whole;
+    ts.tv_nsec += (long)((seconds - (double)whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec += 1;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+#endif

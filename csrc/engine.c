@@ -1,0 +1,926 @@
+/* engine.c: offload._engine.Engine, the runtime core: options, lanes, the
+ * home loop and loop bridges, background loop threads, close/stop/join, fork. */
+#include "common.h" /* first: Python.h sets the feature macros */
+#include <errno.h>
+#include <stdlib.h>
+
+#include <structmember.h>
+
+#include "engine.h"
+#include "runner.h"
+#include "task.h"
+
+PyObject *lane_stats_dict(lane *l);
+PyObject *lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
+                       PyObject *kwds);
+int lane_parse_name(PyObject *obj, int *kind);
+
+static const char *const lane_keys[LANE_COUNT] = {"loop", "background", "threads", "processes"};
+
+/* ------------------------------------------------------------------------ */
+/* reporting                                                                 */
+
+void
+engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
+{
+    PyObject *saved_type, *saved_value, *saved_tb;
+    PyErr_Fetch(&saved_type, &saved_value, &saved_tb);
+    PyObject *res = PyObject_CallMethodObjArgs((PyObject *)e, e->st->s_report, kind,
+                                               task ? task : Py_None, exc ? exc : Py_None, NULL);
+    if (res == NULL) {
+        /* The reporter itself failed: the last resort is sys.unraisablehook. */
+        PyErr_WriteUnraisable((PyObject *)e);
+    }
+    Py_XDECREF(res);
+    PyErr_Restore(saved_type, saved_value, saved_tb);
+}
+
+int
+engine_check_open(engine_object *e)
+{
+    if (e->closed) {
+        PyErr_SetString(e->st->Closed, "the offload runtime is shut down and accepts no new tasks");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* options                                                                   */
+
+static int
+opt_ssize(PyObject *d, const char *key, Py_ssize_t dflt, Py_ssize_t *out)
+{
+    PyObject *v = d ? PyDict_GetItemString(d, key) : NULL; /* borrowed */
+    if (v == NULL || v == Py_None) {
+        *out = dflt;
+        return 0;
+    }
+    *out = PyLong_AsSsize_t(v);
+    if (*out == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (*out < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", key, *out);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+opt_double(PyObject *d, const char *key, double dflt, double *out)
+{
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (v == NULL || v == Py_None) {
+        *out = dflt;
+        return 0;
+    }
+    *out = PyFloat_AsDouble(v);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+parse_on_full(PyObject *v, on_full_policy *out)
+{
+    if (v == NULL || v == Py_None || PyUnicode_CompareWithASCIIString(v, "reject") == 0) {
+        *out = ON_FULL_REJECT;
+    }
+    else if (PyUnicode_CompareWithASCIIString(v, "drop") == 0) {
+        *out = ON_FULL_DROP;
+    }
+    else if (PyUnicode_CompareWithASCIIString(v, "block") == 0) {
+        *out = ON_FULL_BLOCK;
+    }
+    else {
+        PyErr_Format(PyExc_ValueError, "on_full must be 'reject', 'drop' or 'block', not %R", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Limits of one lane from options["lanes"][name] (already validated in Python). */
+static int
+configure_lane(lane *l, PyObject *lane_opts, Py_ssize_t default_running)
+{
+    Py_ssize_t running, pending;
+    if (opt_ssize(lane_opts, "max_running", default_running, &running) < 0 ||
+        opt_ssize(lane_opts, "max_pending", PY_SSIZE_T_MAX, &pending) < 0) {
+        return -1;
+    }
+    PyObject *on_full = lane_opts ? PyDict_GetItemString(lane_opts, "on_full") : NULL;
+    on_full_policy policy;
+    if (parse_on_full(on_full, &policy) < 0) {
+        return -1;
+    }
+    if (running == 0) {
+        PyErr_SetString(PyExc_ValueError, "max_running must be > 0");
+        return -1;
+    }
+    pthread_mutex_lock(&l->mu);
+    l->max_running = running;
+    l->max_pending = pending;
+    l->on_full = policy;
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+static int
+engine_apply_options(engine_object *e, PyObject *opts)
+{
+    if (!PyDict_Check(opts)) {
+        PyErr_SetString(PyExc_TypeError, "Engine options must be a dict");
+        return -1;
+    }
+    Py_ssize_t threads, min_threads, loops;
+    double idle;
+    if (opt_ssize(opts, "threads", 32, &threads) < 0 ||
+        opt_ssize(opts, "min_threads", 0, &min_threads) < 0 ||
+        opt_ssize(opts, "background_loops", 1, &loops) < 0 ||
+        opt_double(opts, "idle_timeout", 30.0, &idle) < 0) {
+        return -1;
+    }
+    if (threads < 1 || threads > 4096 || loops < 1 || loops > 256) {
+        PyErr_SetString(PyExc_ValueError,
+                        "threads must be in 1..4096 and background_loops in 1..256");
+        return -1;
+    }
+    PyObject *lanes = PyDict_GetItemString(opts, "lanes");
+    if (lanes != NULL && lanes != Py_None && !PyDict_Check(lanes)) {
+        PyErr_SetString(PyExc_TypeError, "lanes must be a dict");
+        return -1;
+    }
+    for (int k = 0; k < LANE_COUNT; k++) {
+        PyObject *lo = (lanes && lanes != Py_None) ? PyDict_GetItemString(lanes, lane_keys[k]) : NULL;
+        Py_ssize_t dflt = k == LANE_THREADS ? threads : PY_SSIZE_T_MAX;
+        if (configure_lane(&e->lanes[k], lo, dflt) < 0) {
+            return -1;
+        }
+    }
+    /* The pool never needs more threads than the lane may run at once. */
+    Py_ssize_t cap = e->lanes[LANE_THREADS].max_running;
+    e->pool.max_threads = (int)(cap < threads ? cap : threads);
+    e->pool.min_threads = (int)(min_threads < e->pool.max_threads ? min_threads : e->pool.max_threads);
+    e->pool.idle_timeout = idle > 0 ? idle : 0.001;
+    PyObject *factory = PyDict_GetItemString(opts, "loop_factory");
+    Py_XSETREF(e->loop_factory, (factory && factory != Py_None) ? Py_NewRef(factory) : NULL);
+    free(e->bg);
+    e->bg = calloc((size_t)loops, sizeof(background_loop));
+    if (e->bg == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    e->n_bg = (int)loops;
+    for (int i = 0; i < e->n_bg; i++) {
+        e->bg[i].engine = e;
+        e->bg[i].index = i;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* loops and bridges                                                         */
+
+bridge_object *
+engine_bridge_for_running_loop(engine_object *e, PyObject *loop)
+{
+    if (loop == e->last_loop && e->last_bridge != NULL) {
+        return e->last_bridge;
+    }
+    PyObject *b = PyDict_GetItemWithError(e->bridges, loop); /* borrowed */
+    if (b == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        PyObject *module = PyType_GetModule(Py_TYPE(e->views[0]));
+        bridge_object *nb = module ? bridge_new(module) : NULL;
+        if (nb == NULL) {
+            return NULL;
+        }
+        if (bridge_attach(nb, loop) < 0 || PyDict_SetItem(e->bridges, loop, (PyObject *)nb) < 0) {
+            bridge_close(nb);
+            Py_DECREF(nb);
+            return NULL;
+        }
+        Py_DECREF(nb); /* the dict holds it */
+        b = (PyObject *)nb;
+    }
+    Py_XSETREF(e->last_loop, Py_NewRef(loop));
+    Py_XSETREF(e->last_bridge, (bridge_object *)Py_NewRef(b));
+    return (bridge_object *)b;
+}
+
+static PyObject *
+call0(PyObject *obj, PyObject *name)
+{
+    return PyObject_CallMethodNoArgs(obj, name);
+}
+
+/* The body of a background loop thread, with the GIL held. */
+static void
+background_loop_run(background_loop *bg)
+{
+    engine_object *e = bg->engine;
+    module_state *st = e->st;
+    PyObject *loop = e->loop_factory ? PyObject_CallNoArgs(e->loop_factory)
+                                     : PyObject_CallNoArgs(st->new_event_loop);
+    if (loop == NULL) {
+        engine_report(e, st->s_failed, NULL, NULL);
+        PyErr_WriteUnraisable((PyObject *)e);
+        bridge_close(bg->bridge);
+        return;
+    }
+    PyObject *res = PyObject_CallOneArg(st->set_event_loop, loop);
+    Py_XDECREF(res);
+    if (res == NULL || bridge_attach(bg->bridge, loop) < 0) {
+        PyErr_WriteUnraisable((PyObject *)e);
+        bridge_close(bg->bridge);
+        Py_DECREF(loop);
+        return;
+    }
+    bg->loop = Py_NewRef(loop);
+    res = call0(loop, st->s_run_forever);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(loop);
+    }
+    Py_XDECREF(res);
+    /* Stopped: cancel what is left (shutdown already drained our tasks), run
+     * the cancellations, close async generators, close the loop. */
+    PyObject *tasks = PyObject_CallOneArg(st->all_tasks, loop);
+    if (tasks != NULL && PySet_GET_SIZE(tasks) > 0) {
+        PyObject *list = PySequence_List(tasks);
+        Py_ssize_t n = list ? PyList_GET_SIZE(list) : 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_XDECREF(call0(PyList_GET_ITEM(list, i), st->s_cancel));
+        }
+        PyObject *tuple = list ? PyList_AsTuple(list) : NULL;
+        PyObject *kw = Py_BuildValue("{s:O}", "return_exceptions", Py_True);
+        PyObject *g = (tuple && kw) ? PyObject_Call(st->gather, tuple, kw) : NULL;
+        if (g != NULL) {
+            Py_XDECREF(PyObject_CallMethodOneArg(loop, st->s_run_until_complete, g));
+        }
+        Py_XDECREF(g);
+        Py_XDECREF(kw);
+        Py_XDECREF(tuple);
+        Py_XDECREF(list);
+    }
+    Py_XDECREF(tasks);
+    PyObject *agens = call0(loop, st->s_shutdown_asyncgens);
+    if (agens != NULL) {
+        Py_XDECREF(PyObject_CallMethodOneArg(loop, st->s_run_until_complete, agens));
+        Py_DECREF(agens);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(loop);
+    }
+    bridge_close(bg->bridge);
+    Py_XDECREF(call0(loop, st->s_close));
+    Py_XDECREF(PyObject_CallOneArg(st->set_event_loop, Py_None));
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(loop);
+    }
+    Py_DECREF(loop);
+}
+
+static void *
+background_thread_main(void *arg)
+{
+    background_loop *bg = arg;
+    engine_object *e = bg->engine;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    background_loop_run(bg);
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&e->bg_mu);
+    bg->state = 2;
+    e->bg_alive--;
+    pthread_cond_broadcast(&e->bg_cv);
+    pthread_mutex_unlock(&e->bg_mu);
+    PyEval_RestoreThread(ts);
+    Py_DECREF(e); /* taken when the thread started */
+    PyGILState_Release(gil);
+    return NULL;
+}
+
+static int
+background_start(engine_object *e, background_loop *bg)
+{
+    PyObject *module = PyType_GetModule(Py_TYPE(e->views[0]));
+    bg->bridge = module ? bridge_new(module) : NULL;
+    if (bg->bridge == NULL) {
+        return -1;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t tid;
+    Py_INCREF(e);
+    pthread_mutex_lock(&e->bg_mu);
+    bg->state = 1;
+    e->bg_alive++;
+    pthread_mutex_unlock(&e->bg_mu);
+    int rc = pthread_create(&tid, &attr, background_thread_main, bg);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        pthread_mutex_lock(&e->bg_mu);
+        bg->state = 0;
+        e->bg_alive--;
+        pthread_mutex_unlock(&e->bg_mu);
+        Py_DECREF(e);
+        Py_CLEAR(bg->bridge);
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+bridge_object *
+engine_background_bridge(engine_object *e)
+{
+    background_loop *bg = &e->bg[e->bg_next++ % (unsigned)e->n_bg];
+    if (bg->bridge == NULL) {
+        if (e->stop_requested) {
+            PyErr_SetString(e->st->Closed, "the offload runtime is stopping");
+            return NULL;
+        }
+        if (background_start(e, bg) < 0) {
+            return NULL;
+        }
+    }
+    return bg->bridge;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Python type: construction                                                 */
+
+static PyObject *
+Engine_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+{
+    module_state *st = state_of_type(type);
+    if (st == NULL) {
+        return NULL;
+    }
+    engine_object *e = (engine_object *)type->tp_alloc(type, 0);
+    if (e == NULL) {
+        return NULL;
+    }
+    e->st = st;
+    for (int k = 0; k < LANE_COUNT; k++) {
+        lane_init(&e->lanes[k], (lane_kind)k, e);
+    }
+    pool_init(&e->pool, e);
+    pthread_mutex_init(&e->bg_mu, NULL);
+    pthread_cond_init(&e->bg_cv, NULL);
+    e->bridges = PyDict_New();
+    if (e->bridges == NULL) {
+        Py_DECREF(e);
+        return NULL;
+    }
+    for (int k = 0; k < LANE_COUNT; k++) {
+        if ((e->views[k] = lane_view_new(e, k, NULL)) == NULL) {
+            Py_DECREF(e);
+            return NULL;
+        }
+    }
+    if ((e->auto_view = lane_view_new(e, -1, NULL)) == NULL) {
+        Py_DECREF(e);
+        return NULL;
+    }
+    return (PyObject *)e;
+}
+
+static int
+Engine_init(engine_object *e, PyObject *args, PyObject *kwds)
+{
+    PyObject *opts;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Engine(options) takes one positional dict");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!:Engine", &PyDict_Type, &opts)) {
+        return -1;
+    }
+    if (e->started) {
+        PyErr_SetString(PyExc_RuntimeError, "the engine is already in use");
+        return -1;
+    }
+    return engine_apply_options(e, opts);
+}
+
+static int
+Engine_traverse(engine_object *e, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(e));
+    for (int k = 0; k < LANE_COUNT; k++) {
+        Py_VISIT(e->views[k]);
+        Py_VISIT(e->starters[k]);
+    }
+    Py_VISIT(e->auto_view);
+    Py_VISIT(e->home_loop);
+    Py_VISIT(e->home_bridge);
+    Py_VISIT(e->bridges);
+    Py_VISIT(e->last_loop);
+    Py_VISIT(e->last_bridge);
+    Py_VISIT(e->loop_factory);
+    for (int i = 0; i < e->n_bg; i++) {
+        Py_VISIT(e->bg[i].bridge);
+        Py_VISIT(e->bg[i].loop);
+    }
+    /* A subclass's __dict__ is visited by the subclass's own traverse. */
+    return 0;
+}
+
+static int
+Engine_clear(engine_object *e)
+{
+    for (int k = 0; k < LANE_COUNT; k++) {
+        Py_CLEAR(e->views[k]);
+        Py_CLEAR(e->starters[k]);
+    }
+    Py_CLEAR(e->auto_view);
+    Py_CLEAR(e->home_loop);
+    Py_CLEAR(e->home_bridge);
+    Py_CLEAR(e->bridges);
+    Py_CLEAR(e->last_loop);
+    Py_CLEAR(e->last_bridge);
+    Py_CLEAR(e->loop_factory);
+    for (int i = 0; i < e->n_bg; i++) {
+        Py_CLEAR(e->bg[i].bridge);
+        Py_CLEAR(e->bg[i].loop);
+    }
+    return 0;
+}
+
+static void
+Engine_dealloc(engine_object *e)
+{
+    PyTypeObject *tp = Py_TYPE(e);
+    PyObject_GC_UnTrack(e);
+    if (e->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)e);
+    }
+    Engine_clear(e);
+    /* Threads hold references to the engine, so none is alive here. */
+    for (int k = 0; k < LANE_COUNT; k++) {
+        lane_destroy(&e->lanes[k]);
+    }
+    pool_destroy(&e->pool);
+    pthread_mutex_destroy(&e->bg_mu);
+    pthread_cond_destroy(&e->bg_cv);
+    free(e->bg);
+    tp->tp_free(e);
+    Py_DECREF(tp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Python type: methods                                                      */
+
+static PyObject *
+Engine_spawn(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return lane_spawn(e, -1, NULL, 0, args, nargs, kwnames);
+}
+
+static PyObject *
+Engine_run(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return lane_spawn(e, -1, NULL, 1, args, nargs, kwnames);
+}
+
+static PyObject *
+Engine_options(engine_object *e, PyObject *args, PyObject *kwds)
+{
+    return lane_options(e, -1, NULL, args, kwds);
+}
+
+static PyObject *
+Engine_stats(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    for (int k = 0; k < LANE_COUNT; k++) {
+        PyObject *ls = lane_stats_dict(&e->lanes[k]);
+        if (ls == NULL || PyDict_SetItemString(d, lane_keys[k], ls) < 0) {
+            Py_XDECREF(ls);
+            Py_DECREF(d);
+            return NULL;
+        }
+        if (k == LANE_THREADS) {
+            pthread_mutex_lock(&e->pool.mu);
+            int threads = e->pool.threads, idle = e->pool.idle, maxt = e->pool.max_threads;
+            pthread_mutex_unlock(&e->pool.mu);
+            PyObject *v = Py_BuildValue("{s:i,s:i,s:i}", "alive", threads, "idle", idle, "max", maxt);
+            if (v == NULL || PyDict_SetItemString(ls, "threads", v) < 0) {
+                Py_XDECREF(v);
+                Py_DECREF(ls);
+                Py_DECREF(d);
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+        if (k == LANE_BACKGROUND) {
+            pthread_mutex_lock(&e->bg_mu);
+            int alive = e->bg_alive;
+            pthread_mutex_unlock(&e->bg_mu);
+            PyObject *v = Py_BuildValue("{s:i,s:i}", "alive", alive, "max", e->n_bg);
+            if (v == NULL || PyDict_SetItemString(ls, "loops", v) < 0) {
+                Py_XDECREF(v);
+                Py_DECREF(ls);
+                Py_DECREF(d);
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+        Py_DECREF(ls);
+    }
+    return d;
+}
+
+static PyObject *
+Engine_start(engine_object *e, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"loop", NULL};
+    PyObject *given = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &given)) {
+        return NULL;
+    }
+    if (engine_check_open(e) < 0) {
+        return NULL;
+    }
+    PyObject *loop = offload_running_loop(e->st);
+    if (loop == NULL) {
+        return NULL;
+    }
+    if (loop == Py_None || (given != Py_None && given != loop)) {
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "start() must be called on the thread running the event loop that "
+                        "becomes the home loop (e.g. in the app's lifespan)");
+        return NULL;
+    }
+    bridge_object *b = engine_bridge_for_running_loop(e, loop);
+    if (b == NULL) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    Py_XSETREF(e->home_loop, loop);
+    Py_XSETREF(e->home_bridge, (bridge_object *)Py_NewRef((PyObject *)b));
+    e->started = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_background_loops(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New(0);
+    for (int i = 0; list && i < e->n_bg; i++) {
+        if (e->bg[i].loop != NULL && PyList_Append(list, e->bg[i].loop) < 0) {
+            Py_CLEAR(list);
+        }
+    }
+    return list;
+}
+
+static PyObject *
+Engine_configure(engine_object *e, PyObject *opts)
+{
+    if (e->started) {
+        PyErr_SetString(PyExc_RuntimeError, "the runtime is already in use; options are fixed");
+        return NULL;
+    }
+    if (engine_apply_options(e, opts) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_set_lane_starter(engine_object *e, PyObject *args)
+{
+    PyObject *name, *fn;
+    int kind = -1;
+    if (!PyArg_ParseTuple(args, "OO:_set_lane_starter", &name, &fn)) {
+        return NULL;
+    }
+    if (lane_parse_name(name, &kind) < 0) {
+        return NULL;
+    }
+    if (kind != LANE_PROCESSES) {
+        PyErr_SetString(PyExc_ValueError, "only the 'processes' lane takes an external starter");
+        return NULL;
+    }
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "the starter must be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(e->starters[kind], fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_live_tasks(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int k = 0; k < LANE_COUNT; k++) {
+        lane *l = &e->lanes[k];
+        pthread_mutex_lock(&l->mu);
+        for (task_object *t = l->live_head; t != NULL; t = t->live_next) {
+            /* PyList_Append may allocate but never runs Python code or the GC. */
+            if (PyList_Append(list, (PyObject *)t) < 0) {
+                pthread_mutex_unlock(&l->mu);
+                Py_DECREF(list);
+                return NULL;
+            }
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    return list;
+}
+
+static void
+engine_wake_blocked_spawners(engine_object *e)
+{
+    for (int k = 0; k < LANE_COUNT; k++) {
+        pthread_mutex_lock(&e->lanes[k].mu);
+        pthread_cond_broadcast(&e->lanes[k].room_cv);
+        pthread_mutex_unlock(&e->lanes[k].mu);
+    }
+}
+
+static PyObject *
+Engine_close(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    for (int k = 0; k < LANE_COUNT; k++) {
+        pthread_mutex_lock(&e->lanes[k].mu);
+    }
+    e->closed = 1;
+    for (int k = LANE_COUNT - 1; k >= 0; k--) {
+        pthread_mutex_unlock(&e->lanes[k].mu);
+    }
+    engine_wake_blocked_spawners(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_request_stop(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    e->stop_requested = 1;
+    pool_request_stop(&e->pool);
+    for (int i = 0; i < e->n_bg; i++) {
+        if (e->bg[i].bridge != NULL) {
+            if (bridge_push(e->bg[i].bridge, BRIDGE_STOP, Py_NewRef(Py_None)) < 0) {
+                PyErr_Clear(); /* already stopped */
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_join(engine_object *e, PyObject *arg)
+{
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (timeout < 0) {
+        timeout = 0;
+    }
+    int pool_done = pool_join(&e->pool, timeout);
+    int bg_done;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec deadline = offload_deadline(timeout);
+    pthread_mutex_lock(&e->bg_mu);
+    while (e->bg_alive > 0) {
+        if (pthread_cond_timedwait(&e->bg_cv, &e->bg_mu, &deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+    bg_done = e->bg_alive == 0;
+    pthread_mutex_unlock(&e->bg_mu);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(pool_done && bg_done);
+}
+
+static PyObject *
+Engine_stuck_threads(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    lane *l = &e->lanes[LANE_THREADS];
+    PyObject *running = PyList_New(0);
+    if (running == NULL) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    pthread_mutex_lock(&l->mu);
+    for (task_object *t = l->live_head; t != NULL; t = t->live_next) {
+        if (t->state == TASK_RUNNING) {
+            PyList_Append(running, (PyObject *)t);
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(running); i++) {
+        PyObject *t = PyList_GET_ITEM(running, i);
+        PyObject *s = PyUnicode_FromFormat(
+            "a pool thread is still running task %R at shutdown; it was not waited for "
+            "(a sync callable can't be interrupted)", t);
+        if (s == NULL || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(running);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    Py_DECREF(running);
+    pthread_mutex_lock(&e->bg_mu);
+    int alive = e->bg_alive;
+    pthread_mutex_unlock(&e->bg_mu);
+    if (alive > 0) {
+        PyObject *s = PyUnicode_FromFormat(
+            "%d background loop thread(s) did not stop in time (a coroutine blocks its loop?)",
+            alive);
+        if (s == NULL || PyList_Append(list, s) < 0) {
+            Py_XDECREF(s);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(s);
+    }
+    return list;
+}
+
+/* Loop-lane tasks whose loop was closed under them can never finish: end
+ * them as cancelled so drain() and shutdown() don't wait in vain. */
+static PyObject *
+Engine_abandon_dead_loops(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *live = Engine_live_tasks(e, NULL);
+    PyObject *out = PyList_New(0);
+    if (live == NULL || out == NULL) {
+        Py_XDECREF(live);
+        Py_XDECREF(out);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(live); i++) {
+        task_object *t = (task_object *)PyList_GET_ITEM(live, i);
+        if (t->bridge == NULL || task_is_done(t)) {
+            continue;
+        }
+        if (bridge_loop_closed((bridge_object *)t->bridge) == 1) {
+            task_finish(t, TASK_CANCELLED, NULL);
+            if (PyList_Append(out, (PyObject *)t) < 0) {
+                Py_DECREF(live);
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+    }
+    Py_DECREF(live);
+    return out;
+}
+
+static PyObject *
+Engine_reset_after_fork(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    /* In the child only the forking thread exists. Drop every link to the
+     * parent's threads and loops (leaking them: their locks may be held) and
+     * start fresh; the options stay. */
+    for (int k = 0; k < LANE_COUNT; k++) {
+        lane_reset_after_fork(&e->lanes[k]);
+    }
+    pool_reset_after_fork(&e->pool);
+    pthread_mutex_init(&e->bg_mu, NULL);
+    pthread_cond_init(&e->bg_cv, NULL);
+    e->bg_alive = 0;
+    for (int i = 0; i < e->n_bg; i++) {
+        e->bg[i].bridge = NULL; /* leaked on purpose */
+        e->bg[i].loop = NULL;
+        e->bg[i].state = 0;
+    }
+    e->home_loop = NULL;
+    e->home_bridge = NULL;
+    e->last_loop = NULL;
+    e->last_bridge = NULL;
+    PyObject *fresh = PyDict_New();
+    if (fresh == NULL) {
+        return NULL;
+    }
+    e->bridges = fresh; /* the parent's dict is leaked with its bridges */
+    e->started = 0;
+    e->closed = 0;
+    e->stop_requested = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_get_views(engine_object *e, void *closure)
+{
+    return Py_NewRef(e->views[(intptr_t)closure]);
+}
+
+static PyObject *
+Engine_get_started(engine_object *e, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(e->started);
+}
+
+static PyObject *
+Engine_get_closed(engine_object *e, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(e->closed);
+}
+
+static PyObject *
+Engine_get_home_loop(engine_object *e, void *Py_UNUSED(c))
+{
+    if (e->home_loop == NULL || (e->home_bridge && bridge_loop_closed(e->home_bridge) == 1)) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(e->home_loop);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"spawn", (PyCFunction)(void (*)(void))Engine_spawn, METH_FASTCALL | METH_KEYWORDS,
+     "spawn(target, /, *args, **kwargs) -> Task\n\nFire and forget: coroutines and async "
+     "functions go to the loop lane, sync callables to the thread pool."},
+    {"run", (PyCFunction)(void (*)(void))Engine_run, METH_FASTCALL | METH_KEYWORDS,
+     "run(target, /, *args, **kwargs) -> awaitable Task\n\nLike spawn, but await it for the "
+     "result; cancelling the await cancels the task."},
+    {"options", (PyCFunction)(void (*)(void))Engine_options, METH_VARARGS | METH_KEYWORDS,
+     "options(*, name=None, lane=None) -> Lane with per-call options."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Per-lane counters and percentiles."},
+    {"start", (PyCFunction)(void (*)(void))Engine_start, METH_VARARGS | METH_KEYWORDS,
+     "start(loop=None): make the running loop the home loop."},
+    {"background_loops", (PyCFunction)Engine_background_loops, METH_NOARGS,
+     "The background event loops started so far."},
+    {"_configure", (PyCFunction)Engine_configure, METH_O, NULL},
+    {"_set_lane_starter", (PyCFunction)Engine_set_lane_starter, METH_VARARGS, NULL},
+    {"_live_tasks", (PyCFunction)Engine_live_tasks, METH_NOARGS, NULL},
+    {"_close", (PyCFunction)Engine_close, METH_NOARGS, NULL},
+    {"_request_stop", (PyCFunction)Engine_request_stop, METH_NOARGS, NULL},
+    {"_join", (PyCFunction)Engine_join, METH_O, NULL},
+    {"_stuck_threads", (PyCFunction)Engine_stuck_threads, METH_NOARGS, NULL},
+    {"_abandon_dead_loops", (PyCFunction)Engine_abandon_dead_loops, METH_NOARGS, NULL},
+    {"_reset_after_fork", (PyCFunction)Engine_reset_after_fork, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"loop", (getter)Engine_get_views, NULL, "The caller's loop (else the home loop).",
+     (void *)(intptr_t)LANE_LOOP},
+    {"background", (getter)Engine_get_views, NULL, "Dedicated background event loops.",
+     (void *)(intptr_t)LANE_BACKGROUND},
+    {"threads", (getter)Engine_get_views, NULL, "The C thread pool.",
+     (void *)(intptr_t)LANE_THREADS},
+    {"processes", (getter)Engine_get_views, NULL, "The process pool.",
+     (void *)(intptr_t)LANE_PROCESSES},
+    {"started", (getter)Engine_get_started, NULL, "Whether the runtime has been used.", NULL},
+    {"closed", (getter)Engine_get_closed, NULL, "Whether it refuses new work.", NULL},
+    {"home_loop", (getter)Engine_get_home_loop, NULL, "The loop start() was called on.", NULL},
+    {NULL},
+};
+
+static PyMemberDef Engine_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(engine_object, weakreflist), READONLY},
+    {NULL},
+};
+
+static PyType_Slot Engine_slots[] = {
+    {Py_tp_doc, "The C core of an offload runtime (subclassed by offload.Runtime)."},
+    {Py_tp_new, Engine_new},
+    {Py_tp_init, Engine_init},
+    {Py_tp_dealloc, Engine_dealloc},
+    {Py_tp_traverse, Engine_traverse},
+    {Py_tp_clear, Engine_clear},
+    {Py_tp_methods, Engine_methods},
+    {Py_tp_getset, Engine_getset},
+    {Py_tp_members, Engine_members},
+    {0, NULL},
+};
+
+static PyType_Spec Engine_spec = {
+    .name = "offload._engine.Engine",
+    .basicsize = sizeof(engine_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = Engine_slots,
+};
+
+int
+engine_type_init(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->EngineType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Engine_spec, NULL);
+    if (st->EngineType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->EngineType);
+}

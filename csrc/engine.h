@@ -1,0 +1,61 @@
+/* engine.h: the runtime core (offload._engine.Engine, the base of
+ * offload.Runtime): lanes, the thread pool, background loops, the home loop,
+ * open/closed state and fork handling. */
+#ifndef OFFLOAD_ENGINE_H
+#define OFFLOAD_ENGINE_H
+
+#include "bridge.h"
+#include "common.h"
+#include "lane.h"
+#include "module.h"
+#include "threadpool.h"
+
+typedef struct background_loop {
+    struct engine_object *engine;
+    bridge_object *bridge; /* created before the thread, attached by it */
+    PyObject *loop;        /* set by the thread once running */
+    int index;
+    int state;             /* 0 not started, 1 starting/running, 2 exited */
+} background_loop;
+
+typedef struct engine_object {
+    PyObject_HEAD
+    module_state *st;
+    lane lanes[LANE_COUNT];
+    thread_pool pool;
+    PyObject *views[LANE_COUNT]; /* the Lane objects: loop, background, ... */
+    PyObject *auto_view;         /* spawn()/run() dispatch */
+    PyObject *starters[LANE_COUNT]; /* external executors (processes) */
+    /* loops */
+    PyObject *home_loop;
+    bridge_object *home_bridge;
+    PyObject *bridges;           /* dict: loop -> Bridge */
+    PyObject *last_loop;         /* one-entry cache for bridge_for_loop */
+    bridge_object *last_bridge;
+    PyObject *loop_factory;
+    background_loop *bg;
+    int n_bg;
+    unsigned int bg_next;        /* round robin */
+    pthread_mutex_t bg_mu;       /* guards bg[].state and bg_alive */
+    pthread_cond_t bg_cv;
+    int bg_alive;
+    /* life cycle */
+    int started;
+    int closed;
+    int stop_requested;
+    uint64_t fork_generation;
+    PyObject *weakreflist;
+} engine_object;
+
+int engine_type_init(PyObject *module);
+
+/* The bridge of the loop running on this thread, created on first use (borrowed). */
+bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);
+/* Pick a background loop's bridge (starting loop threads lazily), borrowed. */
+bridge_object *engine_background_bridge(engine_object *e);
+/* Report an event to Python: self._report(kind, task, exc). Never raises. */
+void engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc);
+/* Raise Closed/RuntimeError if the engine can't accept work; -1 on error. */
+int engine_check_open(engine_object *e);
+
+#endif

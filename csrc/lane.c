@@ -1,0 +1,879 @@
+/* lane.c: admission (slots, waiting queue, on_full), the registry of live
+ * tasks, dispatch to executors, and the Lane Python type with spawn/run. */
+#include "common.h" /* first: Python.h sets the feature macros */
+#include <errno.h>
+
+#include "bridge.h"
+#include "engine.h"
+#include "lane.h"
+#include "module.h"
+#include "runner.h"
+#include "task.h"
+#include "threadpool.h"
+
+/* ------------------------------------------------------------------------ */
+/* core                                                                      */
+
+static void
+lane_init_sync(lane *l)
+{
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->room_cv, NULL);
+    pthread_cond_init(&l->done_cv, NULL);
+}
+
+void
+lane_init(lane *l, lane_kind kind, engine_object *engine)
+{
+    l->kind = kind;
+    l->engine = engine;
+    lane_init_sync(l);
+    l->max_running = PY_SSIZE_T_MAX;
+    l->max_pending = PY_SSIZE_T_MAX;
+    l->on_full = ON_FULL_REJECT;
+    l->active = l->waiting = 0;
+    ring_init(&l->waiting_q);
+    ring_init(&l->trash);
+    l->live_head = NULL;
+    l->n_pending = l->n_running = 0;
+    l->sync_waiters = 0;
+    lane_stats_reset(&l->stats);
+}
+
+void
+lane_reset_after_fork(lane *l)
+{
+    /* The parent's threads don't exist here; their records are abandoned
+     * (leaked on purpose: touching them could deadlock on parent locks). */
+    lane_init_sync(l);
+    l->active = l->waiting = 0;
+    ring_init(&l->waiting_q);
+    ring_init(&l->trash);
+    l->live_head = NULL;
+    l->n_pending = l->n_running = 0;
+    l->sync_waiters = 0;
+    lane_stats_reset(&l->stats);
+}
+
+void
+lane_destroy(lane *l)
+{
+    /* Only reached when no task references the engine: the queue is empty. */
+    ring_free(&l->waiting_q);
+    ring_free(&l->trash);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->room_cv);
+    pthread_cond_destroy(&l->done_cv);
+}
+
+static void
+registry_link(lane *l, task_object *t)
+{
+    t->live_prev = NULL;
+    t->live_next = l->live_head;
+    if (l->live_head) {
+        l->live_head->live_prev = t;
+    }
+    l->live_head = t;
+}
+
+static void
+registry_unlink(lane *l, task_object *t)
+{
+    if (t->live_prev) {
+        t->live_prev->live_next = t->live_next;
+    }
+    else if (l->live_head == t) {
+        l->live_head = t->live_next;
+    }
+    if (t->live_next) {
+        t->live_next->live_prev = t->live_prev;
+    }
+    t->live_prev = t->live_next = NULL;
+}
+
+/* Pop the first still-pending task of the waiting queue. Entries of tasks
+ * cancelled while waiting are stale: they move to `trash`, released later by
+ * lane_sweep_trash() without the mutex (a finalizer could re-enter the lane). */
+static task_object *
+waiting_pop_locked(lane *l)
+{
+    task_object *t;
+    while ((t = ring_pop(&l->waiting_q)) != NULL) {
+        t->flags &= (uint8_t)~TF_WAITING;
+        if (t->state == TASK_PENDING) {
+            l->waiting--;
+            return t; /* the queue's reference moves to the caller */
+        }
+        if (ring_push(&l->trash, t) < 0) {
+            /* Out of memory: leak this one reference rather than risk re-entry. */
+            continue;
+        }
+    }
+    return NULL;
+}
+
+task_object *
+lane_release_locked(lane *l, task_object *t)
+{
+    registry_unlink(l, t);
+    if (!(t->flags & TF_HAS_SLOT)) {
+        if (l->on_full == ON_FULL_BLOCK) {
+            pthread_cond_signal(&l->room_cv);
+        }
+        return NULL;
+    }
+    t->flags &= (uint8_t)~TF_HAS_SLOT;
+    l->active--;
+    task_object *next = l->waiting ? waiting_pop_locked(l) : NULL;
+    if (next != NULL) {
+        l->active++;
+        next->flags |= TF_HAS_SLOT;
+    }
+    if (l->on_full == ON_FULL_BLOCK) {
+        pthread_cond_signal(&l->room_cv);
+    }
+    return next;
+}
+
+void
+lane_sweep_trash(lane *l)
+{
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        task_object *t = ring_pop(&l->trash);
+        pthread_mutex_unlock(&l->mu);
+        if (t == NULL) {
+            return;
+        }
+        Py_DECREF(t);
+    }
+}
+
+/* Hand a task holding a slot to whatever runs it. Never loses it: on any
+ * failure the task is finished as failed with the reason. */
+void
+lane_dispatch(lane *l, task_object *t)
+{
+    engine_object *e = l->engine;
+    switch (l->kind) {
+    case LANE_LOOP:
+    case LANE_BACKGROUND: {
+        if (l->kind == LANE_BACKGROUND && t->bridge == NULL) {
+            bridge_object *b = engine_background_bridge(e);
+            if (b == NULL) {
+                task_finish_from_error(t);
+                return;
+            }
+            t->bridge = Py_NewRef((PyObject *)b);
+        }
+        bridge_object *b = (bridge_object *)t->bridge;
+        if (bridge_is_current(b)) {
+            runner_start(t);
+        }
+        else if (bridge_push(b, BRIDGE_START, Py_NewRef((PyObject *)t)) < 0) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_RuntimeError, "the task's event loop is closed");
+            task_finish_from_error(t);
+        }
+        return;
+    }
+    case LANE_THREADS:
+        if (pool_submit(&e->pool, (task_object *)Py_NewRef((PyObject *)t)) < 0) {
+            task_finish_from_error(t);
+        }
+        return;
+    case LANE_PROCESSES: {
+        PyObject *starter = e->starters[LANE_PROCESSES];
+        if (starter == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "the processes lane has no executor");
+            task_finish_from_error(t);
+            return;
+        }
+        Py_INCREF(starter);
+        PyObject *res = PyObject_CallOneArg(starter, (PyObject *)t);
+        Py_DECREF(starter);
+        if (res == NULL) {
+            task_finish_from_error(t);
+            return;
+        }
+        Py_DECREF(res);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/* Whether the calling thread runs an event loop (it must never block). */
+static int
+on_loop_thread(engine_object *e)
+{
+    PyObject *loop = offload_running_loop(e->st);
+    if (loop == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int on = loop != Py_None;
+    Py_DECREF(loop);
+    return on;
+}
+
+typedef enum { ADMIT_DISPATCH, ADMIT_QUEUED, ADMIT_FULL, ADMIT_CLOSED, ADMIT_ERROR } admission;
+
+/* Decide under `mu`; for on_full="block", wait for room with the GIL released. */
+static admission
+lane_admit(lane *l, task_object *t, int may_block)
+{
+    engine_object *e = l->engine;
+    pthread_mutex_lock(&l->mu);
+    l->stats.submitted++;
+    for (;;) {
+        if (e->closed) {
+            l->stats.rejected++;
+            pthread_mutex_unlock(&l->mu);
+            return ADMIT_CLOSED;
+        }
+        if (l->active < l->max_running) {
+            l->active++;
+            t->flags |= TF_HAS_SLOT;
+            break;
+        }
+        if (l->waiting < l->max_pending) {
+            if (ring_push(&l->waiting_q, Py_NewRef((PyObject *)t)) < 0) {
+                Py_DECREF(t); /* safe: the caller still holds a reference */
+                l->stats.rejected++;
+                pthread_mutex_unlock(&l->mu);
+                PyErr_NoMemory();
+                return ADMIT_ERROR;
+            }
+            l->waiting++;
+            t->flags |= TF_WAITING;
+            break;
+        }
+        if (l->on_full != ON_FULL_BLOCK || !may_block) {
+            if (l->on_full == ON_FULL_DROP) {
+                l->stats.dropped++;
+            }
+            else {
+                l->stats.rejected++;
+            }
+            pthread_mutex_unlock(&l->mu);
+            return ADMIT_FULL;
+        }
+        /* Block: wait for room without the GIL, then decide again. */
+        pthread_mutex_unlock(&l->mu);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&l->mu);
+        if (!e->closed && l->active >= l->max_running && l->waiting >= l->max_pending) {
+            struct timespec ts = offload_deadline(0.1);
+            pthread_cond_timedwait(&l->room_cv, &l->mu, &ts);
+        }
+        pthread_mutex_unlock(&l->mu);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) {
+            pthread_mutex_lock(&l->mu);
+            l->stats.rejected++;
+            pthread_mutex_unlock(&l->mu);
+            return ADMIT_ERROR;
+        }
+        pthread_mutex_lock(&l->mu);
+    }
+    task_set_registered(t);
+    registry_link(l, t);
+    Py_INCREF(t); /* the registry's reference: the task can't be collected mid-flight */
+    l->n_pending++;
+    int dispatch = (t->flags & TF_HAS_SLOT) != 0;
+    pthread_mutex_unlock(&l->mu);
+    return dispatch ? ADMIT_DISPATCH : ADMIT_QUEUED;
+}
+
+static const char *
+lane_label(lane *l)
+{
+    static const char *const names[] = {"loop", "background", "threads", "processes"};
+    return names[l->kind];
+}
+
+int
+lane_submit(lane *l, task_object *t)
+{
+    int may_block = 1;
+    if (l->on_full == ON_FULL_BLOCK) {
+        may_block = !on_loop_thread(l->engine);
+    }
+    switch (lane_admit(l, t, may_block)) {
+    case ADMIT_DISPATCH:
+        lane_dispatch(l, t);
+        return 0;
+    case ADMIT_QUEUED:
+        return 0;
+    case ADMIT_CLOSED:
+        PyErr_SetString(l->engine->st->Closed,
+                        "the offload runtime is shut down and accepts no new tasks");
+        return -1;
+    case ADMIT_FULL:
+        if (l->on_full == ON_FULL_DROP) {
+            t->flags |= TF_DROPPED;
+            task_finish(t, TASK_CANCELLED, NULL);
+            engine_report(l->engine, l->engine->st->s_dropped, (PyObject *)t, Py_None);
+            return 0;
+        }
+        if (l->on_full == ON_FULL_BLOCK) {
+            PyErr_Format(l->engine->st->Full,
+                         "offload lane '%s' is full (max_pending=%zd) and on_full='block' can't "
+                         "wait on an event-loop thread; raise max_pending or spawn from a thread",
+                         lane_label(l), l->max_pending);
+        }
+        else {
+            PyErr_Format(l->engine->st->Full,
+                         "offload lane '%s' is full (max_pending=%zd, max_running=%zd); retry "
+                         "later, raise the limits, or use on_full='block' or 'drop'",
+                         lane_label(l), l->max_pending, l->max_running);
+        }
+        return -1;
+    default:
+        return -1;
+    }
+}
+
+/* Loop lane: the caller's running loop, else the home loop, else background. */
+static int
+lane_pick_loop(engine_object *e, task_object *t)
+{
+    PyObject *loop = offload_running_loop(e->st);
+    if (loop == NULL) {
+        return -1;
+    }
+    if (loop != Py_None) {
+        bridge_object *b = engine_bridge_for_running_loop(e, loop);
+        Py_DECREF(loop);
+        if (b == NULL) {
+            return -1;
+        }
+        t->bridge = Py_NewRef((PyObject *)b);
+        return 0;
+    }
+    Py_DECREF(loop);
+    if (e->home_bridge != NULL && bridge_loop_closed(e->home_bridge) == 0) {
+        t->bridge = Py_NewRef((PyObject *)e->home_bridge);
+        return 0;
+    }
+    t->lane = &e->lanes[LANE_BACKGROUND];
+    return 0;
+}
+
+static int
+lane_submit_new(task_object *t)
+{
+    engine_object *e = t->engine;
+    if (t->lane->kind == LANE_LOOP && t->bridge == NULL && lane_pick_loop(e, t) < 0) {
+        return -1;
+    }
+    int rc = lane_submit(t->lane, t);
+    lane_sweep_trash(t->lane);
+    return rc;
+}
+
+int
+lane_submit_deferred(task_object *t)
+{
+    if (engine_check_open(t->engine) < 0) {
+        task_finish(t, TASK_CANCELLED, NULL);
+        return -1;
+    }
+    t->flags &= (uint8_t)~TF_DEFERRED;
+    t->t_submit = offload_now_ns();
+    if (lane_submit_new(t) < 0) {
+        task_finish(t, TASK_CANCELLED, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* target classification (all bad input is refused here, at the call site)   */
+
+typedef enum { TARGET_CORO, TARGET_ASYNC_FN, TARGET_SYNC } target_kind;
+
+static int
+is_async_function(module_state *st, PyObject *fn)
+{
+    PyObject *f = fn;
+    if (PyMethod_Check(f)) {
+        f = PyMethod_GET_FUNCTION(f);
+    }
+    if (PyFunction_Check(f)) {
+        PyCodeObject *code = (PyCodeObject *)PyFunction_GET_CODE(f);
+        if (code->co_flags & CO_COROUTINE) {
+            return 1;
+        }
+        /* Plain functions can still be marked (inspect.markcoroutinefunction). */
+        if (PyObject_HasAttrString(f, "_is_coroutine_marker") == 0) {
+            return 0;
+        }
+    }
+    PyObject *res = PyObject_CallOneArg(st->iscoroutinefunction, fn);
+    if (res == NULL) {
+        return -1;
+    }
+    int yes = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return yes;
+}
+
+/* Refuse a coroutine that already started: resuming it from here would
+ * steal it from whoever is awaiting it. */
+static int
+check_fresh_coroutine(module_state *st, PyObject *coro)
+{
+    if (!PyCoro_CheckExact(coro)) {
+        return 0;
+    }
+    PyObject *frame = PyObject_GetAttr(coro, st->s_cr_frame);
+    if (frame == NULL) {
+        return -1;
+    }
+    int closed = frame == Py_None;
+    Py_DECREF(frame);
+    PyObject *running = PyObject_GetAttr(coro, st->s_cr_running);
+    if (running == NULL) {
+        return -1;
+    }
+    int started = running == Py_True;
+    Py_DECREF(running);
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *suspended = PyObject_GetAttr(coro, st->s_cr_suspended);
+    if (suspended == NULL) {
+        return -1;
+    }
+    started |= suspended == Py_True;
+    Py_DECREF(suspended);
+#else
+    if (!closed) {
+        PyObject *f = PyObject_GetAttr(coro, st->s_cr_frame);
+        PyObject *lasti = f ? PyObject_GetAttrString(f, "f_lasti") : NULL;
+        Py_XDECREF(f);
+        if (lasti == NULL) {
+            return -1;
+        }
+        started |= PyLong_AsLong(lasti) >= 0;
+        Py_DECREF(lasti);
+    }
+#endif
+    if (closed || started) {
+        PyErr_Format(PyExc_ValueError,
+                     "coroutine %R has already %s; pass a new coroutine object "
+                     "(call the async function again)",
+                     coro, closed ? "finished" : "started");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+classify_target(module_state *st, PyObject *target, Py_ssize_t n_extra, target_kind *kind)
+{
+    int is_coro = PyCoro_CheckExact(target);
+    if (!is_coro && !PyCallable_Check(target)) {
+        PyObject *res = PyObject_CallOneArg(st->iscoroutine, target);
+        if (res == NULL) {
+            return -1;
+        }
+        is_coro = PyObject_IsTrue(res);
+        Py_DECREF(res);
+        if (!is_coro) {
+            PyErr_Format(PyExc_TypeError,
+                         "offload needs a coroutine, an async function or a callable, "
+                         "not %.100s", Py_TYPE(target)->tp_name);
+            return -1;
+        }
+    }
+    if (is_coro) {
+        if (n_extra) {
+            PyErr_SetString(PyExc_TypeError,
+                            "a coroutine object takes no extra arguments; pass the async "
+                            "function and its arguments instead: spawn(fn, *args)");
+            return -1;
+        }
+        if (check_fresh_coroutine(st, target) < 0) {
+            return -1;
+        }
+        *kind = TARGET_CORO;
+        return 0;
+    }
+    int async_fn = is_async_function(st, target);
+    if (async_fn < 0) {
+        return -1;
+    }
+    *kind = async_fn ? TARGET_ASYNC_FN : TARGET_SYNC;
+    return 0;
+}
+
+static int
+resolve_lane(int kind, target_kind tk, PyObject *target)
+{
+    if (kind < 0) {
+        return tk == TARGET_SYNC ? LANE_THREADS : LANE_LOOP;
+    }
+    if ((kind == LANE_LOOP || kind == LANE_BACKGROUND) && tk == TARGET_SYNC) {
+        PyErr_Format(PyExc_TypeError,
+                     "offload.%s runs coroutines, and %R is a sync callable; "
+                     "send it to offload.threads (or offload.spawn, which picks the lane)",
+                     kind == LANE_LOOP ? "loop" : "background", target);
+        return -1;
+    }
+    if ((kind == LANE_THREADS || kind == LANE_PROCESSES) && tk != TARGET_SYNC) {
+        PyErr_Format(PyExc_TypeError,
+                     "offload.%s runs sync callables, and %R is %s; "
+                     "send it to offload.loop or offload.background",
+                     kind == LANE_THREADS ? "threads" : "processes", target,
+                     tk == TARGET_CORO ? "a coroutine" : "an async function");
+        return -1;
+    }
+    return kind;
+}
+
+static void
+close_coroutine(module_state *st, PyObject *coro)
+{
+    PyObject *res = PyObject_CallMethodNoArgs(coro, st->s_close);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(coro);
+    }
+    Py_XDECREF(res);
+}
+
+PyObject *
+lane_spawn(engine_object *e, int kind, PyObject *name, int deferred, PyObject *const *args,
+           Py_ssize_t nargs, PyObject *kwnames)
+{
+    module_state *st = e->st;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "spawn()/run() missing the target to run");
+        return NULL;
+    }
+    PyObject *target = args[0];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    target_kind tk;
+    if (classify_target(st, target, nargs - 1 + nkw, &tk) < 0) {
+        return NULL;
+    }
+    int lane_kind = resolve_lane(kind, tk, target);
+    if (lane_kind < 0) {
+        return NULL;
+    }
+    if (engine_check_open(e) < 0) {
+        return NULL;
+    }
+    PyObject *call_args = NULL, *call_kwargs = NULL, *coro = NULL;
+    if (tk == TARGET_ASYNC_FN) {
+        /* Call now, so wrong arguments fail here and not later on a loop. */
+        coro = PyObject_Vectorcall(target, args + 1, (size_t)(nargs - 1), kwnames);
+        if (coro == NULL) {
+            return NULL;
+        }
+        target = coro;
+    }
+    else if (tk == TARGET_SYNC) {
+        if (nargs > 1 && (call_args = PyTuple_New(nargs - 1)) == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 1; i < nargs; i++) {
+            PyTuple_SET_ITEM(call_args, i - 1, Py_NewRef(args[i]));
+        }
+        if (nkw) {
+            if ((call_kwargs = PyDict_New()) == NULL) {
+                Py_XDECREF(call_args);
+                return NULL;
+            }
+            for (Py_ssize_t i = 0; i < nkw; i++) {
+                if (PyDict_SetItem(call_kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+                    Py_XDECREF(call_args);
+                    Py_DECREF(call_kwargs);
+                    return NULL;
+                }
+            }
+        }
+    }
+    int flags = (tk == TARGET_SYNC ? 0 : TF_IS_CORO) |
+                (deferred ? (TF_DEFERRED | TF_CANCEL_ON_AWAIT) : 0);
+    task_object *t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
+    Py_XDECREF(call_args);
+    Py_XDECREF(call_kwargs);
+    if (t == NULL) {
+        if (coro) {
+            close_coroutine(st, coro);
+            Py_DECREF(coro);
+        }
+        return NULL;
+    }
+    e->started = 1;
+    if (!deferred && lane_submit_new(t) < 0) {
+        /* Refused: the coroutine will never run, close it to avoid a warning. */
+        if (tk != TARGET_SYNC) {
+            close_coroutine(st, target);
+        }
+        t->flags &= (uint8_t)~TF_IS_CORO;
+        Py_CLEAR(t->target);
+        t->state = TASK_CANCELLED;
+        Py_DECREF(t);
+        Py_XDECREF(coro);
+        return NULL;
+    }
+    Py_XDECREF(coro);
+    return (PyObject *)t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the Lane Python type                                                      */
+
+PyObject *
+lane_view_new(engine_object *engine, int kind, PyObject *name)
+{
+    lane_view *v = PyObject_GC_New(lane_view, engine->st->LaneType);
+    if (v == NULL) {
+        return NULL;
+    }
+    v->engine = (engine_object *)Py_NewRef((PyObject *)engine);
+    v->kind = kind;
+    v->name = Py_XNewRef(name);
+    PyObject_GC_Track((PyObject *)v);
+    return (PyObject *)v;
+}
+
+static PyObject *
+Lane_spawn(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return lane_spawn(v->engine, v->kind, v->name, 0, args, nargs, kwnames);
+}
+
+static PyObject *
+Lane_run(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return lane_spawn(v->engine, v->kind, v->name, 1, args, nargs, kwnames);
+}
+
+int
+lane_parse_name(PyObject *obj, int *kind)
+{
+    static const char *const names[] = {"loop", "background", "threads", "processes"};
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (PyUnicode_Check(obj)) {
+        for (int i = 0; i < LANE_COUNT; i++) {
+            if (PyUnicode_CompareWithASCIIString(obj, names[i]) == 0) {
+                *kind = i;
+                return 0;
+            }
+        }
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "lane must be 'loop', 'background', 'threads', 'processes' or None, not %R", obj);
+    return -1;
+}
+
+PyObject *
+lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "lane", NULL};
+    PyObject *name = default_name, *lane_obj = NULL;
+    if (PyTuple_GET_SIZE(args)) {
+        PyErr_SetString(PyExc_TypeError, "options() takes keyword arguments only: name=, lane=");
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:options", kwlist, &name, &lane_obj)) {
+        return NULL;
+    }
+    if (name == Py_None) {
+        name = NULL;
+    }
+    if (name != NULL && !PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "name must be a str or None, not %.100s",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    if (lane_parse_name(lane_obj, &kind) < 0) {
+        return NULL;
+    }
+    return lane_view_new(e, kind, name);
+}
+
+static PyObject *
+Lane_options(lane_view *v, PyObject *args, PyObject *kwds)
+{
+    return lane_options(v->engine, v->kind, v->name, args, kwds);
+}
+
+PyObject *lane_stats_dict(lane *l);
+
+static PyObject *
+Lane_stats(lane_view *v, PyObject *Py_UNUSED(ignored))
+{
+    if (v->kind < 0) {
+        PyErr_SetString(PyExc_TypeError, "stats() of automatic dispatch: use runtime.stats()");
+        return NULL;
+    }
+    return lane_stats_dict(&v->engine->lanes[v->kind]);
+}
+
+static PyObject *
+Lane_get_name(lane_view *v, void *Py_UNUSED(c))
+{
+    if (v->kind < 0) {
+        return PyUnicode_FromString("auto");
+    }
+    return Py_NewRef(v->engine->st->lane_names[v->kind]);
+}
+
+static PyObject *
+Lane_repr(lane_view *v)
+{
+    PyObject *name = Lane_get_name(v, NULL);
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *r = v->name ? PyUnicode_FromFormat("<offload.Lane %U name=%R>", name, v->name)
+                          : PyUnicode_FromFormat("<offload.Lane %U>", name);
+    Py_DECREF(name);
+    return r;
+}
+
+static int
+Lane_traverse(lane_view *v, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(v));
+    Py_VISIT(v->engine);
+    Py_VISIT(v->name);
+    return 0;
+}
+
+static int
+Lane_clear(lane_view *v)
+{
+    Py_CLEAR(v->engine);
+    Py_CLEAR(v->name);
+    return 0;
+}
+
+static void
+Lane_dealloc(lane_view *v)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    PyObject_GC_UnTrack(v);
+    Lane_clear(v);
+    tp->tp_free(v);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Lane_methods[] = {
+    {"spawn", (PyCFunction)(void (*)(void))Lane_spawn, METH_FASTCALL | METH_KEYWORDS,
+     "spawn(target, /, *args, **kwargs) -> Task: start it in the background."},
+    {"run", (PyCFunction)(void (*)(void))Lane_run, METH_FASTCALL | METH_KEYWORDS,
+     "run(target, /, *args, **kwargs) -> Task: await it for the result."},
+    {"options", (PyCFunction)(void (*)(void))Lane_options, METH_VARARGS | METH_KEYWORDS,
+     "options(*, name=None, lane=None) -> Lane with these per-call options."},
+    {"stats", (PyCFunction)Lane_stats, METH_NOARGS, "This lane's counters and percentiles."},
+    {NULL},
+};
+
+static PyGetSetDef Lane_getset[] = {
+    {"name", (getter)Lane_get_name, NULL, "The lane's name.", NULL},
+    {NULL},
+};
+
+static PyType_Slot Lane_slots[] = {
+    {Py_tp_doc, "A lane of an offload runtime: where and how tasks run."},
+    {Py_tp_dealloc, Lane_dealloc},
+    {Py_tp_traverse, Lane_traverse},
+    {Py_tp_clear, Lane_clear},
+    {Py_tp_repr, Lane_repr},
+    {Py_tp_methods, Lane_methods},
+    {Py_tp_getset, Lane_getset},
+    {0, NULL},
+};
+
+static PyType_Spec Lane_spec = {
+    .name = "offload.Lane",
+    .basicsize = sizeof(lane_view),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Lane_slots,
+};
+
+int
+lane_type_init(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->LaneType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Lane_spec, NULL);
+    if (st->LaneType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->LaneType);
+}
+
+/* ------------------------------------------------------------------------ */
+/* statistics snapshot                                                       */
+
+static int
+put_int(PyObject *d, const char *key, long long v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(d, key, o);
+    Py_DECREF(o);
+    return rc;
+}
+
+static PyObject *
+percentiles(const histogram *h)
+{
+    return Py_BuildValue("{s:d,s:d,s:d,s:K}", "p50", hist_quantile(h, 0.50) / 1e9, "p90",
+                         hist_quantile(h, 0.90) / 1e9, "p99", hist_quantile(h, 0.99) / 1e9,
+                         "count", (unsigned long long)h->total);
+}
+
+PyObject *
+lane_stats_dict(lane *l)
+{
+    lane_stats s;
+    Py_ssize_t pending, running, active, waiting;
+    pthread_mutex_lock(&l->mu);
+    s = l->stats;
+    pending = l->n_pending;
+    running = l->n_running;
+    active = l->active;
+    waiting = l->waiting;
+    pthread_mutex_unlock(&l->mu);
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    if (put_int(d, "submitted", (long long)s.submitted) < 0 ||
+        put_int(d, "pending", pending) < 0 || put_int(d, "running", running) < 0 ||
+        put_int(d, "succeeded", (long long)s.succeeded) < 0 ||
+        put_int(d, "failed", (long long)s.failed) < 0 ||
+        put_int(d, "cancelled", (long long)s.cancelled) < 0 ||
+        put_int(d, "rejected", (long long)s.rejected) < 0 ||
+        put_int(d, "dropped", (long long)s.dropped) < 0 || put_int(d, "active", active) < 0 ||
+        put_int(d, "waiting", waiting) < 0 ||
+        put_int(d, "max_running", l->max_running == PY_SSIZE_T_MAX ? -1 : l->max_running) < 0 ||
+        put_int(d, "max_pending", l->max_pending == PY_SSIZE_T_MAX ? -1 : l->max_pending) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    PyObject *qw = percentiles(&s.queue_wait), *rt = percentiles(&s.run_time);
+    if (qw == NULL || rt == NULL || PyDict_SetItemString(d, "queue_wait", qw) < 0 ||
+        PyDict_SetItemString(d, "run_time", rt) < 0) {
+        Py_XDECREF(qw);
+        Py_XDECREF(rt);
+        Py_DECREF(d);
+        return NULL;
+    }
+    Py_DECREF(qw);
+    Py_DECREF(rt);
+    return d;
+}

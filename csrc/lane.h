@@ -1,0 +1,92 @@
+/* lane.h: a lane is where tasks of one kind run (loop, background, threads,
+ * processes). It owns the admission policy (max_running slots, max_pending
+ * waiting queue, on_full), the registry of live tasks and the statistics; the
+ * execution itself is delegated to a loop bridge, the thread pool or an
+ * external starter (processes).
+ *
+ * Locking: `mu` guards every field below it. Lock order is GIL -> lane mu ->
+ * pool/bridge mutexes; code holding `mu` never waits for the GIL. */
+#ifndef OFFLOAD_LANE_H
+#define OFFLOAD_LANE_H
+
+#include "common.h"
+#include "ring.h"
+#include "stats.h"
+
+struct engine_object;
+struct task_object;
+
+typedef enum {
+    LANE_LOOP = 0,
+    LANE_BACKGROUND = 1,
+    LANE_THREADS = 2,
+    LANE_PROCESSES = 3,
+    LANE_COUNT = 4,
+} lane_kind;
+
+typedef enum { ON_FULL_REJECT = 0, ON_FULL_DROP = 1, ON_FULL_BLOCK = 2 } on_full_policy;
+
+typedef struct lane {
+    lane_kind kind;
+    struct engine_object *engine; /* owner (borrowed) */
+    pthread_mutex_t mu;
+    pthread_cond_t room_cv; /* a waiting slot freed (on_full="block") */
+    pthread_cond_t done_cv; /* a task with blocked result() callers finished */
+    /* limits */
+    Py_ssize_t max_running; /* PY_SSIZE_T_MAX = unbounded */
+    Py_ssize_t max_pending; /* PY_SSIZE_T_MAX = unbounded */
+    on_full_policy on_full;
+    /* admission */
+    Py_ssize_t active;      /* tasks holding a running slot */
+    Py_ssize_t waiting;     /* tasks in `waiting_q` that are still pending */
+    ring waiting_q;         /* tasks without a slot, FIFO (strong refs) */
+    ring trash;             /* stale waiting entries to release without `mu` */
+    /* registry */
+    struct task_object *live_head;
+    Py_ssize_t n_pending, n_running;
+    Py_ssize_t sync_waiters; /* threads blocked in Task.result()/_wait() */
+    lane_stats stats;
+} lane;
+
+void lane_init(lane *l, lane_kind kind, struct engine_object *engine);
+/* After fork in the child: fresh locks and an empty registry (old records leak). */
+void lane_reset_after_fork(lane *l);
+void lane_destroy(lane *l);
+
+/* Accept `t` (GIL held): take a slot and dispatch it, queue it, or apply
+ * on_full. Returns 0 when accepted (or dropped: then t is CANCELLED), -1 with
+ * an exception set (Full, Closed, MemoryError). */
+int lane_submit(lane *l, struct task_object *t);
+
+/* Submit a task created by run() on its first await (GIL held). */
+int lane_submit_deferred(struct task_object *t);
+
+/* Called by task_finish with `mu` held: unlink from registry, release the
+ * slot. Returns a task (new reference) that just got the freed slot and must
+ * be dispatched by the caller once `mu` is released, or NULL. */
+struct task_object *lane_release_locked(lane *l, struct task_object *t);
+
+/* Release stale queue references (GIL held, `mu` not held). */
+void lane_sweep_trash(lane *l);
+
+/* Hand a task that holds a slot to its executor (GIL held, `mu` not held). */
+void lane_dispatch(lane *l, struct task_object *t);
+
+/* The Lane Python type: a view of one lane (or of automatic dispatch when
+ * kind == -1) with per-call options such as the task name. */
+typedef struct {
+    PyObject_HEAD
+    struct engine_object *engine; /* strong */
+    int kind;                     /* lane_kind, or -1 for automatic dispatch */
+    PyObject *name;               /* task name override or NULL */
+    vectorcallfunc spawn_vc;
+} lane_view;
+
+int lane_type_init(PyObject *module);
+PyObject *lane_view_new(struct engine_object *engine, int kind, PyObject *name);
+
+/* Spawn through a view: shared by Lane.spawn/run and Engine.spawn/run. */
+PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, int deferred,
+                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+#endif

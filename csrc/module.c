@@ -1,0 +1,198 @@
+/* module.c: the offload._engine extension module: multi-phase init, module
+ * state (types, exceptions, cached asyncio callables, interned names). */
+#include "bridge.h"
+#include "engine.h"
+#include "lane.h"
+#include "module.h"
+#include "runner.h"
+#include "task.h"
+
+PyObject *
+offload_running_loop(module_state *st)
+{
+    return PyObject_CallNoArgs(st->get_running_loop);
+}
+
+static int
+import_attr(PyObject **out, const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        return -1;
+    }
+    *out = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return *out ? 0 : -1;
+}
+
+static int
+intern(PyObject **out, const char *s)
+{
+    *out = PyUnicode_InternFromString(s);
+    return *out ? 0 : -1;
+}
+
+static int
+init_names(module_state *st)
+{
+    static const char *const lanes[] = {"loop", "background", "threads", "processes"};
+    static const char *const states[] = {"pending", "running", "succeeded", "failed",
+                                         "cancelled"};
+    for (int i = 0; i < 4; i++) {
+        if (intern(&st->lane_names[i], lanes[i]) < 0) {
+            return -1;
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        if (intern(&st->state_names[i], states[i]) < 0) {
+            return -1;
+        }
+    }
+    if (intern(&st->s_add_reader, "add_reader") < 0 ||
+        intern(&st->s_remove_reader, "remove_reader") < 0 ||
+        intern(&st->s_create_future, "create_future") < 0 ||
+        intern(&st->s_set_result, "set_result") < 0 || intern(&st->s_done, "done") < 0 ||
+        intern(&st->s_cancel, "cancel") < 0 || intern(&st->s_throw, "throw") < 0 ||
+        intern(&st->s_close, "close") < 0 ||
+        intern(&st->s_future_blocking, "_asyncio_future_blocking") < 0 ||
+        intern(&st->s_report, "_report") < 0 || intern(&st->s_qualname, "__qualname__") < 0 ||
+        intern(&st->s_is_closed, "is_closed") < 0 || intern(&st->s_stop, "stop") < 0 ||
+        intern(&st->s_run_forever, "run_forever") < 0 ||
+        intern(&st->s_run_until_complete, "run_until_complete") < 0 ||
+        intern(&st->s_shutdown_asyncgens, "shutdown_asyncgens") < 0 ||
+        intern(&st->s_get_task_factory, "get_task_factory") < 0 ||
+        intern(&st->s_failed, "failed") < 0 || intern(&st->s_dropped, "dropped") < 0 ||
+        intern(&st->s_callback, "callback") < 0 || intern(&st->s_cr_frame, "cr_frame") < 0 ||
+        intern(&st->s_cr_running, "cr_running") < 0 ||
+        intern(&st->s_cr_suspended, "cr_suspended") < 0 ||
+        intern(&st->s_call_soon, "call_soon") < 0) {
+        return -1;
+    }
+    st->kwnames_loop_context = Py_BuildValue("(ss)", "loop", "context");
+    return st->kwnames_loop_context ? 0 : -1;
+}
+
+static int
+init_asyncio(module_state *st)
+{
+    if (import_attr(&st->get_running_loop, "asyncio.events", "_get_running_loop") < 0 ||
+        import_attr(&st->CancelledError, "asyncio", "CancelledError") < 0 ||
+        import_attr(&st->InvalidStateError, "asyncio", "InvalidStateError") < 0 ||
+        import_attr(&st->AsyncioTask, "asyncio", "Task") < 0 ||
+        import_attr(&st->iscoroutine, "asyncio", "iscoroutine") < 0 ||
+        import_attr(&st->iscoroutinefunction, "inspect", "iscoroutinefunction") < 0 ||
+        import_attr(&st->new_event_loop, "asyncio", "new_event_loop") < 0 ||
+        import_attr(&st->set_event_loop, "asyncio", "set_event_loop") < 0 ||
+        import_attr(&st->all_tasks, "asyncio", "all_tasks") < 0 ||
+        import_attr(&st->gather, "asyncio", "gather") < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+init_exceptions(PyObject *module, module_state *st)
+{
+    st->Full = PyErr_NewExceptionWithDoc(
+        "offload.Full",
+        "The lane is at max_pending: on_full='reject', or 'block' on an event-loop thread.",
+        NULL, NULL);
+    if (st->Full == NULL || PyModule_AddObjectRef(module, "Full", st->Full) < 0) {
+        return -1;
+    }
+    st->Closed = PyErr_NewExceptionWithDoc(
+        "offload.Closed", "The runtime is shut down (or shutting down) and accepts no new work.",
+        PyExc_RuntimeError, NULL);
+    if (st->Closed == NULL || PyModule_AddObjectRef(module, "Closed", st->Closed) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+offload_exec(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->next_task_id = 0;
+    if (init_names(st) < 0 || init_asyncio(st) < 0 || init_exceptions(module, st) < 0) {
+        return -1;
+    }
+    if (task_type_init(module) < 0 || runner_type_init(module) < 0 ||
+        bridge_type_init(module) < 0 || lane_type_init(module) < 0 ||
+        engine_type_init(module) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+#define STATE_OBJECTS(X)                                                                       \
+    X(TaskType) X(AwaiterType) X(RunnerType) X(BridgeType) X(LaneType) X(EngineType) X(Full)   \
+    X(Closed) X(get_running_loop) X(CancelledError) X(InvalidStateError) X(AsyncioTask)        \
+    X(iscoroutine) X(iscoroutinefunction) X(new_event_loop) X(set_event_loop) X(all_tasks)     \
+    X(gather) X(kwnames_loop_context)
+
+static int
+offload_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    module_state *st = state_of_module(module);
+#define VISIT(name) Py_VISIT(st->name);
+    STATE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+offload_clear(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+#define CLEAR(name) Py_CLEAR(st->name);
+    STATE_OBJECTS(CLEAR)
+#undef CLEAR
+    /* interned strings */
+    PyObject **names[] = {
+        &st->s_add_reader, &st->s_remove_reader, &st->s_create_future, &st->s_set_result,
+        &st->s_done, &st->s_cancel, &st->s_throw, &st->s_close, &st->s_future_blocking,
+        &st->s_report, &st->s_qualname, &st->s_is_closed, &st->s_stop, &st->s_run_forever,
+        &st->s_run_until_complete, &st->s_shutdown_asyncgens, &st->s_get_task_factory,
+        &st->s_failed, &st->s_dropped, &st->s_callback, &st->s_cr_frame, &st->s_cr_running,
+        &st->s_cr_suspended, &st->s_call_soon,
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        Py_CLEAR(*names[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(st->lane_names[i]);
+    }
+    for (int i = 0; i < 5; i++) {
+        Py_CLEAR(st->state_names[i]);
+    }
+    return 0;
+}
+
+static void
+offload_free(void *module)
+{
+    offload_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot offload_slots[] = {
+    {Py_mod_exec, offload_exec},
+    {0, NULL},
+};
+
+struct PyModuleDef offload_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "offload._engine",
+    .m_doc = "The C engine of offload: tasks, lanes, thread pool, loop bridges.",
+    .m_size = sizeof(module_state),
+    .m_slots = offload_slots,
+    .m_traverse = offload_traverse,
+    .m_clear = offload_clear,
+    .m_free = offload_free,
+};
+
+PyMODINIT_FUNC
+PyInit__engine(void)
+{
+    return PyModuleDef_Init(&offload_module_def);
+}

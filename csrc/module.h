@@ -1,0 +1,65 @@
+/* module.h: the extension's module state (types, exceptions, cached asyncio
+ * objects, interned names, the process-wide task id counter). Every engine
+ * object reaches it through its Engine, so no file keeps mutable globals. */
+#ifndef OFFLOAD_MODULE_H
+#define OFFLOAD_MODULE_H
+
+#include "common.h"
+
+typedef struct module_state {
+    /* heap types */
+    PyTypeObject *TaskType;
+    PyTypeObject *AwaiterType;
+    PyTypeObject *RunnerType;
+    PyTypeObject *BridgeType;
+    PyTypeObject *LaneType;
+    PyTypeObject *EngineType;
+    /* exceptions */
+    PyObject *Full;
+    PyObject *Closed;
+    /* asyncio, cached at import */
+    PyObject *get_running_loop; /* asyncio.events._get_running_loop */
+    PyObject *CancelledError;   /* asyncio.CancelledError */
+    PyObject *InvalidStateError;
+    PyObject *AsyncioTask;      /* asyncio.Task */
+    PyObject *iscoroutine;      /* asyncio.iscoroutine */
+    PyObject *iscoroutinefunction; /* inspect.iscoroutinefunction */
+    PyObject *new_event_loop;   /* asyncio.new_event_loop */
+    PyObject *set_event_loop;   /* asyncio.set_event_loop */
+    PyObject *all_tasks;        /* asyncio.all_tasks */
+    PyObject *gather;           /* asyncio.gather */
+    PyObject *kwnames_loop_context; /* ("loop", "context") */
+    /* interned method/attribute names */
+    PyObject *s_add_reader, *s_remove_reader, *s_create_future, *s_set_result, *s_done,
+        *s_cancel, *s_throw, *s_close, *s_future_blocking, *s_report, *s_qualname,
+        *s_is_closed, *s_stop, *s_run_forever, *s_run_until_complete, *s_shutdown_asyncgens,
+        *s_get_task_factory, *s_failed, *s_dropped, *s_callback, *s_cr_frame, *s_cr_running,
+        *s_cr_suspended, *s_call_soon;
+    /* lane names, indexed by lane_kind */
+    PyObject *lane_names[4];
+    /* state names, indexed by task_state */
+    PyObject *state_names[5];
+    /* process-wide task ids (incremented with the GIL held) */
+    uint64_t next_task_id;
+} module_state;
+
+extern struct PyModuleDef offload_module_def;
+
+static inline module_state *
+state_of_module(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* For methods of heap types defined by this module. */
+static inline module_state *
+state_of_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &offload_module_def);
+    return mod ? state_of_module(mod) : NULL;
+}
+
+/* asyncio's running loop of the calling thread (new reference), or None. */
+PyObject *offload_running_loop(module_state *st);
+
+#endif

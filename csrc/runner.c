@@ -1,0 +1,282 @@
+/* runner.c: the C coroutine that drives a task's coroutine inside a real
+ * asyncio.Task and records the outcome in the offload task (see runner.h). */
+#include "bridge.h"
+#include "engine.h"
+#include "module.h"
+#include "runner.h"
+
+typedef struct {
+    PyObject_HEAD
+    task_object *task; /* strong */
+    PyObject *coro;    /* strong */
+    int started;
+} runner_object;
+
+static PyObject *
+runner_new(task_object *t)
+{
+    runner_object *r = PyObject_GC_New(runner_object, t->engine->st->RunnerType);
+    if (r == NULL) {
+        return NULL;
+    }
+    r->task = (task_object *)Py_NewRef((PyObject *)t);
+    r->coro = Py_NewRef(t->target);
+    r->started = 0;
+    PyObject_GC_Track((PyObject *)r);
+    return (PyObject *)r;
+}
+
+void
+runner_start(task_object *t)
+{
+    module_state *st = t->engine->st;
+    bridge_object *b = (bridge_object *)t->bridge;
+    PyObject *runner = runner_new(t);
+    if (runner == NULL) {
+        task_finish_from_error(t);
+        return;
+    }
+    PyObject *aio;
+#if PY_VERSION_HEX >= 0x030B0000
+    if (b->direct_task) {
+        PyObject *args[3] = {runner, b->loop, t->context};
+        aio = PyObject_Vectorcall(st->AsyncioTask, args, 1, st->kwnames_loop_context);
+    }
+    else {
+        PyObject *args[3] = {b->loop, runner, t->context};
+        PyObject *kwnames = PyTuple_Pack(1, PyTuple_GET_ITEM(st->kwnames_loop_context, 1));
+        PyObject *name = PyUnicode_FromString("create_task");
+        aio = (kwnames && name)
+                  ? PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                              kwnames)
+                  : NULL;
+        Py_XDECREF(kwnames);
+        Py_XDECREF(name);
+    }
+#else
+    /* 3.10: no context= argument; the Task copies the current context. */
+    if (PyContext_Enter(t->context) < 0) {
+        Py_DECREF(runner);
+        task_finish_from_error(t);
+        return;
+    }
+    aio = PyObject_CallMethod(b->loop, "create_task", "O", runner);
+    PyContext_Exit(t->context);
+#endif
+    Py_DECREF(runner);
+    if (aio == NULL) {
+        task_finish_from_error(t);
+        return;
+    }
+    if (task_is_done(t)) {
+        /* Finished while being created (e.g. the factory ran it eagerly). */
+        Py_DECREF(aio);
+        return;
+    }
+    Py_XSETREF(t->runner, aio);
+}
+
+/* First step: the task may have been cancelled while queued. */
+static int
+runner_begin(runner_object *r)
+{
+    if (r->started) {
+        return 1;
+    }
+    r->started = 1;
+    if (task_mark_running(r->task)) {
+        return 1;
+    }
+    PyObject *res = PyObject_CallMethodNoArgs(r->coro, r->task->engine->st->s_close);
+    if (res == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
+    return 0;
+}
+
+static PySendResult
+runner_send(runner_object *r, PyObject *arg, PyObject **presult)
+{
+    if (!runner_begin(r)) {
+        *presult = Py_NewRef(Py_None);
+        return PYGEN_RETURN;
+    }
+    PySendResult status = PyIter_Send(r->coro, arg, presult);
+    if (status == PYGEN_NEXT) {
+        return PYGEN_NEXT;
+    }
+    if (status == PYGEN_RETURN) {
+        task_finish(r->task, TASK_SUCCEEDED, *presult);
+        Py_DECREF(*presult);
+    }
+    else {
+        task_finish_from_error(r->task);
+    }
+    /* Always a normal return to asyncio: the outcome lives in the offload task. */
+    *presult = Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+runner_iternext(runner_object *r)
+{
+    PyObject *res;
+    if (runner_send(r, Py_None, &res) == PYGEN_NEXT) {
+        return res;
+    }
+    Py_DECREF(res);
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+static PyObject *
+runner_send_method(runner_object *r, PyObject *arg)
+{
+    PyObject *res;
+    if (runner_send(r, arg, &res) == PYGEN_NEXT) {
+        return res;
+    }
+    Py_DECREF(res);
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+/* asyncio throws CancelledError in here to cancel the task. */
+static PyObject *
+runner_throw(runner_object *r, PyObject *const *args, Py_ssize_t nargs)
+{
+    module_state *st = r->task->engine->st;
+    if (!runner_begin(r)) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    PyObject *meth = PyObject_GetAttr(r->coro, st->s_throw);
+    PyObject *res = meth ? PyObject_Vectorcall(meth, args, (size_t)nargs, NULL) : NULL;
+    Py_XDECREF(meth);
+    if (res != NULL) {
+        return res; /* the coroutine caught it and awaits something else */
+    }
+    if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyObject *result = value ? PyObject_GetAttrString(value, "value") : NULL;
+        if (result == NULL) {
+            PyErr_Clear();
+        }
+        task_finish(r->task, TASK_SUCCEEDED, result ? result : Py_None);
+        Py_XDECREF(result);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    else {
+        task_finish_from_error(r->task);
+    }
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+static PyObject *
+runner_close(runner_object *r, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *res = PyObject_CallMethodNoArgs(r->coro, r->task->engine->st->s_close);
+    if (res == NULL) {
+        return NULL;
+    }
+    Py_DECREF(res);
+    if (!task_is_done(r->task)) {
+        task_finish(r->task, TASK_CANCELLED, NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Unknown attributes (cr_frame, cr_code, __qualname__, ...) come from the
+ * wrapped coroutine, so asyncio's reprs and anyio's introspection work. */
+static PyObject *
+runner_getattro(runner_object *r, PyObject *name)
+{
+    PyObject *res = PyObject_GenericGetAttr((PyObject *)r, name);
+    if (res != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return res;
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(r->coro, name);
+}
+
+static PyObject *
+runner_repr(runner_object *r)
+{
+    return PyUnicode_FromFormat("<offload runner of %R>", r->coro);
+}
+
+static int
+runner_traverse(runner_object *r, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(r));
+    Py_VISIT(r->task);
+    Py_VISIT(r->coro);
+    return 0;
+}
+
+static int
+runner_clear(runner_object *r)
+{
+    Py_CLEAR(r->task);
+    Py_CLEAR(r->coro);
+    return 0;
+}
+
+static void
+runner_dealloc(runner_object *r)
+{
+    PyTypeObject *tp = Py_TYPE(r);
+    PyObject_GC_UnTrack(r);
+    runner_clear(r);
+    tp->tp_free(r);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+runner_await(runner_object *r)
+{
+    return Py_NewRef((PyObject *)r);
+}
+
+static PyMethodDef runner_methods[] = {
+    {"send", (PyCFunction)runner_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))runner_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)runner_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyType_Slot runner_slots[] = {
+    {Py_tp_dealloc, runner_dealloc},
+    {Py_tp_traverse, runner_traverse},
+    {Py_tp_clear, runner_clear},
+    {Py_tp_repr, runner_repr},
+    {Py_tp_getattro, runner_getattro},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, runner_iternext},
+    {Py_tp_methods, runner_methods},
+    {Py_am_await, runner_await},
+    {Py_am_send, runner_send},
+    {0, NULL},
+};
+
+static PyType_Spec runner_spec = {
+    .name = "offload._engine.Runner",
+    .basicsize = sizeof(runner_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = runner_slots,
+};
+
+int
+runner_type_init(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->RunnerType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &runner_spec, NULL);
+    return st->RunnerType ? 0 : -1;
+}

@@ -1,0 +1,1102 @@
+/* task.c: offload.Task, the per-task C record, and its life cycle:
+ * pending -> running -> succeeded | failed | cancelled, exactly once.
+ * Also the Awaiter (what `await task` iterates) and result() for threads. */
+#include "common.h" /* first: Python.h sets the feature macros */
+#include <errno.h>
+
+#include "bridge.h"
+#include "engine.h"
+#include "lane.h"
+#include "module.h"
+#include "task.h"
+
+#define TF_REGISTERED 0x80 /* counted by its lane and linked in its registry */
+
+/* ------------------------------------------------------------------------ */
+/* creation                                                                  */
+
+task_object *
+task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObject *kwargs,
+         PyObject *name, int flags)
+{
+    module_state *st = engine->st;
+    PyObject *context = PyContext_CopyCurrent();
+    if (context == NULL) {
+        return NULL;
+    }
+    task_object *t = PyObject_GC_New(task_object, st->TaskType);
+    if (t == NULL) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    t->engine = (engine_object *)Py_NewRef((PyObject *)engine);
+    t->lane = l;
+    t->live_prev = t->live_next = NULL;
+    t->target = Py_NewRef(target);
+    t->args = Py_XNewRef(args);
+    t->kwargs = Py_XNewRef(kwargs);
+    t->context = context;
+    t->name = Py_XNewRef(name);
+    t->outcome = NULL;
+    t->bridge = NULL;
+    t->runner = NULL;
+    t->waiters = NULL;
+    t->id = ++st->next_task_id;
+    t->t_submit = offload_now_ns();
+    t->t_start = t->t_end = 0;
+    t->state = TASK_PENDING;
+    t->flags = (uint8_t)flags;
+    PyObject_GC_Track((PyObject *)t);
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* state transitions                                                         */
+
+int
+task_mark_running(task_object *t)
+{
+    lane *l = t->lane;
+    pthread_mutex_lock(&l->mu);
+    if (t->state != TASK_PENDING) {
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    t->state = TASK_RUNNING;
+    t->t_start = offload_now_ns();
+    l->n_pending--;
+    l->n_running++;
+    hist_record(&l->stats.queue_wait, t->t_start - t->t_submit);
+    pthread_mutex_unlock(&l->mu);
+    return 1;
+}
+
+/* The display name: the override, else the target's __qualname__. */
+static PyObject *
+task_derive_name(task_object *t)
+{
+    if (t->name != NULL) {
+        return Py_NewRef(t->name);
+    }
+    if (t->target == NULL) {
+        return PyUnicode_FromString("<task>");
+    }
+    PyObject *qn = PyObject_GetAttr(t->target, t->engine->st->s_qualname);
+    if (qn != NULL && PyUnicode_Check(qn)) {
+        return qn;
+    }
+    Py_XDECREF(qn);
+    PyErr_Clear();
+    return PyUnicode_FromString(Py_TYPE(t->target)->tp_name);
+}
+
+/* Lane bookkeeping for a finishing task; returns the task that inherits the
+ * freed slot (new reference) or NULL. Returns -1 in *already if it was done. */
+static task_object *
+task_finish_locked(task_object *t, task_state state, int *already, int *wake_sync)
+{
+    lane *l = t->lane;
+    *already = 0;
+    if (task_is_done(t)) {
+        *already = 1;
+        return NULL;
+    }
+    int64_t now = offload_now_ns();
+    if (t->state == TASK_RUNNING) {
+        l->n_running--;
+        hist_record(&l->stats.run_time, now - t->t_start);
+    }
+    else {
+        l->n_pending--;
+        if (t->flags & TF_WAITING) {
+            l->waiting--; /* its entry in waiting_q is skipped when popped */
+        }
+    }
+    t->state = (uint8_t)state;
+    t->t_end = now;
+    switch (state) {
+    case TASK_SUCCEEDED: l->stats.succeeded++; break;
+    case TASK_FAILED: l->stats.failed++; break;
+    default: l->stats.cancelled++; break;
+    }
+    *wake_sync = l->sync_waiters > 0;
+    return lane_release_locked(l, t);
+}
+
+/* Drop the inputs (they can be large) once the task can no longer run. */
+static void
+task_release_inputs(task_object *t, int never_started)
+{
+    if (t->name == NULL) {
+        t->name = task_derive_name(t);
+        if (t->name == NULL) {
+            PyErr_Clear();
+        }
+    }
+    if (never_started && (t->flags & TF_IS_CORO) && t->runner == NULL && t->target != NULL) {
+        /* A coroutine that never ran: close it so Python doesn't warn that it
+         * was never awaited; the task's state already says what happened. */
+        PyObject *res = PyObject_CallMethodNoArgs(t->target, t->engine->st->s_close);
+        if (res == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(res);
+    }
+    Py_CLEAR(t->target);
+    Py_CLEAR(t->args);
+    Py_CLEAR(t->kwargs);
+    Py_CLEAR(t->context);
+}
+
+/* Resolve every awaiter future and call every done callback. */
+static void
+task_notify(task_object *t)
+{
+    PyObject *waiters = t->waiters;
+    t->waiters = NULL;
+    if (waiters == NULL) {
+        return;
+    }
+    module_state *st = t->engine->st;
+    Py_ssize_t n = PyList_GET_SIZE(waiters);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *w = PyList_GET_ITEM(waiters, i);
+        if (PyTuple_CheckExact(w)) { /* (bridge, future) */
+            bridge_object *b = (bridge_object *)PyTuple_GET_ITEM(w, 0);
+            PyObject *fut = PyTuple_GET_ITEM(w, 1);
+            if (bridge_is_current(b)) {
+                task_resolve_future(st, fut);
+            }
+            else {
+                bridge_push(b, BRIDGE_WAKE, Py_NewRef(fut));
+            }
+            continue;
+        }
+        PyObject *res = PyObject_CallOneArg(w, (PyObject *)t);
+        if (res == NULL) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL) {
+                PyException_SetTraceback(value, tb);
+            }
+            engine_report(t->engine, st->s_callback, (PyObject *)t, value);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        Py_XDECREF(res);
+    }
+    Py_DECREF(waiters);
+}
+
+int
+task_finish(task_object *t, task_state state, PyObject *outcome)
+{
+    lane *l = t->lane;
+    int registered = (t->flags & TF_REGISTERED) != 0;
+    int never_started = t->state == TASK_PENDING;
+    task_object *next = NULL;
+    if (registered) {
+        int already = 0, wake_sync = 0;
+        pthread_mutex_lock(&l->mu);
+        next = task_finish_locked(t, state, &already, &wake_sync);
+        pthread_mutex_unlock(&l->mu);
+        if (already) {
+            return 0;
+        }
+        if (wake_sync) {
+            pthread_cond_broadcast(&l->done_cv);
+        }
+    }
+    else {
+        if (task_is_done(t)) {
+            return 0;
+        }
+        t->state = (uint8_t)state;
+        t->t_end = offload_now_ns();
+    }
+    Py_XSETREF(t->outcome, Py_XNewRef(outcome));
+    task_release_inputs(t, never_started);
+    if (t->runner != NULL) {
+        /* The asyncio.Task may still be pending (cancelled before its first
+         * step, or its loop is gone): don't let asyncio warn about it. */
+        PyObject *no = Py_False;
+        if (PyObject_SetAttrString(t->runner, "_log_destroy_pending", no) < 0) {
+            PyErr_Clear();
+        }
+        Py_CLEAR(t->runner);
+    }
+    Py_CLEAR(t->bridge);
+    /* Keep `t` alive through the notifications even if the registry held
+     * the last reference. */
+    Py_INCREF(t);
+    if (registered) {
+        t->flags &= (uint8_t)~TF_REGISTERED;
+        Py_DECREF(t); /* the registry's reference (we still hold ours) */
+    }
+    task_notify(t);
+    if (state == TASK_FAILED && !(t->flags & TF_OBSERVED) && outcome != NULL) {
+        engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, outcome);
+    }
+    if (next != NULL) {
+        lane_dispatch(l, next);
+        Py_DECREF(next);
+    }
+    if (registered) {
+        lane_sweep_trash(l);
+    }
+    Py_DECREF(t);
+    return 1;
+}
+
+void
+task_finish_from_error(task_object *t)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        task_finish(t, TASK_FAILED, NULL);
+        return;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    module_state *st = t->engine->st;
+    if (value != NULL && PyObject_TypeCheck(value, (PyTypeObject *)st->CancelledError)) {
+        task_finish(t, TASK_CANCELLED, NULL);
+    }
+    else {
+        task_finish(t, TASK_FAILED, value);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* Mark a task registered with its lane (called by lane_submit under mu). */
+void
+task_set_registered(task_object *t)
+{
+    t->flags |= TF_REGISTERED;
+}
+
+void
+task_resolve_future(module_state *st, PyObject *fut)
+{
+    /* Resolved with None: the awaiter reads the outcome from the task. The
+     * future may already be cancelled (its awaiter went away). */
+    PyObject *res = PyObject_CallMethodOneArg(fut, st->s_set_result, Py_None);
+    if (res == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
+}
+
+int
+task_cancel(task_object *t)
+{
+    if (task_is_done(t)) {
+        return 0;
+    }
+    if (t->flags & TF_DEFERRED) {
+        return task_finish(t, TASK_CANCELLED, NULL);
+    }
+    if (t->state == TASK_PENDING) {
+        /* Atomic with respect to a worker or loop starting it: task_finish
+         * re-checks the state under the lane mutex. */
+        if (task_finish(t, TASK_CANCELLED, NULL)) {
+            return 1;
+        }
+        if (task_is_done(t)) {
+            return 0;
+        }
+    }
+    /* Running. Only coroutines can be interrupted, on their own loop. */
+    if (t->runner == NULL || t->bridge == NULL) {
+        return 0;
+    }
+    bridge_object *b = (bridge_object *)t->bridge;
+    if (bridge_is_current(b)) {
+        PyObject *res = PyObject_CallMethodNoArgs(t->runner, t->engine->st->s_cancel);
+        if (res == NULL) {
+            return -1;
+        }
+        int ok = PyObject_IsTrue(res);
+        Py_DECREF(res);
+        return ok;
+    }
+    if (bridge_push(b, BRIDGE_CANCEL, Py_NewRef((PyObject *)t)) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* waiting                                                                   */
+
+/* Register an awaiter future of the running loop; returns it (new ref). */
+static PyObject *
+task_add_future(task_object *t, PyObject *loop)
+{
+    module_state *st = t->engine->st;
+    bridge_object *b = engine_bridge_for_running_loop(t->engine, loop);
+    if (b == NULL) {
+        return NULL;
+    }
+    PyObject *fut = PyObject_CallMethodNoArgs(loop, st->s_create_future);
+    if (fut == NULL) {
+        return NULL;
+    }
+    if (task_is_done(t)) {
+        task_resolve_future(st, fut);
+        return fut;
+    }
+    PyObject *pair = PyTuple_Pack(2, (PyObject *)b, fut);
+    if (pair == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    if (t->waiters == NULL && (t->waiters = PyList_New(0)) == NULL) {
+        Py_DECREF(pair);
+        Py_DECREF(fut);
+        return NULL;
+    }
+    int rc = PyList_Append(t->waiters, pair);
+    Py_DECREF(pair);
+    if (rc < 0) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    return fut;
+}
+
+/* Block the calling (non-loop) thread until done or timeout; GIL released
+ * while waiting, signals checked every 100 ms. 1 done, 0 timeout, -1 error. */
+static int
+task_wait_blocking(task_object *t, double timeout)
+{
+    lane *l = t->lane;
+    int64_t deadline = timeout < 0 ? INT64_MAX : offload_now_ns() + (int64_t)(timeout * 1e9);
+    while (!task_is_done(t)) {
+        int64_t left = deadline - offload_now_ns();
+        if (left <= 0) {
+            return 0;
+        }
+        double slice = left > 100000000 ? 0.1 : (double)left / 1e9;
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&l->mu);
+        l->sync_waiters++;
+        if (!task_is_done(t)) {
+            struct timespec ts = offload_deadline(slice);
+            pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
+        }
+        l->sync_waiters--;
+        pthread_mutex_unlock(&l->mu);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static int
+parse_timeout(PyObject *obj, double *out)
+{
+    if (obj == NULL || obj == Py_None) {
+        *out = -1.0;
+        return 0;
+    }
+    if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj))) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "timeout must be >= 0, got %R", obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Wait for a result from a plain thread; refuses to block an event loop. */
+static int
+task_wait_for_caller(task_object *t, PyObject *timeout_obj, const char *what)
+{
+    double timeout;
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return -1;
+    }
+    if (t->flags & TF_DEFERRED) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s(): this task was created by run() and starts only when awaited", what);
+        return -1;
+    }
+    if (task_is_done(t)) {
+        return 0;
+    }
+    PyObject *loop = offload_running_loop(t->engine->st);
+    if (loop == NULL) {
+        return -1;
+    }
+    int on_loop = loop != Py_None;
+    Py_DECREF(loop);
+    if (on_loop) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "Task.%s() would block the running event loop until the task ends; "
+                     "use 'await task' instead", what);
+        return -1;
+    }
+    int rc = task_wait_blocking(t, timeout);
+    if (rc < 0) {
+        return -1;
+    }
+    if (rc == 0) {
+        PyErr_Format(PyExc_TimeoutError, "task %R did not finish within %.3g s",
+                     t->name ? t->name : Py_None, timeout);
+        return -1;
+    }
+    return 0;
+}
+
+/* Set the exception for a finished task's outcome; returns NULL. */
+static PyObject *
+task_raise_outcome(task_object *t)
+{
+    module_state *st = t->engine->st;
+    if (t->state == TASK_CANCELLED) {
+        PyErr_SetString(st->CancelledError, "the offload task was cancelled");
+        return NULL;
+    }
+    if (t->outcome == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the offload task failed without an exception");
+        return NULL;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(t->outcome), t->outcome);
+    return NULL;
+}
+
+static PyObject *
+task_outcome_value(task_object *t)
+{
+    if (t->state == TASK_SUCCEEDED) {
+        return Py_NewRef(t->outcome ? t->outcome : Py_None);
+    }
+    t->flags |= TF_OBSERVED;
+    return task_raise_outcome(t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Python methods                                                            */
+
+static PyObject *
+Task_done(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(task_is_done(t));
+}
+
+static PyObject *
+Task_cancelled(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->state == TASK_CANCELLED);
+}
+
+static PyObject *
+Task_cancel(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    int rc = task_cancel(t);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+static PyObject *
+Task_result(task_object *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:result", kwlist, &timeout)) {
+        return NULL;
+    }
+    if (task_wait_for_caller(t, timeout, "result") < 0) {
+        return NULL;
+    }
+    return task_outcome_value(t);
+}
+
+static PyObject *
+Task_exception(task_object *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:exception", kwlist, &timeout)) {
+        return NULL;
+    }
+    if (task_wait_for_caller(t, timeout, "exception") < 0) {
+        return NULL;
+    }
+    if (t->state == TASK_CANCELLED) {
+        return task_raise_outcome(t);
+    }
+    if (t->state == TASK_FAILED && t->outcome != NULL) {
+        t->flags |= TF_OBSERVED;
+        return Py_NewRef(t->outcome);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Task_add_done_callback(task_object *t, PyObject *fn)
+{
+    if (!PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "add_done_callback() needs a callable, not %.100s",
+                     Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    if (task_is_done(t)) {
+        PyObject *res = PyObject_CallOneArg(fn, (PyObject *)t);
+        if (res == NULL) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, value);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        Py_XDECREF(res);
+        Py_RETURN_NONE;
+    }
+    if (t->waiters == NULL && (t->waiters = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    if (PyList_Append(t->waiters, fn) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Task_remove_done_callback(task_object *t, PyObject *fn)
+{
+    Py_ssize_t removed = 0;
+    if (t->waiters != NULL) {
+        for (Py_ssize_t i = PyList_GET_SIZE(t->waiters) - 1; i >= 0; i--) {
+            PyObject *w = PyList_GET_ITEM(t->waiters, i);
+            if (PyTuple_CheckExact(w)) {
+                continue;
+            }
+            int eq = PyObject_RichCompareBool(w, fn, Py_EQ);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (eq && PySequence_DelItem(t->waiters, i) < 0) {
+                return NULL;
+            }
+            removed += eq;
+        }
+    }
+    return PyLong_FromSsize_t(removed);
+}
+
+static PyObject *
+Task_done_future(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *loop = offload_running_loop(t->engine->st);
+    if (loop == NULL) {
+        return NULL;
+    }
+    if (loop == Py_None) {
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError, "_done_future() needs a running event loop");
+        return NULL;
+    }
+    PyObject *fut = task_add_future(t, loop);
+    Py_DECREF(loop);
+    return fut;
+}
+
+static PyObject *
+Task_wait(task_object *t, PyObject *timeout_obj)
+{
+    double timeout;
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return NULL;
+    }
+    if (t->flags & TF_DEFERRED) {
+        Py_RETURN_FALSE;
+    }
+    int rc = task_wait_blocking(t, timeout);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static int
+task_check_external(task_object *t, const char *what)
+{
+    if (t->lane->kind != LANE_PROCESSES) {
+        PyErr_Format(PyExc_RuntimeError, "%s() is only for tasks of an external lane", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Task_set_running(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    if (task_check_external(t, "_set_running") < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(task_mark_running(t));
+}
+
+static PyObject *
+Task_set_result(task_object *t, PyObject *value)
+{
+    if (task_check_external(t, "_set_result") < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(task_finish(t, TASK_SUCCEEDED, value));
+}
+
+static PyObject *
+Task_set_exception(task_object *t, PyObject *exc)
+{
+    if (task_check_external(t, "_set_exception") < 0) {
+        return NULL;
+    }
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_Format(PyExc_TypeError, "_set_exception() needs an exception instance, not %.100s",
+                     Py_TYPE(exc)->tp_name);
+        return NULL;
+    }
+    module_state *st = t->engine->st;
+    if (PyObject_TypeCheck(exc, (PyTypeObject *)st->CancelledError)) {
+        return PyBool_FromLong(task_finish(t, TASK_CANCELLED, NULL));
+    }
+    return PyBool_FromLong(task_finish(t, TASK_FAILED, exc));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Awaiter: the iterator behind `await task`                                 */
+
+typedef struct {
+    PyObject_HEAD
+    task_object *task;
+    PyObject *fut; /* the future we yielded, once waiting */
+} awaiter_object;
+
+static PyObject *
+Task_await(task_object *t)
+{
+    awaiter_object *a = PyObject_GC_New(awaiter_object, t->engine->st->AwaiterType);
+    if (a == NULL) {
+        return NULL;
+    }
+    a->task = (task_object *)Py_NewRef((PyObject *)t);
+    a->fut = NULL;
+    PyObject_GC_Track((PyObject *)a);
+    return (PyObject *)a;
+}
+
+
+static PySendResult
+awaiter_send(awaiter_object *a, PyObject *Py_UNUSED(arg), PyObject **presult)
+{
+    task_object *t = a->task;
+    *presult = NULL;
+    if (a->fut == NULL && (t->flags & TF_DEFERRED)) {
+        if (lane_submit_deferred(t) < 0) {
+            return PYGEN_ERROR;
+        }
+    }
+    t->flags |= TF_OBSERVED;
+    if (task_is_done(t)) {
+        PyObject *value = task_outcome_value(t);
+        if (value == NULL) {
+            return PYGEN_ERROR;
+        }
+        *presult = value;
+        return PYGEN_RETURN;
+    }
+    if (a->fut != NULL) {
+        /* Woken although the task is not done: a foreign wakeup; wait again. */
+        Py_CLEAR(a->fut);
+    }
+    PyObject *loop = offload_running_loop(t->engine->st);
+    if (loop == NULL) {
+        return PYGEN_ERROR;
+    }
+    if (loop == Py_None) {
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError, "awaiting an offload.Task needs a running event loop");
+        return PYGEN_ERROR;
+    }
+    PyObject *fut = task_add_future(t, loop);
+    Py_DECREF(loop);
+    if (fut == NULL) {
+        return PYGEN_ERROR;
+    }
+    if (PyObject_SetAttr(fut, t->engine->st->s_future_blocking, Py_True) < 0) {
+        Py_DECREF(fut);
+        return PYGEN_ERROR;
+    }
+    a->fut = Py_NewRef(fut);
+    *presult = fut;
+    return PYGEN_NEXT;
+}
+
+static PyObject *
+awaiter_iternext(awaiter_object *a)
+{
+    PyObject *res;
+    PySendResult r = awaiter_send(a, Py_None, &res);
+    if (r == PYGEN_NEXT) {
+        return res;
+    }
+    if (r == PYGEN_RETURN) {
+        if (res == Py_None) {
+            Py_DECREF(res);
+            PyErr_SetNone(PyExc_StopIteration);
+        }
+        else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
+            Py_DECREF(res);
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+awaiter_send_method(awaiter_object *a, PyObject *arg)
+{
+    return awaiter_iternext(a);
+    (void)arg;
+}
+
+/* The awaiting coroutine is being cancelled (or had another exception thrown
+ * in): for run() tasks cancel the task; either way, stop observing it. */
+static PyObject *
+awaiter_throw(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    task_object *t = a->task;
+    if (!task_is_done(t)) {
+        t->flags &= (uint8_t)~TF_OBSERVED;
+        if (t->flags & TF_CANCEL_ON_AWAIT) {
+            if (task_cancel(t) < 0) {
+                PyErr_Clear();
+            }
+        }
+    }
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : NULL;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "throw() needs an exception");
+    }
+    return NULL;
+}
+
+static PyObject *
+awaiter_close(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    if (!task_is_done(a->task)) {
+        a->task->flags &= (uint8_t)~TF_OBSERVED;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+awaiter_traverse(awaiter_object *a, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(a));
+    Py_VISIT(a->task);
+    Py_VISIT(a->fut);
+    return 0;
+}
+
+static int
+awaiter_clear(awaiter_object *a)
+{
+    Py_CLEAR(a->task);
+    Py_CLEAR(a->fut);
+    return 0;
+}
+
+static void
+awaiter_dealloc(awaiter_object *a)
+{
+    PyTypeObject *tp = Py_TYPE(a);
+    PyObject_GC_UnTrack(a);
+    awaiter_clear(a);
+    tp->tp_free(a);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef awaiter_methods[] = {
+    {"send", (PyCFunction)awaiter_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))awaiter_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)awaiter_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyType_Slot awaiter_slots[] = {
+    {Py_tp_dealloc, awaiter_dealloc},
+    {Py_tp_traverse, awaiter_traverse},
+    {Py_tp_clear, awaiter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, awaiter_iternext},
+    {Py_tp_methods, awaiter_methods},
+    {Py_am_send, awaiter_send},
+    {0, NULL},
+};
+
+static PyType_Spec awaiter_spec = {
+    .name = "offload._engine.TaskAwaiter",
+    .basicsize = sizeof(awaiter_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = awaiter_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+/* getters, repr, GC                                                         */
+
+static PyObject *
+Task_get_id(task_object *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(t->id);
+}
+
+static PyObject *
+Task_get_name(task_object *t, void *Py_UNUSED(c))
+{
+    if (t->name == NULL) {
+        t->name = task_derive_name(t);
+    }
+    return Py_XNewRef(t->name);
+}
+
+static PyObject *
+Task_get_lane(task_object *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->engine->st->lane_names[t->lane->kind]);
+}
+
+static PyObject *
+Task_get_state(task_object *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->engine->st->state_names[t->state]);
+}
+
+static PyObject *
+seconds_or_none(int64_t from, int64_t to)
+{
+    if (from == 0 || to == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble((double)(to - from) / 1e9);
+}
+
+static PyObject *
+Task_get_queue_wait(task_object *t, void *Py_UNUSED(c))
+{
+    return seconds_or_none(t->t_submit, t->t_start);
+}
+
+static PyObject *
+Task_get_run_time(task_object *t, void *Py_UNUSED(c))
+{
+    return seconds_or_none(t->t_start, t->t_end);
+}
+
+static PyObject *
+Task_get_age(task_object *t, void *Py_UNUSED(c))
+{
+    int64_t end = task_is_done(t) ? t->t_end : offload_now_ns();
+    return PyFloat_FromDouble((double)(end - t->t_submit) / 1e9);
+}
+
+static PyObject *
+Task_get_target(task_object *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->target ? t->target : Py_None);
+}
+
+static PyObject *
+Task_get_args(task_object *t, void *Py_UNUSED(c))
+{
+    return t->args ? Py_NewRef(t->args) : PyTuple_New(0);
+}
+
+static PyObject *
+Task_get_kwargs(task_object *t, void *Py_UNUSED(c))
+{
+    return t->kwargs ? PyDict_Copy(t->kwargs) : PyDict_New();
+}
+
+static PyObject *
+Task_repr(task_object *t)
+{
+    PyObject *name = Task_get_name(t, NULL);
+    if (name == NULL) {
+        return NULL;
+    }
+    module_state *st = t->engine->st;
+    PyObject *r = PyUnicode_FromFormat("<offload.Task %llu %R lane=%U state=%U>",
+                                       (unsigned long long)t->id, name,
+                                       st->lane_names[t->lane->kind], st->state_names[t->state]);
+    Py_DECREF(name);
+    return r;
+}
+
+static int
+Task_traverse(task_object *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->engine);
+    Py_VISIT(t->target);
+    Py_VISIT(t->args);
+    Py_VISIT(t->kwargs);
+    Py_VISIT(t->context);
+    Py_VISIT(t->name);
+    Py_VISIT(t->outcome);
+    Py_VISIT(t->bridge);
+    Py_VISIT(t->runner);
+    Py_VISIT(t->waiters);
+    return 0;
+}
+
+/* Break reference cycles; the engine link stays (t->lane points into it). */
+static int
+Task_clear(task_object *t)
+{
+    Py_CLEAR(t->target);
+    Py_CLEAR(t->args);
+    Py_CLEAR(t->kwargs);
+    Py_CLEAR(t->context);
+    Py_CLEAR(t->outcome);
+    Py_CLEAR(t->bridge);
+    Py_CLEAR(t->runner);
+    Py_CLEAR(t->waiters);
+    return 0;
+}
+
+static void
+Task_dealloc(task_object *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    if ((t->flags & TF_DEFERRED) && !task_is_done(t) && t->target != NULL) {
+        /* run() was called but never awaited: nothing ran, say so. */
+        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "offload run() of %R was never awaited; nothing ran",
+                             t->name ? t->name : t->target) < 0) {
+            PyErr_WriteUnraisable((PyObject *)t);
+        }
+        if (t->flags & TF_IS_CORO) {
+            PyObject *res = PyObject_CallMethod(t->target, "close", NULL);
+            if (res == NULL) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(res);
+        }
+    }
+    Task_clear(t);
+    Py_CLEAR(t->name);
+    Py_CLEAR(t->engine);
+    tp->tp_free(t);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Task_methods[] = {
+    {"done", (PyCFunction)Task_done, METH_NOARGS, "Whether the task has finished."},
+    {"cancelled", (PyCFunction)Task_cancelled, METH_NOARGS, "Whether it ended cancelled."},
+    {"cancel", (PyCFunction)Task_cancel, METH_NOARGS,
+     "Cancel: a pending task never starts; a running coroutine gets CancelledError.\n"
+     "A running sync callable can't be interrupted (returns False)."},
+    {"result", (PyCFunction)(void (*)(void))Task_result, METH_VARARGS | METH_KEYWORDS,
+     "Block this (non-loop) thread until done; return the result or raise."},
+    {"exception", (PyCFunction)(void (*)(void))Task_exception, METH_VARARGS | METH_KEYWORDS,
+     "Block this (non-loop) thread until done; return the exception or None."},
+    {"add_done_callback", (PyCFunction)Task_add_done_callback, METH_O,
+     "Call fn(task) when it finishes, in the thread where it finishes."},
+    {"remove_done_callback", (PyCFunction)Task_remove_done_callback, METH_O, NULL},
+    {"_done_future", (PyCFunction)Task_done_future, METH_NOARGS, NULL},
+    {"_wait", (PyCFunction)Task_wait, METH_O, NULL},
+    {"_set_running", (PyCFunction)Task_set_running, METH_NOARGS, NULL},
+    {"_set_result", (PyCFunction)Task_set_result, METH_O, NULL},
+    {"_set_exception", (PyCFunction)Task_set_exception, METH_O, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Task_getset[] = {
+    {"id", (getter)Task_get_id, NULL, "Unique id in this process.", NULL},
+    {"name", (getter)Task_get_name, NULL, "Name (default: the target's qualified name).", NULL},
+    {"lane", (getter)Task_get_lane, NULL, "Lane the task runs on.", NULL},
+    {"state", (getter)Task_get_state, NULL, "pending, running, succeeded, failed or cancelled.",
+     NULL},
+    {"queue_wait", (getter)Task_get_queue_wait, NULL, "Seconds from spawn to start.", NULL},
+    {"run_time", (getter)Task_get_run_time, NULL, "Seconds from start to end.", NULL},
+    {"age", (getter)Task_get_age, NULL, "Seconds since spawn (until end).", NULL},
+    {"_target", (getter)Task_get_target, NULL, NULL, NULL},
+    {"_args", (getter)Task_get_args, NULL, NULL, NULL},
+    {"_kwargs", (getter)Task_get_kwargs, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyType_Slot Task_slots[] = {
+    {Py_tp_doc, "A unit of background work (created by spawn/run; not instantiable)."},
+    {Py_tp_dealloc, Task_dealloc},
+    {Py_tp_traverse, Task_traverse},
+    {Py_tp_clear, Task_clear},
+    {Py_tp_repr, Task_repr},
+    {Py_tp_methods, Task_methods},
+    {Py_tp_getset, Task_getset},
+    {Py_am_await, Task_await},
+    {0, NULL},
+};
+
+static PyType_Spec Task_spec = {
+    .name = "offload.Task",
+    .basicsize = sizeof(task_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Task_slots,
+};
+
+int
+task_type_init(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->TaskType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Task_spec, NULL);
+    if (st->TaskType == NULL) {
+        return -1;
+    }
+    st->AwaiterType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &awaiter_spec, NULL);
+    if (st->AwaiterType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->TaskType);
+}

@@ -1,0 +1,86 @@
+/* task.h: the per-task record (offload.Task) and its life cycle.
+ *
+ * A task is created by a lane, lives in its lane's registry (a strong
+ * reference the GC never sees, so it can't be collected mid-flight) and is
+ * finished exactly once by task_finish(), which updates the lane, wakes every
+ * waiter and reports a failure nobody else will see. */
+#ifndef OFFLOAD_TASK_H
+#define OFFLOAD_TASK_H
+
+#include "common.h"
+
+struct engine_object;
+struct lane;
+struct module_state;
+
+typedef enum {
+    TASK_PENDING = 0,
+    TASK_RUNNING = 1,
+    TASK_SUCCEEDED = 2,
+    TASK_FAILED = 3,
+    TASK_CANCELLED = 4,
+} task_state;
+
+/* flags */
+#define TF_DEFERRED 0x01       /* created by run(): submitted when first awaited */
+#define TF_HAS_SLOT 0x02       /* holds one of the lane's max_running slots */
+#define TF_OBSERVED 0x04       /* an awaiter will receive the outcome: don't log it */
+#define TF_CANCEL_ON_AWAIT 0x08 /* cancelling the await cancels the task (run()) */
+#define TF_IS_CORO 0x10        /* target is a coroutine (loop lanes) */
+#define TF_DROPPED 0x20        /* finished as cancelled by on_full="drop" */
+#define TF_WAITING 0x40        /* sits in the lane's waiting queue (no slot yet) */
+
+typedef struct task_object {
+    PyObject_HEAD
+    struct engine_object *engine; /* strong */
+    struct lane *lane;            /* inside engine */
+    struct task_object *live_prev, *live_next; /* registry links (lane mutex) */
+    PyObject *target;    /* callable, or the coroutine to run */
+    PyObject *args;      /* tuple or NULL */
+    PyObject *kwargs;    /* dict or NULL */
+    PyObject *context;   /* contextvars.Context copied at spawn */
+    PyObject *name;      /* NULL until asked for / finished: derived from target */
+    PyObject *outcome;   /* result value, or the exception */
+    PyObject *bridge;    /* loop lanes: the Bridge of the loop it runs on */
+    PyObject *runner;    /* loop lanes: the asyncio.Task driving it, while running */
+    PyObject *waiters;   /* list: futures (awaiters) and callables (done callbacks) */
+    uint64_t id;
+    int64_t t_submit, t_start, t_end;
+    uint8_t state;
+    uint8_t flags;
+} task_object;
+
+int task_type_init(PyObject *module);
+
+/* A new pending task owned by the caller (one reference). Steals nothing. */
+task_object *task_new(struct engine_object *engine, struct lane *lane, PyObject *target,
+                      PyObject *args, PyObject *kwargs, PyObject *name, int flags);
+
+/* Move the task to RUNNING. Returns 0 if it was no longer pending (cancelled). */
+int task_mark_running(task_object *t);
+
+/* Finish a pending or running task (GIL held). `outcome` is borrowed: the
+ * result for SUCCEEDED, the exception for FAILED, NULL for CANCELLED.
+ * Returns 1 if this call finished it, 0 if it was already done. */
+int task_finish(task_object *t, task_state state, PyObject *outcome);
+
+/* Finish from the current exception (clears it): FAILED, or CANCELLED for
+ * asyncio.CancelledError. */
+void task_finish_from_error(task_object *t);
+
+/* Resolve one awaiter future on its loop's thread (called by bridges). */
+void task_resolve_future(struct module_state *st, PyObject *fut);
+
+/* Flag the task as counted by its lane's registry (lane mutex held). */
+void task_set_registered(task_object *t);
+
+/* Request cancellation; same meaning as Task.cancel(). -1 on error. */
+int task_cancel(task_object *t);
+
+static inline int
+task_is_done(const task_object *t)
+{
+    return t->state >= TASK_SUCCEEDED;
+}
+
+#endif

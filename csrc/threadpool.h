@@ -1,0 +1,43 @@
+/* threadpool.h: the C thread pool behind the `threads` lane.
+ *
+ * Worker threads are plain pthreads with their own Python thread state; they
+ * hold the GIL only while running Python code and run queued tasks back to
+ * back while work is available (one GIL hand-off per burst, not per task).
+ * The pool grows on demand up to `max_threads` and idle threads beyond
+ * `min_threads` exit after `idle_timeout`. */
+#ifndef OFFLOAD_THREADPOOL_H
+#define OFFLOAD_THREADPOOL_H
+
+#include "common.h"
+#include "ring.h"
+
+struct engine_object;
+struct task_object;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;  /* work arrived or stop requested */
+    pthread_cond_t exit_cv;  /* a worker exited */
+    ring ready;              /* tasks holding a slot, waiting for a worker (strong refs) */
+    int max_threads, min_threads;
+    double idle_timeout;
+    int threads;             /* alive */
+    int idle;                /* blocked in work_cv */
+    int wakeups;             /* signals sent but not yet consumed */
+    int busy;                /* running a task */
+    int starting;            /* created, not yet looking for work */
+    int stopping;
+    struct engine_object *engine;
+} thread_pool;
+
+void pool_init(thread_pool *p, struct engine_object *engine);
+void pool_reset_after_fork(thread_pool *p);
+void pool_destroy(thread_pool *p);
+/* Queue a task that holds a slot (steals the reference). GIL held. */
+int pool_submit(thread_pool *p, struct task_object *t);
+/* Ask every worker to exit once the queue is empty. */
+void pool_request_stop(thread_pool *p);
+/* Wait (GIL released) up to `timeout` seconds for all workers to exit. */
+int pool_join(thread_pool *p, double timeout);
+
+#endif

@@ -1,0 +1,82 @@
+"""offload: background work for asyncio and FastAPI services, with a C engine.
+
+    offload.spawn(send_email, to)          # fire and forget, from anywhere
+    await offload.run(resize, image)       # await the result (a drop-in for asyncio.to_thread)
+    offload.background.spawn(refresh())    # a coroutine on a dedicated loop thread
+    await offload.drain(); await offload.shutdown(timeout=10)
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Any
+
+from . import _engine
+from ._engine import Closed, Full, Lane, Task
+from ._runtime import Runtime, _reset_all_after_fork, _shutdown_all_at_exit, logger
+from ._decorator import TaskFunction, task
+
+__all__ = [
+    "Closed",
+    "Full",
+    "Lane",
+    "Runtime",
+    "Task",
+    "TaskFunction",
+    "background",
+    "configure",
+    "default_runtime",
+    "drain",
+    "logger",
+    "loop",
+    "options",
+    "run",
+    "shutdown",
+    "spawn",
+    "stats",
+    "task",
+    "threads",
+]
+
+__version__ = "0.1.0"
+
+#: The process-wide runtime behind the module-level functions. Its threads and loops
+#: start on first use; `configure()` may change its options until then.
+_default = Runtime()
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime used by `offload.spawn`, `offload.threads`, ..."""
+    return _default
+
+
+def configure(**options: Any) -> None:
+    """Set the default runtime's options; only before its first use."""
+    _default.configure(**options)
+
+
+spawn = _default.spawn
+run = _default.run
+options = _default.options
+stats = _default.stats
+loop: Lane = _default.loop
+background: Lane = _default.background
+threads: Lane = _default.threads
+
+
+async def drain(timeout: float | None = None) -> set[Task]:
+    """Wait for everything spawned so far on the default runtime; return the unfinished."""
+    return await _default.drain(timeout)
+
+
+async def shutdown(timeout: float | None = None) -> set[Task]:
+    """Shut the default runtime down (see `Runtime.shutdown`)."""
+    return await _default.shutdown(timeout)
+
+
+atexit.register(_shutdown_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_after_fork)
+
+del atexit, os, Any, _engine

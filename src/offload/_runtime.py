@@ -1,0 +1,209 @@
+"""The public Runtime: a thin Python face over the C engine (offload._engine.Engine).
+
+The engine owns tasks, lanes, queues, threads, loops, limits and statistics. This
+file only validates options, reports failures on the `offload` logger, and
+sequences drain/shutdown from the C primitives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from . import _engine
+from ._options import validate
+
+logger = logging.getLogger("offload")
+
+Task = _engine.Task
+
+#: How long cancelled coroutines get to run their `finally:` blocks at shutdown.
+CANCEL_GRACE = 1.0
+#: How long shutdown waits for pool and loop threads to exit once idle.
+JOIN_GRACE = 2.0
+
+_live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def _describe(task: Task) -> str:
+    return f"{task.name!r} (id={task.id}, lane={task.lane}, state={task.state})"
+
+
+class Runtime(_engine.Engine):
+    """Runs background work on lanes: `loop`, `background`, `threads`, `processes`.
+
+    Usable as `with Runtime() as rt:` from sync code and `async with Runtime() as rt:`
+    from async code (then the running loop becomes the home loop).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = validate(options)
+        super().__init__(self._options)
+        _live_runtimes.add(self)
+
+    # -- options ---------------------------------------------------------------
+    @property
+    def options_in_effect(self) -> dict[str, Any]:
+        return dict(self._options)
+
+    def configure(self, **options: Any) -> None:
+        """Change options; allowed only before the runtime is first used."""
+        if self.started:
+            raise RuntimeError(
+                "offload.configure() must be called before the runtime is first used"
+                " (before the first spawn/run/start); create an offload.Runtime(...) instead"
+            )
+        merged = {**{k: v for k, v in self._options.items()}, **options}
+        self._options = validate(merged)
+        self._configure(self._options)
+
+    # -- failure reporting (called by the engine, with the GIL) ------------------
+    def _report(self, kind: str, task: Task, exc: BaseException | None) -> None:
+        if kind == "failed" and exc is not None:
+            handler = self._options["error_handler"]
+            if handler is not None:
+                try:
+                    handler(task, exc)
+                except BaseException as handler_exc:  # noqa: BLE001 - reported, never propagated
+                    logger.error(
+                        "offload error_handler raised while handling task %s",
+                        _describe(task),
+                        exc_info=(type(handler_exc), handler_exc, handler_exc.__traceback__),
+                    )
+                return
+            logger.error(
+                "offload task %s failed",
+                _describe(task),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        elif kind == "dropped":
+            logger.warning("offload task %s dropped: lane %s is full", _describe(task), task.lane)
+        elif kind == "callback":
+            logger.error(
+                "offload done-callback of task %s raised",
+                _describe(task),
+                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            )
+        elif kind == "unfinished":
+            logger.warning("offload task %s did not finish before shutdown", _describe(task))
+        elif kind == "stuck":
+            logger.error("offload: %s", exc)
+
+    # -- drain / shutdown ----------------------------------------------------------
+    async def drain(self, timeout: float | None = None) -> set[Task]:
+        """Wait for every task spawned so far; return those still unfinished."""
+        _check_timeout(timeout)
+        tasks = [t for t in self._live_tasks() if not t.done()]
+        self._abandon_dead_loops()
+        tasks = [t for t in tasks if not t.done()]
+        if not tasks:
+            return set()
+        futures = [t._done_future() for t in tasks]
+        await asyncio.wait(futures, timeout=timeout)
+        for fut in futures:
+            if not fut.done():
+                fut.cancel()
+        return {t for t in tasks if not t.done()}
+
+    def drain_sync(self, timeout: float | None = None) -> set[Task]:
+        """`drain` for sync code (not on an event-loop thread)."""
+        _check_timeout(timeout)
+        _refuse_on_loop_thread("drain_sync")
+        self._abandon_dead_loops()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for task in self._live_tasks():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            task._wait(remaining)
+            self._abandon_dead_loops()
+        return {t for t in self._live_tasks() if not t.done()}
+
+    async def shutdown(self, timeout: float | None = None) -> set[Task]:
+        """Stop accepting, drain up to `timeout`, cancel what is left, stop lanes.
+
+        Returns the tasks that did not finish (each is also logged by name).
+        """
+        _check_timeout(timeout)
+        self._close()
+        unfinished = await self.drain(timeout)
+        if unfinished:
+            for task in unfinished:
+                task.cancel()
+            await self.drain(CANCEL_GRACE)
+        self._request_stop()
+        deadline = time.monotonic() + JOIN_GRACE
+        while not self._join(0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self._finish_shutdown(unfinished)
+
+    def close(self, timeout: float | None = None) -> set[Task]:
+        """Synchronous shutdown, for `with` blocks and interpreter exit."""
+        _check_timeout(timeout)
+        _refuse_on_loop_thread("close")
+        self._close()
+        unfinished = self.drain_sync(timeout)
+        if unfinished:
+            for task in unfinished:
+                task.cancel()
+            self.drain_sync(CANCEL_GRACE)
+        self._request_stop()
+        self._join(JOIN_GRACE)
+        return self._finish_shutdown(unfinished)
+
+    def _finish_shutdown(self, unfinished: Iterable[Task]) -> set[Task]:
+        for description in self._stuck_threads():
+            self._report("stuck", None, RuntimeError(description))  # type: ignore[arg-type]
+        result = set(unfinished)
+        for task in sorted(result, key=lambda t: t.id):
+            self._report("unfinished", task, None)
+        return result
+
+    # -- context managers -----------------------------------------------------------
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.closed:
+            self.close(self._options["shutdown_timeout"])
+
+    async def __aenter__(self) -> Runtime:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self.closed:
+            await self.shutdown(self._options["shutdown_timeout"])
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout}")
+
+
+def _refuse_on_loop_thread(what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{what}() would block the running event loop; use 'await runtime.shutdown()'")
+
+
+def _shutdown_all_at_exit() -> None:
+    for runtime in list(_live_runtimes):
+        if runtime.started and not runtime.closed:
+            try:
+                runtime.close(runtime.options_in_effect["shutdown_timeout"])
+            except BaseException:  # noqa: BLE001 - interpreter exit must not fail
+                logger.exception("offload: shutdown at interpreter exit failed")
+
+
+def _reset_all_after_fork() -> None:
+    for runtime in list(_live_runtimes):
+        runtime._reset_after_fork()
