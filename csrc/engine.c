@@ -209,6 +209,36 @@ engine_bridge_for_running_loop(engine_object *e, PyObject *loop)
     return (bridge_object *)b;
 }
 
+bridge_object *
+engine_current_bridge(engine_object *e)
+{
+    bridge_object *b = e->last_bridge;
+    if (b != NULL && b->thread_id == PyThread_get_thread_ident() && b->loop != NULL) {
+        /* One loop runs per thread at a time; if this one runs, it is ours.
+         * (Cheaper than asyncio._get_running_loop(), which calls getpid().) */
+        PyObject *running = PyObject_CallMethodNoArgs(b->loop, e->st->s_is_running);
+        int yes = running == Py_True;
+        Py_XDECREF(running);
+        if (running == NULL) {
+            PyErr_Clear();
+        }
+        if (yes) {
+            return b;
+        }
+    }
+    PyObject *loop = offload_running_loop(e->st);
+    if (loop == NULL) {
+        return NULL;
+    }
+    if (loop == Py_None) {
+        Py_DECREF(loop);
+        return NULL;
+    }
+    b = engine_bridge_for_running_loop(e, loop);
+    Py_DECREF(loop);
+    return b;
+}
+
 static PyObject *
 call0(PyObject *obj, PyObject *name)
 {

@@ -51,6 +51,10 @@ int engine_type_init(PyObject *module);
 
 /* The bridge of the loop running on this thread, created on first use (borrowed). */
 bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);
+/* The bridge of this thread's running loop (borrowed), or NULL: with an
+ * exception set on error, without one when no loop runs here. Fast path:
+ * the last bridge used, if its loop runs on this thread. */
+bridge_object *engine_current_bridge(engine_object *e);
 /* Pick a background loop's bridge (starting loop threads lazily), borrowed. */
 bridge_object *engine_background_bridge(engine_object *e);
 /* Report an event to Python: self._report(kind, task, exc). Never raises. */

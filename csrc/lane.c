@@ -209,14 +209,11 @@ lane_dispatch(lane *l, task_object *t)
 static int
 on_loop_thread(engine_object *e)
 {
-    PyObject *loop = offload_running_loop(e->st);
-    if (loop == NULL) {
-        PyErr_Clear();
-        return 0;
+    if (engine_current_bridge(e) != NULL) {
+        return 1;
     }
-    int on = loop != Py_None;
-    Py_DECREF(loop);
-    return on;
+    PyErr_Clear();
+    return 0;
 }
 
 typedef enum { ADMIT_DISPATCH, ADMIT_QUEUED, ADMIT_FULL, ADMIT_CLOSED, ADMIT_ERROR } admission;
@@ -341,20 +338,14 @@ lane_submit(lane *l, task_object *t)
 static int
 lane_pick_loop(engine_object *e, task_object *t)
 {
-    PyObject *loop = offload_running_loop(e->st);
-    if (loop == NULL) {
-        return -1;
-    }
-    if (loop != Py_None) {
-        bridge_object *b = engine_bridge_for_running_loop(e, loop);
-        Py_DECREF(loop);
-        if (b == NULL) {
-            return -1;
-        }
+    bridge_object *b = engine_current_bridge(e);
+    if (b != NULL) {
         t->bridge = Py_NewRef((PyObject *)b);
         return 0;
     }
-    Py_DECREF(loop);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
     if (e->home_bridge != NULL && bridge_loop_closed(e->home_bridge) == 0) {
         t->bridge = Py_NewRef((PyObject *)e->home_bridge);
         return 0;

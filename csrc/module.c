@@ -1,5 +1,6 @@
 /* module.c: the offload._engine extension module: multi-phase init, module
  * state (types, exceptions, cached asyncio callables, interned names). */
+#include "awaiter.h"
 #include "bridge.h"
 #include "engine.h"
 #include "lane.h"
@@ -65,7 +66,8 @@ init_names(module_state *st)
         intern(&st->s_callback, "callback") < 0 || intern(&st->s_cr_frame, "cr_frame") < 0 ||
         intern(&st->s_cr_running, "cr_running") < 0 ||
         intern(&st->s_cr_suspended, "cr_suspended") < 0 ||
-        intern(&st->s_call_soon, "call_soon") < 0) {
+        intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_context, "context") < 0 ||
+        intern(&st->s_is_running, "is_running") < 0) {
         return -1;
     }
     st->kwnames_loop_context = Py_BuildValue("(ss)", "loop", "context");
@@ -117,7 +119,7 @@ offload_exec(PyObject *module)
     if (init_names(st) < 0 || init_asyncio(st) < 0 || init_exceptions(module, st) < 0) {
         return -1;
     }
-    if (task_type_init(module) < 0 || runner_type_init(module) < 0 ||
+    if (task_type_init(module) < 0 || awaiter_type_init(module) < 0 || runner_type_init(module) < 0 ||
         bridge_type_init(module) < 0 || lane_type_init(module) < 0 ||
         engine_type_init(module) < 0) {
         return -1;
@@ -155,7 +157,7 @@ offload_clear(PyObject *module)
         &st->s_report, &st->s_qualname, &st->s_is_closed, &st->s_stop, &st->s_run_forever,
         &st->s_run_until_complete, &st->s_shutdown_asyncgens, &st->s_get_task_factory,
         &st->s_failed, &st->s_dropped, &st->s_callback, &st->s_cr_frame, &st->s_cr_running,
-        &st->s_cr_suspended, &st->s_call_soon,
+        &st->s_cr_suspended, &st->s_call_soon, &st->s_context, &st->s_is_running,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

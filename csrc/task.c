@@ -4,6 +4,7 @@
 #include "common.h" /* first: Python.h sets the feature macros */
 #include <errno.h>
 
+#include "awaiter.h"
 #include "bridge.h"
 #include "engine.h"
 #include "lane.h"
@@ -11,6 +12,8 @@
 #include "task.h"
 
 #define TF_REGISTERED 0x80 /* counted by its lane and linked in its registry */
+
+
 
 /* ------------------------------------------------------------------------ */
 /* creation                                                                  */
@@ -165,7 +168,10 @@ task_notify(task_object *t)
             bridge_object *b = (bridge_object *)PyTuple_GET_ITEM(w, 0);
             PyObject *fut = PyTuple_GET_ITEM(w, 1);
             if (bridge_is_current(b)) {
-                task_resolve_future(st, fut);
+                /* Possibly inside another task's step: schedule, don't nest. */
+                if (!awaiter_wake(st, fut, 0)) {
+                    task_resolve_future(st, fut);
+                }
             }
             else {
                 bridge_push(b, BRIDGE_WAKE, Py_NewRef(fut));
@@ -285,6 +291,9 @@ task_set_registered(task_object *t)
 void
 task_resolve_future(module_state *st, PyObject *fut)
 {
+    if (awaiter_wake(st, fut, 1)) {
+        return;
+    }
     /* Resolved with None: the awaiter reads the outcome from the task. The
      * future may already be cancelled (its awaiter went away). */
     PyObject *res = PyObject_CallMethodOneArg(fut, st->s_set_result, Py_None);
@@ -334,12 +343,29 @@ task_cancel(task_object *t)
     return 1;
 }
 
+
 /* ------------------------------------------------------------------------ */
 /* waiting                                                                   */
 
-/* Register an awaiter future of the running loop; returns it (new ref). */
+int
+task_add_waiter(task_object *t, bridge_object *b, PyObject *obj)
+{
+    PyObject *pair = PyTuple_Pack(2, (PyObject *)b, obj);
+    if (pair == NULL) {
+        return -1;
+    }
+    if (t->waiters == NULL && (t->waiters = PyList_New(0)) == NULL) {
+        Py_DECREF(pair);
+        return -1;
+    }
+    int rc = PyList_Append(t->waiters, pair);
+    Py_DECREF(pair);
+    return rc;
+}
+
+/* An asyncio future of `loop` resolved (with None) when the task ends. */
 static PyObject *
-task_add_future(task_object *t, PyObject *loop)
+task_new_future(task_object *t, PyObject *loop)
 {
     module_state *st = t->engine->st;
     bridge_object *b = engine_bridge_for_running_loop(t->engine, loop);
@@ -354,19 +380,7 @@ task_add_future(task_object *t, PyObject *loop)
         task_resolve_future(st, fut);
         return fut;
     }
-    PyObject *pair = PyTuple_Pack(2, (PyObject *)b, fut);
-    if (pair == NULL) {
-        Py_DECREF(fut);
-        return NULL;
-    }
-    if (t->waiters == NULL && (t->waiters = PyList_New(0)) == NULL) {
-        Py_DECREF(pair);
-        Py_DECREF(fut);
-        return NULL;
-    }
-    int rc = PyList_Append(t->waiters, pair);
-    Py_DECREF(pair);
-    if (rc < 0) {
+    if (task_add_waiter(t, b, fut) < 0) {
         Py_DECREF(fut);
         return NULL;
     }
@@ -468,7 +482,7 @@ task_wait_for_caller(task_object *t, PyObject *timeout_obj, const char *what)
 }
 
 /* Set the exception for a finished task's outcome; returns NULL. */
-static PyObject *
+PyObject *
 task_raise_outcome(task_object *t)
 {
     module_state *st = t->engine->st;
@@ -484,7 +498,7 @@ task_raise_outcome(task_object *t)
     return NULL;
 }
 
-static PyObject *
+PyObject *
 task_outcome_value(task_object *t)
 {
     if (t->state == TASK_SUCCEEDED) {
@@ -617,7 +631,7 @@ Task_done_future(task_object *t, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "_done_future() needs a running event loop");
         return NULL;
     }
-    PyObject *fut = task_add_future(t, loop);
+    PyObject *fut = task_new_future(t, loop);
     Py_DECREF(loop);
     return fut;
 }
@@ -684,201 +698,6 @@ Task_set_exception(task_object *t, PyObject *exc)
     }
     return PyBool_FromLong(task_finish(t, TASK_FAILED, exc));
 }
-
-/* ------------------------------------------------------------------------ */
-/* Awaiter: the iterator behind `await task`                                 */
-
-typedef struct {
-    PyObject_HEAD
-    task_object *task;
-    PyObject *fut; /* the future we yielded, once waiting */
-} awaiter_object;
-
-static PyObject *
-Task_await(task_object *t)
-{
-    awaiter_object *a = PyObject_GC_New(awaiter_object, t->engine->st->AwaiterType);
-    if (a == NULL) {
-        return NULL;
-    }
-    a->task = (task_object *)Py_NewRef((PyObject *)t);
-    a->fut = NULL;
-    PyObject_GC_Track((PyObject *)a);
-    return (PyObject *)a;
-}
-
-
-static PySendResult
-awaiter_send(awaiter_object *a, PyObject *Py_UNUSED(arg), PyObject **presult)
-{
-    task_object *t = a->task;
-    *presult = NULL;
-    if (a->fut == NULL && (t->flags & TF_DEFERRED)) {
-        if (lane_submit_deferred(t) < 0) {
-            return PYGEN_ERROR;
-        }
-    }
-    t->flags |= TF_OBSERVED;
-    if (task_is_done(t)) {
-        PyObject *value = task_outcome_value(t);
-        if (value == NULL) {
-            return PYGEN_ERROR;
-        }
-        *presult = value;
-        return PYGEN_RETURN;
-    }
-    if (a->fut != NULL) {
-        /* Woken although the task is not done: a foreign wakeup; wait again. */
-        Py_CLEAR(a->fut);
-    }
-    PyObject *loop = offload_running_loop(t->engine->st);
-    if (loop == NULL) {
-        return PYGEN_ERROR;
-    }
-    if (loop == Py_None) {
-        Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError, "awaiting an offload.Task needs a running event loop");
-        return PYGEN_ERROR;
-    }
-    PyObject *fut = task_add_future(t, loop);
-    Py_DECREF(loop);
-    if (fut == NULL) {
-        return PYGEN_ERROR;
-    }
-    if (PyObject_SetAttr(fut, t->engine->st->s_future_blocking, Py_True) < 0) {
-        Py_DECREF(fut);
-        return PYGEN_ERROR;
-    }
-    a->fut = Py_NewRef(fut);
-    *presult = fut;
-    return PYGEN_NEXT;
-}
-
-static PyObject *
-awaiter_iternext(awaiter_object *a)
-{
-    PyObject *res;
-    PySendResult r = awaiter_send(a, Py_None, &res);
-    if (r == PYGEN_NEXT) {
-        return res;
-    }
-    if (r == PYGEN_RETURN) {
-        if (res == Py_None) {
-            Py_DECREF(res);
-            PyErr_SetNone(PyExc_StopIteration);
-        }
-        else {
-            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
-            Py_DECREF(res);
-            if (e != NULL) {
-                PyErr_SetObject(PyExc_StopIteration, e);
-                Py_DECREF(e);
-            }
-        }
-    }
-    return NULL;
-}
-
-static PyObject *
-awaiter_send_method(awaiter_object *a, PyObject *arg)
-{
-    return awaiter_iternext(a);
-    (void)arg;
-}
-
-/* The awaiting coroutine is being cancelled (or had another exception thrown
- * in): for run() tasks cancel the task; either way, stop observing it. */
-static PyObject *
-awaiter_throw(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
-        return NULL;
-    }
-    task_object *t = a->task;
-    if (!task_is_done(t)) {
-        t->flags &= (uint8_t)~TF_OBSERVED;
-        if (t->flags & TF_CANCEL_ON_AWAIT) {
-            if (task_cancel(t) < 0) {
-                PyErr_Clear();
-            }
-        }
-    }
-    PyObject *typ = args[0];
-    PyObject *val = nargs > 1 ? args[1] : NULL;
-    if (PyExceptionInstance_Check(typ)) {
-        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
-    }
-    else if (PyExceptionClass_Check(typ)) {
-        PyErr_SetObject(typ, val);
-    }
-    else {
-        PyErr_SetString(PyExc_TypeError, "throw() needs an exception");
-    }
-    return NULL;
-}
-
-static PyObject *
-awaiter_close(awaiter_object *a, PyObject *Py_UNUSED(ignored))
-{
-    if (!task_is_done(a->task)) {
-        a->task->flags &= (uint8_t)~TF_OBSERVED;
-    }
-    Py_RETURN_NONE;
-}
-
-static int
-awaiter_traverse(awaiter_object *a, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(a));
-    Py_VISIT(a->task);
-    Py_VISIT(a->fut);
-    return 0;
-}
-
-static int
-awaiter_clear(awaiter_object *a)
-{
-    Py_CLEAR(a->task);
-    Py_CLEAR(a->fut);
-    return 0;
-}
-
-static void
-awaiter_dealloc(awaiter_object *a)
-{
-    PyTypeObject *tp = Py_TYPE(a);
-    PyObject_GC_UnTrack(a);
-    awaiter_clear(a);
-    tp->tp_free(a);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef awaiter_methods[] = {
-    {"send", (PyCFunction)awaiter_send_method, METH_O, NULL},
-    {"throw", (PyCFunction)(void (*)(void))awaiter_throw, METH_FASTCALL, NULL},
-    {"close", (PyCFunction)awaiter_close, METH_NOARGS, NULL},
-    {NULL},
-};
-
-static PyType_Slot awaiter_slots[] = {
-    {Py_tp_dealloc, awaiter_dealloc},
-    {Py_tp_traverse, awaiter_traverse},
-    {Py_tp_clear, awaiter_clear},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, awaiter_iternext},
-    {Py_tp_methods, awaiter_methods},
-    {Py_am_send, awaiter_send},
-    {0, NULL},
-};
-
-static PyType_Spec awaiter_spec = {
-    .name = "offload._engine.TaskAwaiter",
-    .basicsize = sizeof(awaiter_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = awaiter_slots,
-};
 
 /* ------------------------------------------------------------------------ */
 /* getters, repr, GC                                                         */
@@ -1074,7 +893,7 @@ static PyType_Slot Task_slots[] = {
     {Py_tp_repr, Task_repr},
     {Py_tp_methods, Task_methods},
     {Py_tp_getset, Task_getset},
-    {Py_am_await, Task_await},
+    {Py_am_await, awaiter_new},
     {0, NULL},
 };
 
@@ -1092,10 +911,6 @@ task_type_init(PyObject *module)
     module_state *st = state_of_module(module);
     st->TaskType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Task_spec, NULL);
     if (st->TaskType == NULL) {
-        return -1;
-    }
-    st->AwaiterType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &awaiter_spec, NULL);
-    if (st->AwaiterType == NULL) {
         return -1;
     }
     return PyModule_AddType(module, st->TaskType);

@@ -74,6 +74,16 @@ void task_resolve_future(struct module_state *st, PyObject *fut);
 /* Flag the task as counted by its lane's registry (lane mutex held). */
 void task_set_registered(task_object *t);
 
+/* Wake `obj` (an awaiter or an asyncio future) through bridge `b` when the
+ * task ends. GIL held. */
+struct bridge_object;
+int task_add_waiter(task_object *t, struct bridge_object *b, PyObject *obj);
+
+/* The outcome of a finished task: a new reference to the result, or NULL
+ * with its exception (or CancelledError) set. Marks the failure observed. */
+PyObject *task_outcome_value(task_object *t);
+PyObject *task_raise_outcome(task_object *t);
+
 /* Request cancellation; same meaning as Task.cancel(). -1 on error. */
 int task_cancel(task_object *t);
 

@@ -89,19 +89,27 @@ run_task(task_object *t)
     Py_DECREF(res);
 }
 
+static int pool_should_grow_locked(thread_pool *p, int64_t now);
+static void pool_grow(thread_pool *p);
+
 /* Run tasks back to back while the queue has some: one GIL hand-off per burst. */
 static void
 run_burst(thread_pool *p, task_object *t)
 {
     while (t != NULL) {
         run_task(t);
+        int64_t now = t->t_end ? t->t_end : offload_now_ns();
         Py_DECREF(t);
         if (PyErr_Occurred()) {
             PyErr_WriteUnraisable(NULL);
         }
         pthread_mutex_lock(&p->mu);
+        int grow = pool_should_grow_locked(p, now);
         t = ring_pop(&p->ready);
         pthread_mutex_unlock(&p->mu);
+        if (grow) {
+            pool_grow(p);
+        }
     }
 }
 
@@ -111,11 +119,22 @@ static int pool_spawn_thread(thread_pool *p);
  * free to take it, add one thread. Growth is one thread at a time, so
  * GIL-bound bursts don't start threads that would only fight for the GIL,
  * while blocking tasks (which release the GIL) ramp the pool up quickly. */
+/* A queued task that waited this long while every worker was busy means the
+ * workers are blocked (I/O, sleep, C code without the GIL): add a thread. */
+#define GROW_AFTER_NS 1000000
+
 static int
-pool_should_grow_locked(thread_pool *p)
+oldest_waited_long_locked(thread_pool *p, int64_t now)
 {
-    if (ring_len(&p->ready) > 0 && p->idle <= p->wakeups && p->starting == 0 &&
-        p->threads < p->max_threads && !p->stopping) {
+    task_object *head = ring_len(&p->ready) ? (task_object *)p->ready.slots[p->ready.head] : NULL;
+    return head != NULL && now - head->t_submit > GROW_AFTER_NS;
+}
+
+static int
+pool_should_grow_locked(thread_pool *p, int64_t now)
+{
+    if (p->idle <= p->wakeups && p->starting == 0 && p->threads < p->max_threads &&
+        !p->stopping && oldest_waited_long_locked(p, now)) {
         p->threads++;
         p->starting++;
         return 1;
@@ -147,7 +166,7 @@ worker_main(void *arg)
         task_object *t = ring_pop(&p->ready);
         if (t != NULL) {
             p->busy++;
-            int grow = pool_should_grow_locked(p);
+            int grow = pool_should_grow_locked(p, offload_now_ns());
             pthread_mutex_unlock(&p->mu);
             PyEval_RestoreThread(ts);
             if (grow) {
@@ -234,7 +253,8 @@ pool_submit(thread_pool *p, task_object *t)
         p->wakeups++;
         pthread_cond_signal(&p->work_cv);
     }
-    else if (p->starting == 0 && p->threads < p->max_threads) {
+    else if (p->starting == 0 && p->threads < p->max_threads &&
+             (p->threads == 0 || oldest_waited_long_locked(p, t->t_submit))) {
         p->threads++;
         p->starting++;
         spawn = 1;

@@ -1,0 +1,431 @@
+/* awaiter.c: `await task` — the awaiting side of a task (see awaiter.h). */
+#include "common.h" /* first: Python.h sets the feature macros */
+
+#include "awaiter.h"
+#include "bridge.h"
+#include "engine.h"
+#include "lane.h"
+#include "task.h"
+
+typedef enum { AW_IDLE, AW_WAITING, AW_WOKEN, AW_CANCELLED } awaiter_state;
+
+typedef struct {
+    PyObject_HEAD
+    task_object *task;
+    bridge_object *bridge; /* the awaiting loop's bridge, once waiting */
+    PyObject *cb_fn;       /* the asyncio.Task wakeup ... */
+    PyObject *cb_ctx;      /* ... and the context to run it in */
+    PyObject *more_cbs;    /* list of (fn, ctx) beyond the first: rare */
+    int8_t state;
+    int8_t blocking;       /* _asyncio_future_blocking */
+} awaiter_object;
+
+PyObject *
+awaiter_new(PyObject *task)
+{
+    task_object *t = (task_object *)task;
+    awaiter_object *a = PyObject_GC_New(awaiter_object, t->engine->st->AwaiterType);
+    if (a == NULL) {
+        return NULL;
+    }
+    a->task = (task_object *)Py_NewRef(task);
+    a->bridge = NULL;
+    a->cb_fn = a->cb_ctx = a->more_cbs = NULL;
+    a->state = AW_IDLE;
+    a->blocking = 0;
+    PyObject_GC_Track((PyObject *)a);
+    return (PyObject *)a;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the future side                                                           */
+
+static void
+call_one(module_state *st, awaiter_object *a, PyObject *fn, PyObject *ctx, int direct)
+{
+    PyObject *res;
+    if (direct) {
+        if (PyContext_Enter(ctx) < 0) {
+            PyErr_WriteUnraisable(fn);
+            return;
+        }
+        res = PyObject_CallOneArg(fn, (PyObject *)a);
+        PyContext_Exit(ctx);
+    }
+    else {
+        PyObject *kwnames = PyTuple_Pack(1, st->s_context);
+        PyObject *stack[4] = {a->bridge->loop, fn, (PyObject *)a, ctx};
+        res = kwnames ? PyObject_VectorcallMethod(st->s_call_soon, stack,
+                                                  3 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames)
+                      : NULL;
+        Py_XDECREF(kwnames);
+    }
+    if (res == NULL) {
+        PyErr_WriteUnraisable(fn);
+    }
+    Py_XDECREF(res);
+}
+
+static void
+fire_callbacks(module_state *st, awaiter_object *a, int direct)
+{
+    PyObject *fn = a->cb_fn, *ctx = a->cb_ctx, *more = a->more_cbs;
+    a->cb_fn = a->cb_ctx = a->more_cbs = NULL;
+    if (fn != NULL) {
+        call_one(st, a, fn, ctx, direct);
+        Py_DECREF(fn);
+        Py_DECREF(ctx);
+    }
+    if (more != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(more); i++) {
+            PyObject *pair = PyList_GET_ITEM(more, i);
+            call_one(st, a, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), direct);
+        }
+        Py_DECREF(more);
+    }
+}
+
+int
+awaiter_wake(module_state *st, PyObject *obj, int direct)
+{
+    if (Py_TYPE(obj) != st->AwaiterType) {
+        return 0;
+    }
+    awaiter_object *a = (awaiter_object *)obj;
+    if (a->state == AW_WAITING) {
+        a->state = AW_WOKEN;
+        fire_callbacks(st, a, direct);
+    }
+    return 1;
+}
+
+static PyObject *
+Awaiter_get_loop(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    if (a->bridge == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this awaiter is not waiting on a loop");
+        return NULL;
+    }
+    return Py_NewRef(a->bridge->loop);
+}
+
+static PyObject *
+Awaiter_add_done_callback(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs != 1 || nkw > 1 ||
+        (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context"))) {
+        PyErr_SetString(PyExc_TypeError, "add_done_callback(fn, *, context=None)");
+        return NULL;
+    }
+    PyObject *ctx = (nkw == 1 && args[1] != Py_None) ? Py_NewRef(args[1]) : PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return NULL;
+    }
+    if (a->cb_fn == NULL) {
+        a->cb_fn = Py_NewRef(args[0]);
+        a->cb_ctx = ctx;
+    }
+    else {
+        PyObject *pair = PyTuple_Pack(2, args[0], ctx);
+        Py_DECREF(ctx);
+        if (pair == NULL) {
+            return NULL;
+        }
+        if (a->more_cbs == NULL && (a->more_cbs = PyList_New(0)) == NULL) {
+            Py_DECREF(pair);
+            return NULL;
+        }
+        int rc = PyList_Append(a->more_cbs, pair);
+        Py_DECREF(pair);
+        if (rc < 0) {
+            return NULL;
+        }
+    }
+    if (a->state == AW_WOKEN || a->state == AW_CANCELLED) {
+        fire_callbacks(state_of_type(Py_TYPE(a)), a, 0);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Awaiter_remove_done_callback(awaiter_object *a, PyObject *fn)
+{
+    Py_ssize_t removed = 0;
+    if (a->cb_fn == fn) {
+        Py_CLEAR(a->cb_fn);
+        Py_CLEAR(a->cb_ctx);
+        removed++;
+    }
+    for (Py_ssize_t i = a->more_cbs ? PyList_GET_SIZE(a->more_cbs) - 1 : -1; i >= 0; i--) {
+        if (PyTuple_GET_ITEM(PyList_GET_ITEM(a->more_cbs, i), 0) == fn) {
+            if (PySequence_DelItem(a->more_cbs, i) < 0) {
+                return NULL;
+            }
+            removed++;
+        }
+    }
+    return PyLong_FromSsize_t(removed);
+}
+
+/* asyncio.Task.cancel() on the awaiting task cancels what it waits for. */
+static PyObject *
+Awaiter_cancel(awaiter_object *a, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+{
+    if (a->state != AW_WAITING) {
+        Py_RETURN_FALSE;
+    }
+    a->state = AW_CANCELLED;
+    fire_callbacks(state_of_type(Py_TYPE(a)), a, 0);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Awaiter_done(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(a->state == AW_WOKEN || a->state == AW_CANCELLED);
+}
+
+static PyObject *
+Awaiter_cancelled(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(a->state == AW_CANCELLED);
+}
+
+static PyObject *
+Awaiter_result(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    module_state *st = a->task->engine->st;
+    if (a->state == AW_CANCELLED) {
+        PyErr_SetNone(st->CancelledError);
+        return NULL;
+    }
+    if (a->state != AW_WOKEN) {
+        PyErr_SetString(st->InvalidStateError, "Result is not ready.");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Awaiter_exception(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    if (a->state == AW_CANCELLED) {
+        return Awaiter_result(a, NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Awaiter_get_blocking(awaiter_object *a, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(a->blocking);
+}
+
+static int
+Awaiter_set_blocking(awaiter_object *a, PyObject *v, void *Py_UNUSED(c))
+{
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0) {
+        return -1;
+    }
+    a->blocking = (int8_t)b;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the iterator side                                                         */
+
+static PySendResult
+awaiter_send(awaiter_object *a, PyObject *Py_UNUSED(arg), PyObject **presult)
+{
+    task_object *t = a->task;
+    *presult = NULL;
+    if (a->state == AW_IDLE && (t->flags & TF_DEFERRED) && lane_submit_deferred(t) < 0) {
+        return PYGEN_ERROR;
+    }
+    if (a->state == AW_CANCELLED) {
+        PyErr_SetNone(t->engine->st->CancelledError);
+        return PYGEN_ERROR;
+    }
+    t->flags |= TF_OBSERVED;
+    if (task_is_done(t)) {
+        *presult = task_outcome_value(t);
+        return *presult ? PYGEN_RETURN : PYGEN_ERROR;
+    }
+    if (a->state != AW_WAITING) {
+        bridge_object *b = engine_current_bridge(t->engine);
+        if (b == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "awaiting an offload.Task needs a running event loop "
+                                "(from sync code use task.result(timeout))");
+            }
+            return PYGEN_ERROR;
+        }
+        if (task_add_waiter(t, b, (PyObject *)a) < 0) {
+            return PYGEN_ERROR;
+        }
+        Py_XSETREF(a->bridge, (bridge_object *)Py_NewRef((PyObject *)b));
+        a->state = AW_WAITING;
+    }
+    a->blocking = 1;
+    *presult = Py_NewRef((PyObject *)a);
+    return PYGEN_NEXT;
+}
+
+static PyObject *
+awaiter_iternext(awaiter_object *a)
+{
+    PyObject *res;
+    PySendResult r = awaiter_send(a, Py_None, &res);
+    if (r == PYGEN_NEXT) {
+        return res;
+    }
+    if (r == PYGEN_RETURN) {
+        if (res == Py_None) {
+            PyErr_SetNone(PyExc_StopIteration);
+        }
+        else {
+            PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
+            if (e != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, e);
+                Py_DECREF(e);
+            }
+        }
+        Py_DECREF(res);
+    }
+    return NULL;
+}
+
+static PyObject *
+Awaiter_send(awaiter_object *a, PyObject *Py_UNUSED(arg))
+{
+    return awaiter_iternext(a);
+}
+
+/* The awaiting coroutine is being cancelled (or had another exception thrown
+ * in): a run() task is cancelled with it; either way nobody observes the
+ * outcome any more, so a later failure gets reported. */
+static PyObject *
+Awaiter_throw(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw() takes 1 to 3 arguments");
+        return NULL;
+    }
+    task_object *t = a->task;
+    if (!task_is_done(t)) {
+        t->flags &= (uint8_t)~TF_OBSERVED;
+        if ((t->flags & TF_CANCEL_ON_AWAIT) && task_cancel(t) < 0) {
+            PyErr_Clear();
+        }
+    }
+    PyObject *typ = args[0];
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, nargs > 1 ? args[1] : NULL);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "throw() needs an exception");
+    }
+    return NULL;
+}
+
+static PyObject *
+Awaiter_close(awaiter_object *a, PyObject *Py_UNUSED(ignored))
+{
+    if (!task_is_done(a->task)) {
+        a->task->flags &= (uint8_t)~TF_OBSERVED;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* type                                                                      */
+
+static int
+Awaiter_traverse(awaiter_object *a, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(a));
+    Py_VISIT(a->task);
+    Py_VISIT(a->bridge);
+    Py_VISIT(a->cb_fn);
+    Py_VISIT(a->cb_ctx);
+    Py_VISIT(a->more_cbs);
+    return 0;
+}
+
+static int
+Awaiter_clear(awaiter_object *a)
+{
+    Py_CLEAR(a->task);
+    Py_CLEAR(a->bridge);
+    Py_CLEAR(a->cb_fn);
+    Py_CLEAR(a->cb_ctx);
+    Py_CLEAR(a->more_cbs);
+    return 0;
+}
+
+static void
+Awaiter_dealloc(awaiter_object *a)
+{
+    PyTypeObject *tp = Py_TYPE(a);
+    PyObject_GC_UnTrack(a);
+    Awaiter_clear(a);
+    tp->tp_free(a);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Awaiter_methods[] = {
+    {"send", (PyCFunction)Awaiter_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))Awaiter_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)Awaiter_close, METH_NOARGS, NULL},
+    {"get_loop", (PyCFunction)Awaiter_get_loop, METH_NOARGS, NULL},
+    {"add_done_callback", (PyCFunction)(void (*)(void))Awaiter_add_done_callback,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"remove_done_callback", (PyCFunction)Awaiter_remove_done_callback, METH_O, NULL},
+    {"cancel", (PyCFunction)(void (*)(void))Awaiter_cancel, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"done", (PyCFunction)Awaiter_done, METH_NOARGS, NULL},
+    {"cancelled", (PyCFunction)Awaiter_cancelled, METH_NOARGS, NULL},
+    {"result", (PyCFunction)Awaiter_result, METH_NOARGS, NULL},
+    {"exception", (PyCFunction)Awaiter_exception, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef Awaiter_getset[] = {
+    {"_asyncio_future_blocking", (getter)Awaiter_get_blocking, (setter)Awaiter_set_blocking, NULL,
+     NULL},
+    {NULL},
+};
+
+static PyType_Slot Awaiter_slots[] = {
+    {Py_tp_dealloc, Awaiter_dealloc},
+    {Py_tp_traverse, Awaiter_traverse},
+    {Py_tp_clear, Awaiter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, awaiter_iternext},
+    {Py_tp_methods, Awaiter_methods},
+    {Py_tp_getset, Awaiter_getset},
+    {Py_am_send, awaiter_send},
+    {0, NULL},
+};
+
+static PyType_Spec Awaiter_spec = {
+    .name = "offload._engine.TaskAwaiter",
+    .basicsize = sizeof(awaiter_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = Awaiter_slots,
+};
+
+int
+awaiter_type_init(PyObject *module)
+{
+    module_state *st = state_of_module(module);
+    st->AwaiterType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Awaiter_spec, NULL);
+    return st->AwaiterType ? 0 : -1;
+}

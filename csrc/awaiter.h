@@ -1,0 +1,23 @@
+/* awaiter.h: what `await task` runs. One small C object is both the
+ * iterator the awaiting coroutine delegates to and the future-like object it
+ * yields to asyncio.Task (asyncio accepts any object with
+ * _asyncio_future_blocking, get_loop() and add_done_callback()).
+ *
+ * Owning the future lets a loop bridge wake the awaiting task by calling its
+ * wakeup directly while it drains a batch of completions, instead of one
+ * loop.call_soon() Handle per completed task. */
+#ifndef OFFLOAD_AWAITER_H
+#define OFFLOAD_AWAITER_H
+
+#include "common.h"
+#include "module.h"
+
+int awaiter_type_init(PyObject *module);
+/* Task.__await__ (the am_await slot). */
+PyObject *awaiter_new(PyObject *task);
+/* If `obj` is an awaiter, wake its task and return 1; else return 0.
+ * direct=1 calls the wakeup now (only from a bridge drain, outside any task
+ * step); direct=0 schedules it with loop.call_soon. */
+int awaiter_wake(module_state *st, PyObject *obj, int direct);
+
+#endif
