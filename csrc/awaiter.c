@@ -18,6 +18,7 @@ typedef struct {
     PyObject *more_cbs;    /* list of (fn, ctx) beyond the first: rare */
     int8_t state;
     int8_t blocking;       /* _asyncio_future_blocking */
+    int8_t quiet;          /* drain(): wait only; no outcome, no cancel, no submit */
 } awaiter_object;
 
 PyObject *
@@ -33,7 +34,18 @@ awaiter_new(PyObject *task)
     a->cb_fn = a->cb_ctx = a->more_cbs = NULL;
     a->state = AW_IDLE;
     a->blocking = 0;
+    a->quiet = 0;
     PyObject_GC_Track((PyObject *)a);
+    return (PyObject *)a;
+}
+
+PyObject *
+awaiter_new_quiet(PyObject *task)
+{
+    awaiter_object *a = (awaiter_object *)awaiter_new(task);
+    if (a != NULL) {
+        a->quiet = 1;
+    }
     return (PyObject *)a;
 }
 
@@ -242,17 +254,25 @@ awaiter_send(awaiter_object *a, PyObject *Py_UNUSED(arg), PyObject **presult)
 {
     task_object *t = a->task;
     *presult = NULL;
-    if (a->state == AW_IDLE && (t->flags & TF_DEFERRED) && lane_submit_deferred(t) < 0) {
-        return PYGEN_ERROR;
-    }
     if (a->state == AW_CANCELLED) {
         PyErr_SetNone(t->engine->st->CancelledError);
         return PYGEN_ERROR;
     }
-    t->flags |= TF_OBSERVED;
-    if (task_is_done(t)) {
-        *presult = task_outcome_value(t);
-        return *presult ? PYGEN_RETURN : PYGEN_ERROR;
+    if (a->quiet) {
+        if (task_is_done(t) || (t->flags & TF_DEFERRED)) {
+            *presult = Py_NewRef(Py_None);
+            return PYGEN_RETURN;
+        }
+    }
+    else {
+        if (a->state == AW_IDLE && (t->flags & TF_DEFERRED) && lane_submit_deferred(t) < 0) {
+            return PYGEN_ERROR;
+        }
+        t->flags |= TF_OBSERVED;
+        if (task_is_done(t)) {
+            *presult = task_outcome_value(t);
+            return *presult ? PYGEN_RETURN : PYGEN_ERROR;
+        }
     }
     if (a->state != AW_WAITING) {
         bridge_object *b = engine_current_bridge(t->engine);
@@ -316,7 +336,7 @@ Awaiter_throw(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     task_object *t = a->task;
-    if (!task_is_done(t)) {
+    if (!task_is_done(t) && !a->quiet) {
         t->flags &= (uint8_t)~TF_OBSERVED;
         if ((t->flags & TF_CANCEL_ON_AWAIT) && task_cancel(t) < 0) {
             PyErr_Clear();
@@ -336,9 +356,15 @@ Awaiter_throw(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+Awaiter_await(awaiter_object *a)
+{
+    return Py_NewRef((PyObject *)a);
+}
+
+static PyObject *
 Awaiter_close(awaiter_object *a, PyObject *Py_UNUSED(ignored))
 {
-    if (!task_is_done(a->task)) {
+    if (!task_is_done(a->task) && !a->quiet) {
         a->task->flags &= (uint8_t)~TF_OBSERVED;
     }
     Py_RETURN_NONE;
@@ -411,6 +437,7 @@ static PyType_Slot Awaiter_slots[] = {
     {Py_tp_methods, Awaiter_methods},
     {Py_tp_getset, Awaiter_getset},
     {Py_am_send, awaiter_send},
+    {Py_am_await, Awaiter_await},
     {0, NULL},
 };
 

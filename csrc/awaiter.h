@@ -15,6 +15,9 @@
 int awaiter_type_init(PyObject *module);
 /* Task.__await__ (the am_await slot). */
 PyObject *awaiter_new(PyObject *task);
+/* An awaitable that completes (with None, never raising) when the task ends;
+ * for drain(): it neither observes the outcome nor cancels the task. */
+PyObject *awaiter_new_quiet(PyObject *task);
 /* If `obj` is an awaiter, wake its task and return 1; else return 0.
  * direct=1 calls the wakeup now (only from a bridge drain, outside any task
  * step); direct=0 schedules it with loop.call_soon. */

@@ -19,6 +19,7 @@ bridge_new(PyObject *owner_module)
     b->loop = NULL;
     b->thread_id = 0;
     b->direct_task = 0;
+    b->has_thread_id_attr = 0;
     b->items = NULL;
     b->len = b->cap = 0;
     b->signalled = 0;
@@ -59,8 +60,42 @@ bridge_attach(bridge_object *b, PyObject *loop)
     Py_XDECREF(factory);
     b->loop = Py_NewRef(loop);
     b->thread_id = PyThread_get_thread_ident();
+    PyObject *tid = PyObject_GetAttr(loop, st->s_thread_id);
+    b->has_thread_id_attr = tid != NULL && PyLong_Check(tid) &&
+                            PyLong_AsUnsignedLong(tid) == b->thread_id;
+    Py_XDECREF(tid);
+    PyErr_Clear();
     /* Items pushed before attaching already signalled the fd: nothing to do. */
     return 0;
+}
+
+int
+bridge_loop_running_here(bridge_object *b)
+{
+    module_state *st = state_of_type(Py_TYPE(b));
+    PyObject *res;
+    if (b->has_thread_id_attr) {
+        res = PyObject_GetAttr(b->loop, st->s_thread_id);
+        if (res == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        int here = res != Py_None && PyLong_AsUnsignedLong(res) == b->thread_id;
+        Py_DECREF(res);
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return here;
+    }
+    res = PyObject_CallMethodNoArgs(b->loop, st->s_is_running);
+    if (res == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int yes = res == Py_True;
+    Py_DECREF(res);
+    return yes;
 }
 
 int

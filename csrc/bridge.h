@@ -29,6 +29,7 @@ typedef struct bridge_object {
     PyObject *loop;            /* NULL until attached */
     unsigned long thread_id;   /* thread running the loop, once attached */
     int direct_task;           /* loop has no task factory: call asyncio.Task directly */
+    int has_thread_id_attr;    /* asyncio loops: read loop._thread_id, no method call */
     wakeup wake;
     pthread_mutex_t mu;        /* guards the fields below */
     bridge_item *items;
@@ -52,6 +53,10 @@ bridge_is_current(const bridge_object *b)
 {
     return b->loop != NULL && b->thread_id == PyThread_get_thread_ident();
 }
+/* Whether the attached loop is running on the calling thread. One loop runs
+ * per thread at a time, so then it is the running loop; cheaper than
+ * asyncio._get_running_loop() (which makes a getpid() syscall on 3.11). */
+int bridge_loop_running_here(bridge_object *b);
 /* Process everything queued now (on the loop thread). */
 void bridge_drain(bridge_object *b);
 /* Unregister and drop queued items; the loop may already be closed. */

@@ -213,18 +213,8 @@ bridge_object *
 engine_current_bridge(engine_object *e)
 {
     bridge_object *b = e->last_bridge;
-    if (b != NULL && b->thread_id == PyThread_get_thread_ident() && b->loop != NULL) {
-        /* One loop runs per thread at a time; if this one runs, it is ours.
-         * (Cheaper than asyncio._get_running_loop(), which calls getpid().) */
-        PyObject *running = PyObject_CallMethodNoArgs(b->loop, e->st->s_is_running);
-        int yes = running == Py_True;
-        Py_XDECREF(running);
-        if (running == NULL) {
-            PyErr_Clear();
-        }
-        if (yes) {
-            return b;
-        }
+    if (b != NULL && b->thread_id == PyThread_get_thread_ident() && bridge_loop_running_here(b)) {
+        return b;
     }
     PyObject *loop = offload_running_loop(e->st);
     if (loop == NULL) {

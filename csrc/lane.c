@@ -421,6 +421,13 @@ check_fresh_coroutine(module_state *st, PyObject *coro)
     if (!PyCoro_CheckExact(coro)) {
         return 0;
     }
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+    /* 3.11/3.12 expose the frame state in the public coroutine struct;
+     * -2 is FRAME_CREATED there. Saves three attribute lookups per spawn. */
+    if (((PyCoroObject *)coro)->cr_frame_state == -2) {
+        return 0;
+    }
+#endif
     PyObject *frame = PyObject_GetAttr(coro, st->s_cr_frame);
     if (frame == NULL) {
         return -1;
@@ -600,7 +607,10 @@ lane_spawn(engine_object *e, int kind, PyObject *name, int deferred, PyObject *c
         return NULL;
     }
     e->started = 1;
-    if (!deferred && lane_submit_new(t) < 0) {
+    if (deferred) {
+        PyObject_GC_Track((PyObject *)t); /* held by the caller, not the registry */
+    }
+    else if (lane_submit_new(t) < 0) {
         /* Refused: the coroutine will never run, close it to avoid a warning. */
         if (tk != TARGET_SYNC) {
             close_coroutine(st, target);
@@ -608,6 +618,7 @@ lane_spawn(engine_object *e, int kind, PyObject *name, int deferred, PyObject *c
         t->flags &= (uint8_t)~TF_IS_CORO;
         Py_CLEAR(t->target);
         t->state = TASK_CANCELLED;
+        PyObject_GC_Track((PyObject *)t);
         Py_DECREF(t);
         Py_XDECREF(coro);
         return NULL;

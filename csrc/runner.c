@@ -12,17 +12,19 @@ typedef struct {
     int started;
 } runner_object;
 
+/* Not tracked by the GC on purpose (one object less per task for the
+ * collector to visit): its only cycle, task -> asyncio.Task -> runner ->
+ * task, is broken explicitly when the task finishes. */
 static PyObject *
 runner_new(task_object *t)
 {
-    runner_object *r = PyObject_GC_New(runner_object, t->engine->st->RunnerType);
+    runner_object *r = PyObject_New(runner_object, t->engine->st->RunnerType);
     if (r == NULL) {
         return NULL;
     }
     r->task = (task_object *)Py_NewRef((PyObject *)t);
     r->coro = Py_NewRef(t->target);
     r->started = 0;
-    PyObject_GC_Track((PyObject *)r);
     return (PyObject *)r;
 }
 
@@ -76,6 +78,15 @@ runner_start(task_object *t)
     Py_XSETREF(t->runner, aio);
 }
 
+/* Finishing from inside our own step: asyncio completes its Task right after
+ * we return, so drop our link to it first (task_finish would otherwise mark
+ * it as abandoned). */
+static void
+runner_detach(runner_object *r)
+{
+    Py_CLEAR(r->task->runner);
+}
+
 /* First step: the task may have been cancelled while queued. */
 static int
 runner_begin(runner_object *r)
@@ -106,6 +117,7 @@ runner_send(runner_object *r, PyObject *arg, PyObject **presult)
     if (status == PYGEN_NEXT) {
         return PYGEN_NEXT;
     }
+    runner_detach(r);
     if (status == PYGEN_RETURN) {
         task_finish(r->task, TASK_SUCCEEDED, *presult);
         Py_DECREF(*presult);
@@ -157,6 +169,7 @@ runner_throw(runner_object *r, PyObject *const *args, Py_ssize_t nargs)
     if (res != NULL) {
         return res; /* the coroutine caught it and awaits something else */
     }
+    runner_detach(r);
     if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -211,32 +224,17 @@ runner_repr(runner_object *r)
     return PyUnicode_FromFormat("<offload runner of %R>", r->coro);
 }
 
-static int
-runner_traverse(runner_object *r, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(r));
-    Py_VISIT(r->task);
-    Py_VISIT(r->coro);
-    return 0;
-}
-
-static int
-runner_clear(runner_object *r)
-{
-    Py_CLEAR(r->task);
-    Py_CLEAR(r->coro);
-    return 0;
-}
-
 static void
 runner_dealloc(runner_object *r)
 {
     PyTypeObject *tp = Py_TYPE(r);
-    PyObject_GC_UnTrack(r);
-    runner_clear(r);
-    tp->tp_free(r);
+    Py_CLEAR(r->task);
+    Py_CLEAR(r->coro);
+    PyObject_Free(r);
     Py_DECREF(tp);
 }
+
+
 
 static PyObject *
 runner_await(runner_object *r)
@@ -253,8 +251,6 @@ static PyMethodDef runner_methods[] = {
 
 static PyType_Slot runner_slots[] = {
     {Py_tp_dealloc, runner_dealloc},
-    {Py_tp_traverse, runner_traverse},
-    {Py_tp_clear, runner_clear},
     {Py_tp_repr, runner_repr},
     {Py_tp_getattro, runner_getattro},
     {Py_tp_iter, PyObject_SelfIter},
@@ -268,8 +264,7 @@ static PyType_Slot runner_slots[] = {
 static PyType_Spec runner_spec = {
     .name = "offload._engine.Runner",
     .basicsize = sizeof(runner_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = runner_slots,
 };
 

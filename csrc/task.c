@@ -49,7 +49,11 @@ task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObj
     t->t_start = t->t_end = 0;
     t->state = TASK_PENDING;
     t->flags = (uint8_t)flags;
-    PyObject_GC_Track((PyObject *)t);
+    /* Not tracked by the GC while it runs: the registry keeps it alive anyway,
+     * and the collector then never traverses thousands of live tasks. An
+     * untracked object only acts as a root, so nothing it references can be
+     * collected early. task_finish() tracks it again, so cycles through a
+     * finished task (e.g. an exception's traceback) are collected. */
     return t;
 }
 
@@ -203,10 +207,12 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     int registered = (t->flags & TF_REGISTERED) != 0;
     int never_started = t->state == TASK_PENDING;
     task_object *next = NULL;
+    int has_trash = 0;
     if (registered) {
         int already = 0, wake_sync = 0;
         pthread_mutex_lock(&l->mu);
         next = task_finish_locked(t, state, &already, &wake_sync);
+        has_trash = ring_len(&l->trash) > 0;
         pthread_mutex_unlock(&l->mu);
         if (already) {
             return 0;
@@ -223,6 +229,9 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
         t->t_end = offload_now_ns();
     }
     Py_XSETREF(t->outcome, Py_XNewRef(outcome));
+    if (!PyObject_GC_IsTracked((PyObject *)t)) {
+        PyObject_GC_Track((PyObject *)t);
+    }
     task_release_inputs(t, never_started);
     if (t->runner != NULL) {
         /* The asyncio.Task may still be pending (cancelled before its first
@@ -249,7 +258,7 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
         lane_dispatch(l, next);
         Py_DECREF(next);
     }
-    if (registered) {
+    if (registered && has_trash) {
         lane_sweep_trash(l);
     }
     Py_DECREF(t);
@@ -637,6 +646,12 @@ Task_done_future(task_object *t, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+Task_quiet_wait(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    return awaiter_new_quiet((PyObject *)t);
+}
+
+static PyObject *
 Task_wait(task_object *t, PyObject *timeout_obj)
 {
     double timeout;
@@ -863,6 +878,7 @@ static PyMethodDef Task_methods[] = {
      "Call fn(task) when it finishes, in the thread where it finishes."},
     {"remove_done_callback", (PyCFunction)Task_remove_done_callback, METH_O, NULL},
     {"_done_future", (PyCFunction)Task_done_future, METH_NOARGS, NULL},
+    {"_quiet_wait", (PyCFunction)Task_quiet_wait, METH_NOARGS, NULL},
     {"_wait", (PyCFunction)Task_wait, METH_O, NULL},
     {"_set_running", (PyCFunction)Task_set_running, METH_NOARGS, NULL},
     {"_set_result", (PyCFunction)Task_set_result, METH_O, NULL},

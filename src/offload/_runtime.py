@@ -97,16 +97,23 @@ class Runtime(_engine.Engine):
     async def drain(self, timeout: float | None = None) -> set[Task]:
         """Wait for every task spawned so far; return those still unfinished."""
         _check_timeout(timeout)
-        tasks = [t for t in self._live_tasks() if not t.done()]
         self._abandon_dead_loops()
-        tasks = [t for t in tasks if not t.done()]
+        tasks = self._live_tasks()
         if not tasks:
             return set()
-        futures = [t._done_future() for t in tasks]
-        await asyncio.wait(futures, timeout=timeout)
-        for fut in futures:
-            if not fut.done():
-                fut.cancel()
+
+        async def wait_all() -> None:
+            for task in tasks:
+                if not task.done():
+                    await task._quiet_wait()
+
+        try:
+            if timeout is None:
+                await wait_all()
+            else:
+                await asyncio.wait_for(wait_all(), timeout)
+        except asyncio.TimeoutError:
+            pass
         return {t for t in tasks if not t.done()}
 
     def drain_sync(self, timeout: float | None = None) -> set[Task]:
