@@ -13,6 +13,19 @@
 #error "offload needs CPython 3.10 or newer"
 #endif
 
+/* Name the calling OS thread (shown by ps, top, gdb, perf). Best effort. */
+static inline void
+offload_name_thread(const char *name)
+{
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), name);
+#elif defined(__APPLE__)
+    pthread_setname_np(name);
+#else
+    (void)name;
+#endif
+}
+
 /* Monotonic time in nanoseconds; vDSO-backed on Linux, so cheap on the hot path. */
 static inline int64_t
 offload_now_ns(void)

@@ -306,7 +306,20 @@ background_thread_main(void *arg)
 {
     background_loop *bg = arg;
     engine_object *e = bg->engine;
+    char name[16];
+    snprintf(name, sizeof(name), "offload-bg-%d", bg->index);
+    offload_name_thread(name);
     PyGILState_STATE gil = PyGILState_Ensure();
+    /* Python-level name too, for logs (threading.current_thread().name). */
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *current = threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
+    PyObject *pyname = PyUnicode_FromFormat("offload-background-%d", bg->index);
+    if (current == NULL || pyname == NULL || PyObject_SetAttrString(current, "name", pyname) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(pyname);
+    Py_XDECREF(current);
+    Py_XDECREF(threading);
     background_loop_run(bg);
     PyThreadState *ts = PyEval_SaveThread();
     pthread_mutex_lock(&e->bg_mu);

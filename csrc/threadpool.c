@@ -158,6 +158,7 @@ worker_main(void *arg)
 {
     thread_pool *p = arg;
     engine_object *engine = p->engine;
+    offload_name_thread("offload-worker");
     PyGILState_STATE gil = PyGILState_Ensure();
     PyThreadState *ts = PyEval_SaveThread();
     pthread_mutex_lock(&p->mu);
