@@ -12,6 +12,7 @@ pool_init_sync(thread_pool *p)
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->exit_cv, NULL);
+    pthread_cond_init(&p->monitor_cv, NULL);
 }
 
 void
@@ -23,6 +24,7 @@ pool_init(thread_pool *p, engine_object *engine)
     p->min_threads = 0;
     p->idle_timeout = 30.0;
     p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
+    p->monitor_alive = 0;
     p->engine = engine;
 }
 
@@ -32,6 +34,7 @@ pool_reset_after_fork(thread_pool *p)
     pool_init_sync(p);
     ring_init(&p->ready); /* the parent's queue is abandoned */
     p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
+    p->monitor_alive = 0;
 }
 
 void
@@ -41,6 +44,7 @@ pool_destroy(thread_pool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->exit_cv);
+    pthread_cond_destroy(&p->monitor_cv);
 }
 
 /* Run one task on this worker (GIL held). */
@@ -89,66 +93,18 @@ run_task(task_object *t)
     Py_DECREF(res);
 }
 
-static int pool_should_grow_locked(thread_pool *p, int64_t now);
-static void pool_grow(thread_pool *p);
-
 /* Run tasks back to back while the queue has some: one GIL hand-off per burst. */
 static void
 run_burst(thread_pool *p, task_object *t)
 {
     while (t != NULL) {
         run_task(t);
-        int64_t now = t->t_end ? t->t_end : offload_now_ns();
         Py_DECREF(t);
         if (PyErr_Occurred()) {
             PyErr_WriteUnraisable(NULL);
         }
         pthread_mutex_lock(&p->mu);
-        int grow = pool_should_grow_locked(p, now);
         t = ring_pop(&p->ready);
-        pthread_mutex_unlock(&p->mu);
-        if (grow) {
-            pool_grow(p);
-        }
-    }
-}
-
-static int pool_spawn_thread(thread_pool *p);
-
-/* Called by a worker starting a burst: if work is still queued and nobody is
- * free to take it, add one thread. Growth is one thread at a time, so
- * GIL-bound bursts don't start threads that would only fight for the GIL,
- * while blocking tasks (which release the GIL) ramp the pool up quickly. */
-/* A queued task that waited this long while every worker was busy means the
- * workers are blocked (I/O, sleep, C code without the GIL): add a thread. */
-#define GROW_AFTER_NS 1000000
-
-static int
-oldest_waited_long_locked(thread_pool *p, int64_t now)
-{
-    task_object *head = ring_len(&p->ready) ? (task_object *)p->ready.slots[p->ready.head] : NULL;
-    return head != NULL && now - head->t_submit > GROW_AFTER_NS;
-}
-
-static int
-pool_should_grow_locked(thread_pool *p, int64_t now)
-{
-    if (p->idle <= p->wakeups && p->starting == 0 && p->threads < p->max_threads &&
-        !p->stopping && oldest_waited_long_locked(p, now)) {
-        p->threads++;
-        p->starting++;
-        return 1;
-    }
-    return 0;
-}
-
-static void
-pool_grow(thread_pool *p)
-{
-    if (pool_spawn_thread(p) < 0) {
-        pthread_mutex_lock(&p->mu);
-        p->threads--;
-        p->starting--;
         pthread_mutex_unlock(&p->mu);
     }
 }
@@ -167,12 +123,8 @@ worker_main(void *arg)
         task_object *t = ring_pop(&p->ready);
         if (t != NULL) {
             p->busy++;
-            int grow = pool_should_grow_locked(p, offload_now_ns());
             pthread_mutex_unlock(&p->mu);
             PyEval_RestoreThread(ts);
-            if (grow) {
-                pool_grow(p);
-            }
             run_burst(p, t);
             ts = PyEval_SaveThread();
             pthread_mutex_lock(&p->mu);
@@ -238,6 +190,96 @@ pool_fail_queued(thread_pool *p)
     }
 }
 
+#define GROW_AFTER_NS 1000000
+
+/* Add one worker; rolls the counters back if the thread can't start. */
+static void
+pool_add_worker(thread_pool *p)
+{
+    if (pool_spawn_thread(p) < 0) {
+        pthread_mutex_lock(&p->mu);
+        p->threads--;
+        p->starting--;
+        int none = p->threads == 0;
+        pthread_mutex_unlock(&p->mu);
+        if (none) {
+            pool_fail_queued(p);
+        }
+    }
+}
+
+/* How long (ns) the oldest queued task has waited while no worker was free
+ * to take it, or -1 when the pool doesn't need to grow. */
+static int64_t
+pool_starved_for_locked(thread_pool *p)
+{
+    if (ring_len(&p->ready) == 0 || p->idle > p->wakeups || p->starting > 0 ||
+        p->threads >= p->max_threads || p->stopping) {
+        return -1;
+    }
+    task_object *head = p->ready.slots[p->ready.head];
+    return offload_now_ns() - head->t_submit;
+}
+
+static void *
+monitor_main(void *arg)
+{
+    thread_pool *p = arg;
+    engine_object *engine = p->engine;
+    offload_name_thread("offload-monitor");
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyThreadState *ts = PyEval_SaveThread();
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        int64_t starved = pool_starved_for_locked(p);
+        if (starved >= GROW_AFTER_NS) {
+            p->threads++;
+            p->starting++;
+            pthread_mutex_unlock(&p->mu);
+            PyEval_RestoreThread(ts); /* pool_spawn_thread takes a reference */
+            pool_add_worker(p);
+            ts = PyEval_SaveThread();
+            pthread_mutex_lock(&p->mu);
+            continue;
+        }
+        /* While work is queued, look again within GROW_AFTER; otherwise sleep
+         * until a submit finds every worker busy (or the idle period ends). */
+        double wait = starved >= 0            ? (double)(GROW_AFTER_NS - starved) / 1e9
+                      : ring_len(&p->ready) ? (double)GROW_AFTER_NS / 1e9
+                                            : p->idle_timeout;
+        struct timespec deadline = offload_deadline(wait);
+        int rc = pthread_cond_timedwait(&p->monitor_cv, &p->mu, &deadline);
+        if (rc == ETIMEDOUT && starved < 0 && ring_len(&p->ready) == 0) {
+            break; /* nothing to watch for a whole idle period */
+        }
+    }
+    p->monitor_alive = 0;
+    pthread_cond_broadcast(&p->exit_cv);
+    pthread_mutex_unlock(&p->mu);
+    PyEval_RestoreThread(ts);
+    Py_DECREF(engine); /* taken when the monitor was started */
+    PyGILState_Release(gil);
+    return NULL;
+}
+
+static void
+pool_start_monitor(thread_pool *p)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t tid;
+    Py_INCREF(p->engine);
+    int rc = pthread_create(&tid, &attr, monitor_main, p);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        Py_DECREF(p->engine);
+        pthread_mutex_lock(&p->mu);
+        p->monitor_alive = 0;
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
 int
 pool_submit(thread_pool *p, task_object *t)
 {
@@ -248,28 +290,33 @@ pool_submit(thread_pool *p, task_object *t)
         PyErr_NoMemory();
         return -1;
     }
-    int spawn = 0;
+    int first = 0, monitor = 0;
     if (p->idle > p->wakeups) {
         /* Wake one sleeper, unless enough wakeups are already on their way. */
         p->wakeups++;
         pthread_cond_signal(&p->work_cv);
     }
-    else if (p->starting == 0 && p->threads < p->max_threads &&
-             (p->threads == 0 || oldest_waited_long_locked(p, t->t_submit))) {
+    else if (p->threads == 0) {
         p->threads++;
         p->starting++;
-        spawn = 1;
+        first = 1;
+    }
+    else if (p->threads < p->max_threads) {
+        /* Everyone is busy: let the monitor decide whether to add a worker. */
+        if (!p->monitor_alive) {
+            p->monitor_alive = 1;
+            monitor = 1;
+        }
+        else {
+            pthread_cond_signal(&p->monitor_cv);
+        }
     }
     pthread_mutex_unlock(&p->mu);
-    if (spawn && pool_spawn_thread(p) < 0) {
-        pthread_mutex_lock(&p->mu);
-        p->threads--;
-        p->starting--;
-        int none = p->threads == 0;
-        pthread_mutex_unlock(&p->mu);
-        if (none) {
-            pool_fail_queued(p);
-        }
+    if (first) {
+        pool_add_worker(p);
+    }
+    if (monitor) {
+        pool_start_monitor(p);
     }
     return 0;
 }
@@ -280,6 +327,7 @@ pool_request_stop(thread_pool *p)
     pthread_mutex_lock(&p->mu);
     p->stopping = 1;
     pthread_cond_broadcast(&p->work_cv);
+    pthread_cond_broadcast(&p->monitor_cv);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -290,12 +338,12 @@ pool_join(thread_pool *p, double timeout)
     Py_BEGIN_ALLOW_THREADS
     struct timespec deadline = offload_deadline(timeout);
     pthread_mutex_lock(&p->mu);
-    while (p->threads > 0) {
+    while (p->threads > 0 || p->monitor_alive) {
         if (pthread_cond_timedwait(&p->exit_cv, &p->mu, &deadline) == ETIMEDOUT) {
             break;
         }
     }
-    done = p->threads == 0;
+    done = p->threads == 0 && !p->monitor_alive;
     pthread_mutex_unlock(&p->mu);
     Py_END_ALLOW_THREADS
     return done;

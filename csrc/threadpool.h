@@ -4,7 +4,13 @@
  * hold the GIL only while running Python code and run queued tasks back to
  * back while work is available (one GIL hand-off per burst, not per task).
  * The pool grows on demand up to `max_threads` and idle threads beyond
- * `min_threads` exit after `idle_timeout`. */
+ * `min_threads` exit after `idle_timeout`.
+ *
+ * Growth policy: a monitor thread (no GIL while it watches) adds a worker
+ * when queued work has waited GROW_AFTER (1 ms) while no worker was free.
+ * Workers blocked in I/O or sleep thus get company within a millisecond,
+ * while GIL-bound bursts, which one worker drains quickly, don't start
+ * threads that would only fight over the GIL. */
 #ifndef OFFLOAD_THREADPOOL_H
 #define OFFLOAD_THREADPOOL_H
 
@@ -18,6 +24,7 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* work arrived or stop requested */
     pthread_cond_t exit_cv;  /* a worker exited */
+    pthread_cond_t monitor_cv; /* work queued while no worker is idle */
     ring ready;              /* tasks holding a slot, waiting for a worker (strong refs) */
     int max_threads, min_threads;
     double idle_timeout;
@@ -27,6 +34,7 @@ typedef struct {
     int busy;                /* running a task */
     int starting;            /* created, not yet looking for work */
     int stopping;
+    int monitor_alive;       /* the growth monitor thread runs */
     struct engine_object *engine;
 } thread_pool;
 

@@ -95,7 +95,9 @@ async def main() -> None:
             print("  ", line)
         print("\nper-lane statistics:")
         stats = rt.stats()
-        print(f"  {'lane':<11}{'submitted':>10}{'ok':>6}{'failed':>8}{'p50 wait':>12}{'p99 run':>12}")
+        print(
+            f"  {'lane':<11}{'submitted':>10}{'ok':>6}{'failed':>8}{'p50 wait':>12}{'p99 run':>12}"
+        )
         for lane, s in stats.items():
             if s["submitted"]:
                 print(

@@ -1,9 +1,9 @@
 """offload: background work for asyncio and FastAPI services, with a C engine.
 
-    offload.spawn(send_email, to)          # fire and forget, from anywhere
-    await offload.run(resize, image)       # await the result (a drop-in for asyncio.to_thread)
-    offload.background.spawn(refresh())    # a coroutine on a dedicated loop thread
-    await offload.drain(); await offload.shutdown(timeout=10)
+Fire and forget from anywhere with ``offload.spawn(send_email, to)``; await a result
+with ``await offload.run(resize, image)`` (a drop-in for ``asyncio.to_thread``); run a
+coroutine on a dedicated loop thread with ``offload.background.spawn(refresh())``; and
+finish with ``await offload.shutdown(timeout=10)``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import os
 from typing import Any
 
 from . import _engine
+from ._decorator import TaskFunction, task
 from ._engine import Closed, Full, Lane, Task
 from ._runtime import Runtime, _reset_all_after_fork, _shutdown_all_at_exit, logger
-from ._decorator import TaskFunction, task
 
 __all__ = [
     "Closed",
@@ -65,12 +65,12 @@ background: Lane = _default.background
 threads: Lane = _default.threads
 
 
-async def drain(timeout: float | None = None) -> set[Task]:
+async def drain(timeout: float | None = None) -> set[Task[Any]]:
     """Wait for everything spawned so far on the default runtime; return the unfinished."""
     return await _default.drain(timeout)
 
 
-async def shutdown(timeout: float | None = None) -> set[Task]:
+async def shutdown(timeout: float | None = None) -> set[Task[Any]]:
     """Shut the default runtime down (see `Runtime.shutdown`)."""
     return await _default.shutdown(timeout)
 
@@ -79,4 +79,4 @@ atexit.register(_shutdown_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_all_after_fork)
 
-del atexit, os, Any, _engine
+del atexit, os, _engine

@@ -32,10 +32,10 @@ class TaskFunction(Generic[R]):
 
         return _default.options(name=self._name, lane=self._lane)
 
-    def spawn(self, *args: Any, **kwargs: Any) -> Task:
+    def spawn(self, *args: Any, **kwargs: Any) -> Task[Any]:
         return self._target().spawn(self.__wrapped__, *args, **kwargs)
 
-    def run(self, *args: Any, **kwargs: Any) -> Task:
+    def run(self, *args: Any, **kwargs: Any) -> Task[Any]:
         return self._target().run(self.__wrapped__, *args, **kwargs)
 
     def options(self, *, name: str | None = None, lane: str | None = None) -> Lane:

@@ -33,7 +33,7 @@ def _check_limit(where: str, value: Any, *, allow_zero: bool = False) -> int | N
         raise TypeError(f"{where} must be an int or None, not {type(value).__name__}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{where} must be {'>= 0' if allow_zero else '> 0'} or None, got {value}")
-    return value
+    return int(value)
 
 
 def _check_on_full(where: str, value: Any) -> str:
@@ -88,7 +88,9 @@ def _validate_lanes(lanes: Any, top: Mapping[str, Any]) -> dict[str, dict[str, A
     if lanes is None:
         lanes = {}
     if not isinstance(lanes, Mapping):
-        raise TypeError(f"lanes must be a mapping of lane name to options, not {type(lanes).__name__}")
+        raise TypeError(
+            f"lanes must be a mapping of lane name to options, not {type(lanes).__name__}"
+        )
     resolved: dict[str, dict[str, Any]] = {}
     for name in LANES:
         resolved[name] = {key: top[key] for key in _LANE_KEYS}

@@ -29,7 +29,7 @@ JOIN_GRACE = 2.0
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 
-def _describe(task: Task) -> str:
+def _describe(task: Task[Any]) -> str:
     return f"{task.name!r} (id={task.id}, lane={task.lane}, state={task.state})"
 
 
@@ -62,13 +62,13 @@ class Runtime(_engine.Engine):
         self._configure(self._options)
 
     # -- failure reporting (called by the engine, with the GIL) ------------------
-    def _report(self, kind: str, task: Task, exc: BaseException | None) -> None:
+    def _report(self, kind: str, task: Task[Any], exc: BaseException | None) -> None:
         if kind == "failed" and exc is not None:
             handler = self._options["error_handler"]
             if handler is not None:
                 try:
                     handler(task, exc)
-                except BaseException as handler_exc:  # noqa: BLE001 - reported, never propagated
+                except BaseException as handler_exc:
                     logger.error(
                         "offload error_handler raised while handling task %s",
                         _describe(task),
@@ -94,7 +94,7 @@ class Runtime(_engine.Engine):
             logger.error("offload: %s", exc)
 
     # -- drain / shutdown ----------------------------------------------------------
-    async def drain(self, timeout: float | None = None) -> set[Task]:
+    async def drain(self, timeout: float | None = None) -> set[Task[Any]]:
         """Wait for every task spawned so far; return those still unfinished."""
         _check_timeout(timeout)
         self._abandon_dead_loops()
@@ -116,7 +116,7 @@ class Runtime(_engine.Engine):
             pass
         return {t for t in tasks if not t.done()}
 
-    def drain_sync(self, timeout: float | None = None) -> set[Task]:
+    def drain_sync(self, timeout: float | None = None) -> set[Task[Any]]:
         """`drain` for sync code (not on an event-loop thread)."""
         _check_timeout(timeout)
         _refuse_on_loop_thread("drain_sync")
@@ -128,7 +128,7 @@ class Runtime(_engine.Engine):
             self._abandon_dead_loops()
         return {t for t in self._live_tasks() if not t.done()}
 
-    async def shutdown(self, timeout: float | None = None) -> set[Task]:
+    async def shutdown(self, timeout: float | None = None) -> set[Task[Any]]:
         """Stop accepting, drain up to `timeout`, cancel what is left, stop lanes.
 
         Returns the tasks that did not finish (each is also logged by name).
@@ -146,7 +146,7 @@ class Runtime(_engine.Engine):
             await asyncio.sleep(0.01)
         return self._finish_shutdown(unfinished)
 
-    def close(self, timeout: float | None = None) -> set[Task]:
+    def close(self, timeout: float | None = None) -> set[Task[Any]]:
         """Synchronous shutdown, for `with` blocks and interpreter exit."""
         _check_timeout(timeout)
         _refuse_on_loop_thread("close")
@@ -160,7 +160,7 @@ class Runtime(_engine.Engine):
         self._join(JOIN_GRACE)
         return self._finish_shutdown(unfinished)
 
-    def _finish_shutdown(self, unfinished: Iterable[Task]) -> set[Task]:
+    def _finish_shutdown(self, unfinished: Iterable[Task[Any]]) -> set[Task[Any]]:
         for description in self._stuck_threads():
             self._report("stuck", None, RuntimeError(description))  # type: ignore[arg-type]
         result = set(unfinished)
@@ -169,14 +169,14 @@ class Runtime(_engine.Engine):
         return result
 
     # -- context managers -----------------------------------------------------------
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Runtime:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if not self.closed:
             self.close(self._options["shutdown_timeout"])
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Runtime:  # noqa: PYI034
         self.start()
         return self
 
@@ -189,7 +189,9 @@ def _check_timeout(timeout: float | None) -> None:
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
     if timeout < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout}")
 
@@ -199,7 +201,9 @@ def _refuse_on_loop_thread(what: str) -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         return
-    raise RuntimeError(f"{what}() would block the running event loop; use 'await runtime.shutdown()'")
+    raise RuntimeError(
+        f"{what}() would block the running event loop; use 'await runtime.shutdown()'"
+    )
 
 
 def _shutdown_all_at_exit() -> None:
@@ -207,7 +211,7 @@ def _shutdown_all_at_exit() -> None:
         if runtime.started and not runtime.closed:
             try:
                 runtime.close(runtime.options_in_effect["shutdown_timeout"])
-            except BaseException:  # noqa: BLE001 - interpreter exit must not fail
+            except BaseException:
                 logger.exception("offload: shutdown at interpreter exit failed")
 
 
