@@ -5,14 +5,14 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test demo serve bench bench-quick test-sanitize test-leaks lint clean system-deps
+.PHONY: all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks lint clean system-deps
 
 all: build
 
 # --- environment -----------------------------------------------------------
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -U "pip>=23" "setuptools>=68,<80" wheel
+	$(PIP) install -U "pip>=23" "setuptools>=77,<80" wheel
 	$(PY) tools/deps.py test bench dev > $(VENV)/requirements.txt
 	$(PIP) install -r $(VENV)/requirements.txt
 	touch $(STAMP)
@@ -21,7 +21,7 @@ venv: $(STAMP)
 
 # Debian packages some tests need (headless Chromium for the dashboard test).
 system-deps:
-	@bash tools/system-deps.sh
+	@bash tools/system-deps.sh chromium chromium-driver
 
 # --- build -----------------------------------------------------------------
 build: $(STAMP)
@@ -38,6 +38,16 @@ lint: $(STAMP)
 
 # --- main job ----------------------------------------------------------------
 demo: build
+	$(PY) examples/demo.py
+
+# The example service in the foreground, for a person to open the dashboard.
+PORT ?= 8000
+serve: build
+	@echo "Dashboard: http://127.0.0.1:$(PORT)/offload/?token=$${OFFLOAD_DASHBOARD_TOKEN:-demo-token}"
+	PYTHONPATH=examples $(PY) -m service --host 127.0.0.1 --port $(PORT)
+
+# The engine's own showcase: every lane exercised, what happened printed.
+showcase: build
 	$(PY) examples/showcase.py
 
 # --- benchmarks --------------------------------------------------------------

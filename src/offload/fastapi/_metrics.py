@@ -1,0 +1,44 @@
+"""`metrics_router()`: Prometheus exposition of the runtime's statistics (`metrics` extra)."""
+
+# No `from __future__ import annotations`: FastAPI must resolve the route closure's annotations.
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from .. import Runtime
+from ._deps import get_runtime
+
+_MISSING = (
+    "offload.fastapi.metrics_router() needs prometheus_client;"
+    " install it with: pip install 'offload[metrics]'"
+)
+
+
+def metrics_router(runtime: Runtime | None = None, *, path: str = "/metrics") -> APIRouter:
+    """An APIRouter serving Prometheus text at `path`: `app.include_router(metrics_router())`.
+
+    Exposes the runtime's per-lane counters (`offload_tasks_submitted_total`,
+    `offload_tasks_finished_total{outcome=...}`, ...), gauges (`offload_tasks_pending`,
+    `offload_tasks_running`) and latency summaries (`offload_task_queue_wait_seconds`,
+    `offload_task_run_time_seconds`). `runtime` defaults to the app's.
+    Protect it like any metrics endpoint (e.g. `dependencies=` on include_router).
+    """
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from ._collector import OffloadCollector
+    except ImportError as exc:
+        raise ImportError(_MISSING) from exc
+
+    router = APIRouter(include_in_schema=False)
+
+    async def app_runtime(rt: Annotated[Runtime, Depends(get_runtime)]) -> Runtime:
+        return runtime if runtime is not None else rt
+
+    @router.get(path)
+    async def offload_metrics(rt: Annotated[Runtime, Depends(app_runtime)]) -> Response:
+        body = generate_latest(OffloadCollector(rt))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router

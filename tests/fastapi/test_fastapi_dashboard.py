@@ -1,0 +1,173 @@
+"""dashboard_router: closed by default, self-contained page, JSON content, arguments hidden."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import pytest
+from fastapi import FastAPI, Header, HTTPException
+from offload_fastapi_support import WAIT, serve
+
+import offload
+import offload.fastapi
+from offload.fastapi import dashboard_router
+
+pytestmark = pytest.mark.anyio
+
+ROUTES = ["/ops/", "/ops/api/snapshot", "/ops/api/stats", "/ops/api/tasks", "/ops/api/failures"]
+AUTH = {"Authorization": "Bearer let-me-in"}
+
+
+def require_bearer(authorization: Annotated[str | None, Header()] = None) -> None:
+    if authorization is None:
+        raise HTTPException(401, "missing credentials", headers={"WWW-Authenticate": "Bearer"})
+    if authorization != AUTH["Authorization"]:
+        raise HTTPException(403, "not allowed")
+
+
+def make_app(runtime: offload.Runtime, **options: Any) -> FastAPI:
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+    app.include_router(dashboard_router(authorize=require_bearer, **options), prefix="/ops")
+    return app
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """Blocks the sync tasks of a test until it ends."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+async def busy_runtime(gate: threading.Event) -> AsyncIterator[offload.Runtime]:
+    """A runtime whose thread lane runs one task at a time (so the next one stays pending)."""
+    rt = offload.Runtime(threads=2, lanes={"threads": {"max_running": 1}})
+    yield rt
+    gate.set()
+    if not rt.closed:
+        await rt.shutdown(WAIT)
+
+
+def test_mounting_without_authorize_is_refused() -> None:
+    with pytest.raises(TypeError, match="authorize"):
+        dashboard_router()
+    with pytest.raises(TypeError, match="authorize"):
+        dashboard_router(None)
+    with pytest.raises(TypeError, match="authorize"):
+        dashboard_router("admin")  # type: ignore[arg-type]
+
+
+async def test_unauthorized_requests_get_401_or_403(runtime: offload.Runtime) -> None:
+    async with serve(make_app(runtime)) as client:
+        for route in ROUTES:
+            assert (await client.get(route)).status_code == 401, route
+            wrong = {"Authorization": "Bearer guess"}
+            assert (await client.get(route, headers=wrong)).status_code == 403, route
+            assert (await client.get(route, headers=AUTH)).status_code == 200, route
+
+
+async def test_the_page_is_self_contained(runtime: offload.Runtime) -> None:
+    async with serve(make_app(runtime)) as client:
+        response = await client.get("/ops/", headers=AUTH)
+    html = response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), "no external resources"
+    assert "<script src" not in html and '<link rel="stylesheet"' not in html
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    script = re.search(r"<script>(.*)</script>", html, re.DOTALL)
+    assert script is not None
+    digest = base64.b64encode(hashlib.sha256(script.group(1).encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in csp
+
+
+async def wait_until(predicate: Any) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_snapshot_shows_lanes_tasks_and_failures(
+    busy_runtime: offload.Runtime, gate: threading.Event
+) -> None:
+    rt = busy_runtime
+
+    async def explode() -> None:
+        raise ValueError("kaboom in the dashboard test")
+
+    async with serve(make_app(rt)) as client:
+        running = rt.options(name="report-blocker").spawn(gate.wait, WAIT)
+        pending = rt.options(name="report-queued").spawn(gate.wait, WAIT)
+        failing = rt.options(name="dashboard-exploder").spawn(explode)
+        await wait_until(lambda: running.state == "running" and failing.done())
+        data = (await client.get("/ops/api/snapshot", headers=AUTH)).json()
+        assert pending.state == "pending"
+        gate.set()
+
+    threads = data["lanes"]["threads"]
+    assert threads["submitted"] >= 2 and threads["running"] == 1 and threads["pending"] == 1
+    assert set(threads["queue_wait"]) == {"p50", "p90", "p99", "count"}
+    assert data["lanes"]["loop"]["failed"] >= 1
+
+    tasks = {t["name"]: t for t in data["tasks"]["items"]}
+    assert tasks["report-blocker"]["state"] == "running"
+    assert tasks["report-queued"]["state"] == "pending"
+    assert tasks["report-queued"]["lane"] == "threads"
+    assert tasks["report-blocker"]["age"] >= 0
+    assert data["tasks"]["running"] >= 1 and data["tasks"]["pending"] >= 1
+
+    # The failure log is process-wide: pick this test's failure by its unique task id.
+    [failure] = [f for f in data["failures"]["items"] if f["task_id"] == failing.id]
+    assert failure["task_name"] == "dashboard-exploder" and failure["lane"] == "loop"
+    assert "ValueError: kaboom in the dashboard test" in failure["exception"]
+    assert "Traceback (most recent call last)" in failure["traceback"]
+    assert "in explode" in failure["traceback"]
+
+
+async def test_each_json_endpoint(runtime: offload.Runtime) -> None:
+    async with serve(make_app(runtime)) as client:
+        await runtime.run(sum, [1, 2])
+        stats = (await client.get("/ops/api/stats", headers=AUTH)).json()
+        tasks = (await client.get("/ops/api/tasks", headers=AUTH)).json()
+        failures = (await client.get("/ops/api/failures?limit=1", headers=AUTH)).json()
+        too_many = await client.get("/ops/api/failures?limit=100000", headers=AUTH)
+    assert stats["threads"]["succeeded"] == 1
+    assert set(tasks) == {"total", "pending", "running", "items"}
+    assert set(failures) == {"total", "items"} and len(failures["items"]) <= 1
+    assert too_many.status_code == 422
+
+
+@pytest.mark.parametrize("show_args", [False, True])
+async def test_task_arguments_only_with_show_args(
+    busy_runtime: offload.Runtime, gate: threading.Event, show_args: bool
+) -> None:
+    rt = busy_runtime
+
+    def send_invoice(card: str, *, password: str) -> None:
+        gate.wait(WAIT)
+
+    async with serve(make_app(rt, show_args=show_args)) as client:
+        rt.spawn(send_invoice, "4111-1111-card", password="hunter2-secret")
+        bodies = [(await client.get(route, headers=AUTH)).text for route in ROUTES]
+        gate.set()
+    leaked = any("4111-1111-card" in body or "hunter2-secret" in body for body in bodies)
+    assert leaked is show_args
+
+
+async def test_a_fixed_runtime_can_be_given(runtime: offload.Runtime) -> None:
+    other = offload.Runtime()
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+    app.include_router(dashboard_router(authorize=lambda: None, runtime=other), prefix="/ops")
+    async with serve(app) as client:
+        await runtime.run(sum, [1])
+        stats = (await client.get("/ops/api/stats")).json()
+    assert stats["threads"]["submitted"] == 0  # `other` ran nothing
+    await other.shutdown(1)

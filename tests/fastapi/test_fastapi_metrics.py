@@ -1,0 +1,72 @@
+"""metrics_router: Prometheus exposition of the runtime's statistics."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from fastapi import FastAPI
+from offload_fastapi_support import serve
+from prometheus_client.parser import text_string_to_metric_families
+
+import offload
+import offload.fastapi
+from offload.fastapi import metrics_router
+
+pytestmark = pytest.mark.anyio
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_exposition(runtime: offload.Runtime) -> None:
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+    app.include_router(metrics_router())
+
+    async def boom() -> None:
+        raise RuntimeError("metrics test failure")
+
+    async with serve(app) as client:
+        for _ in range(3):
+            await runtime.run(sum, [1, 2])
+        failing = runtime.spawn(boom)
+        await runtime.drain(10)
+        assert failing.state == "failed"
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    got = samples(response.text)
+    assert got[("offload_tasks_submitted_total", (("lane", "threads"),))] == 3
+    assert (
+        got[("offload_tasks_finished_total", (("lane", "threads"), ("outcome", "succeeded")))] == 3
+    )
+    assert got[("offload_tasks_finished_total", (("lane", "loop"), ("outcome", "failed")))] == 1
+    assert got[("offload_tasks_running", (("lane", "threads"),))] == 0
+    assert got[("offload_task_run_time_seconds_count", (("lane", "threads"),))] == 3
+    p99 = got[("offload_task_queue_wait_seconds", (("lane", "threads"), ("quantile", "0.99")))]
+    assert p99 >= 0
+    assert "# TYPE offload_task_run_time_seconds summary" in response.text
+
+
+def test_collector_for_an_existing_registry() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    with offload.Runtime() as runtime:
+        registry = CollectorRegistry()
+        registry.register(offload.fastapi.OffloadCollector(runtime))
+        assert b'offload_tasks_pending{lane="threads"} 0.0' in generate_latest(registry)
+
+
+def test_clear_error_without_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] == "prometheus_client"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "offload.fastapi._collector", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'offload\[metrics\]'"):
+        metrics_router()
+    with pytest.raises(ImportError, match=r"offload\[metrics\]"):
+        offload.fastapi.OffloadCollector  # noqa: B018
