@@ -73,12 +73,14 @@ class Runtime(_engine.Engine):
                         "offload error_handler raised while handling task %s",
                         _describe(task),
                         exc_info=(type(handler_exc), handler_exc, handler_exc.__traceback__),
+                        extra={"offload_task": task},
                     )
                 return
             logger.error(
                 "offload task %s failed",
                 _describe(task),
                 exc_info=(type(exc), exc, exc.__traceback__),
+                extra={"offload_task": task},
             )
         elif kind == "dropped":
             logger.warning("offload task %s dropped: lane %s is full", _describe(task), task.lane)

@@ -71,7 +71,7 @@ class FailureLog(logging.Filter):
 
     def _add(self, record: logging.LogRecord, exc: BaseException) -> None:
         message = record.getMessage()
-        name, task_id, lane = _parse_task(message)
+        name, task_id, lane = _task_of(record, message)
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         with self._lock:
             self._seq += 1
@@ -87,6 +87,14 @@ class FailureLog(logging.Filter):
                     traceback=text,
                 )
             )
+
+
+def _task_of(record: logging.LogRecord, message: str) -> tuple[str | None, int | None, str | None]:
+    """The runtime attaches the task to its records; other records are parsed."""
+    task = getattr(record, "offload_task", None)
+    if task is not None:
+        return str(task.name), int(task.id), str(task.lane)
+    return _parse_task(message)
 
 
 def _parse_task(message: str) -> tuple[str | None, int | None, str | None]:
