@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks lint clean system-deps
+.PHONY: all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
 
 all: build
 
@@ -30,6 +30,24 @@ build: $(STAMP)
 # --- tests -----------------------------------------------------------------
 test: build system-deps
 	$(PY) -m pytest -q
+
+# --- reliability -------------------------------------------------------------
+# ASan+UBSan over the whole suite (not the browser test: Chromium can't run with
+# libasan preloaded), TSan over the concurrency and reliability tests.
+test-sanitize: build system-deps
+	bash tools/sanitize.sh asan tests -k "not browser"
+	bash tools/sanitize.sh tsan tests/test_reliability.py $(wildcard tests/test_concurrency.py tests/test_shutdown.py)
+
+# Refleak hunt (object counts and allocated blocks back to baseline) and
+# valgrind memcheck of a short scenario.
+test-leaks: build
+	$(PY) tools/leaks.py
+	@command -v valgrind >/dev/null || bash tools/system-deps.sh valgrind
+	bash tools/valgrind.sh
+
+# 1,000,000 tasks across all lanes from 8 threads.
+soak: build
+	$(PY) tools/soak.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench examples
