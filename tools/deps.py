@@ -1,6 +1,7 @@
 """Print the requirements of the given pyproject extras, one per line (for `pip install -r`)."""
 
 import sys
+
 import tomllib
 
 with open("pyproject.toml", "rb") as f:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
+import logging
 import sys
 import threading
 import time
 from collections.abc import Callable
-
-import logging
 
 import offload
 
@@ -115,7 +115,7 @@ def main() -> int:
         # slow drift of thread-ident reuse in threading._active and allocator
         # caches: under 25 blocks per round on average, and objects not growing
         # in every single round (CPython's -R criterion).
-        object_deltas = [b - a for a, b in zip(objects, objects[1:])]
+        object_deltas = [b - a for a, b in itertools.pairwise(objects)]
         block_growth, object_growth = blocks[-1] - blocks[0], objects[-1] - objects[0]
         leak = block_growth / (len(blocks) - 1) > 25 or all(d > 0 for d in object_deltas)
         failed |= leak
