@@ -62,11 +62,15 @@ def main() -> int:
                 "loop": {"max_pending": 50_000, "on_full": "block"},
             },
         ) as rt:
-            for wave in range(waves):
+            # Long-lived producer threads, as in a server: one barrier per wave.
+            start_wave = threading.Barrier(producers + 1)
+            end_wave = threading.Barrier(producers + 1)
 
-                def producer(seed: int) -> None:
+            def producer(seed: int) -> None:
+                for wave in range(waves):
+                    start_wave.wait()
                     for i in range(per_wave):
-                        n = seed * per_wave + i
+                        n = (wave * producers + seed) * per_wave + i
                         lane = n % 3
                         if lane == 0:
                             rt.threads.spawn(sync_work, n)
@@ -74,16 +78,20 @@ def main() -> int:
                             rt.background.spawn(async_work, n)
                         else:
                             rt.loop.spawn(async_work, n)  # from a thread: the home loop
+                    end_wave.wait()
 
-                threads = [threading.Thread(target=producer, args=(p,)) for p in range(producers)]
-                for t in threads:
-                    t.start()
-                while any(t.is_alive() for t in threads):
-                    await asyncio.sleep(0.05)
+            threads = [threading.Thread(target=producer, args=(p,)) for p in range(producers)]
+            for t in threads:
+                t.start()
+            for wave in range(waves):
+                await asyncio.to_thread(start_wave.wait)
+                await asyncio.to_thread(end_wave.wait)
                 assert not await rt.drain(120), "tasks left after drain"
                 gc.collect()
                 samples.append(rss_mb())
                 print(f"wave {wave + 1}/{waves}: rss {samples[-1]:.1f} MB", flush=True)
+            for t in threads:
+                t.join()
             stats = rt.stats()
         total = sum(s["submitted"] for s in stats.values())
         accounted = sum(
