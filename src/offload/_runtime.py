@@ -21,10 +21,18 @@ logger = logging.getLogger("offload")
 
 Task = _engine.Task
 
-#: How long cancelled coroutines get to run their `finally:` blocks at shutdown.
-CANCEL_GRACE = 1.0
-#: How long shutdown waits for pool and loop threads to exit once idle.
-JOIN_GRACE = 2.0
+#: Shares of a shutdown timeout: draining, then letting cancelled coroutines run
+#: their `finally:` blocks, then waiting for pool and loop threads to exit.
+DRAIN_SHARE, CANCEL_SHARE, JOIN_SHARE = 0.8, 0.1, 0.1
+#: Without a timeout, the cancel and join phases still get bounded waits.
+CANCEL_GRACE, JOIN_GRACE = 1.0, 2.0
+
+
+def _phases(timeout: float | None) -> tuple[float | None, float, float]:
+    """Split a shutdown timeout so the whole shutdown fits inside it."""
+    if timeout is None:
+        return None, CANCEL_GRACE, JOIN_GRACE
+    return timeout * DRAIN_SHARE, timeout * CANCEL_SHARE, timeout * JOIN_SHARE
 
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
@@ -136,14 +144,15 @@ class Runtime(_engine.Engine):
         Returns the tasks that did not finish (each is also logged by name).
         """
         _check_timeout(timeout)
+        drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
-        unfinished = await self.drain(timeout)
+        unfinished = await self.drain(drain_for)
         if unfinished:
             for task in unfinished:
                 task.cancel()
-            await self.drain(CANCEL_GRACE)
+            await self.drain(cancel_for)
         self._request_stop()
-        deadline = time.monotonic() + JOIN_GRACE
+        deadline = time.monotonic() + join_for
         while not self._join(0) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return self._finish_shutdown(unfinished)
@@ -152,14 +161,15 @@ class Runtime(_engine.Engine):
         """Synchronous shutdown, for `with` blocks and interpreter exit."""
         _check_timeout(timeout)
         _refuse_on_loop_thread("close")
+        drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
-        unfinished = self.drain_sync(timeout)
+        unfinished = self.drain_sync(drain_for)
         if unfinished:
             for task in unfinished:
                 task.cancel()
-            self.drain_sync(CANCEL_GRACE)
+            self.drain_sync(cancel_for)
         self._request_stop()
-        self._join(JOIN_GRACE)
+        self._join(join_for)
         return self._finish_shutdown(unfinished)
 
     def _finish_shutdown(self, unfinished: Iterable[Task[Any]]) -> set[Task[Any]]:
