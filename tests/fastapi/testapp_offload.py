@@ -96,3 +96,19 @@ async def background(
     background_tasks.add_task(sleep_async, names[0], seconds)
     background_tasks.add_task(sleep_sync, names[1], seconds)
     return {"names": names}
+
+
+@app.post("/flood")
+async def flood(prefix: str, n: int, long_every: int = 0) -> dict[str, int]:
+    """Spawn `n` named tasks over every lane; every `long_every`-th one never ends."""
+    for i in range(n):
+        name = f"{prefix}-{i}"
+        seconds = 3600.0 if long_every and i % long_every == 0 else 0.05
+        lane = i % 3
+        if lane == 0:
+            offload.loop.options(name=name).spawn(sleep_async, name, seconds)
+        elif lane == 1:
+            offload.threads.options(name=name).spawn(sleep_sync, name, min(seconds, 2.0))
+        else:
+            offload.background.options(name=name).spawn(sleep_async, name, seconds)
+    return {"spawned": n}
