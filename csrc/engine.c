@@ -39,7 +39,7 @@ int
 engine_check_open(engine_object *e)
 {
     if (e->closed) {
-        PyErr_SetString(e->st->Closed, "the offload runtime is shut down and accepts no new tasks");
+        PyErr_SetString(e->st->Closed, ENGINE_CLOSED_MESSAGE);
         return -1;
     }
     return 0;

@@ -62,4 +62,9 @@ void engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *e
 /* Raise Closed/RuntimeError if the engine can't accept work; -1 on error. */
 int engine_check_open(engine_object *e);
 
+/* The message of offload.Closed: what happened, then what to do. */
+#define ENGINE_CLOSED_MESSAGE                                                     \
+    "the offload runtime is shut down and accepts no new tasks; spawn before "     \
+    "shutdown() (e.g. inside the app's lifespan), or create a new offload.Runtime()"
+
 #endif

@@ -306,8 +306,7 @@ lane_submit(lane *l, task_object *t)
     case ADMIT_QUEUED:
         return 0;
     case ADMIT_CLOSED:
-        PyErr_SetString(l->engine->st->Closed,
-                        "the offload runtime is shut down and accepts no new tasks");
+        PyErr_SetString(l->engine->st->Closed, ENGINE_CLOSED_MESSAGE);
         return -1;
     case ADMIT_FULL:
         if (l->on_full == ON_FULL_DROP) {
@@ -387,6 +386,26 @@ lane_submit_deferred(task_object *t)
 
 typedef enum { TARGET_CORO, TARGET_ASYNC_FN, TARGET_SYNC } target_kind;
 
+static int is_async_function(module_state *st, PyObject *fn);
+
+/* An instance whose class defines `async def __call__`: inspect says "not a
+ * coroutine function", but calling it returns a coroutine. */
+static int
+has_async_call(module_state *st, PyObject *obj)
+{
+    if (PyType_Check(obj) || PyCFunction_Check(obj) || PyFunction_Check(obj) || PyMethod_Check(obj)) {
+        return 0;
+    }
+    PyObject *call = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__call__");
+    if (call == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int yes = PyFunction_Check(call) ? is_async_function(st, call) : 0;
+    Py_DECREF(call);
+    return yes;
+}
+
 static int
 is_async_function(module_state *st, PyObject *fn)
 {
@@ -399,6 +418,13 @@ is_async_function(module_state *st, PyObject *fn)
         if (code->co_flags & CO_COROUTINE) {
             return 1;
         }
+        if (code->co_flags & CO_ASYNC_GENERATOR) {
+            PyErr_Format(PyExc_TypeError,
+                         "%R is an async generator function, which offload can't run as a "
+                         "task; pass an async function that iterates it instead "
+                         "(async for item in gen(): ...)", fn);
+            return -1;
+        }
         /* Plain functions can still be marked (inspect.markcoroutinefunction). */
         if (PyObject_HasAttrString(f, "_is_coroutine_marker") == 0) {
             return 0;
@@ -410,7 +436,7 @@ is_async_function(module_state *st, PyObject *fn)
     }
     int yes = PyObject_IsTrue(res);
     Py_DECREF(res);
-    return yes;
+    return yes != 0 ? yes : has_async_call(st, fn);
 }
 
 /* Refuse a coroutine that already started: resuming it from here would
@@ -497,6 +523,15 @@ classify_target(module_state *st, PyObject *target, Py_ssize_t n_extra, target_k
         if (check_fresh_coroutine(st, target) < 0) {
             return -1;
         }
+        int claimed = PySet_Contains(st->claimed_coros, target);
+        if (claimed != 0) {
+            if (claimed > 0) {
+                PyErr_Format(PyExc_ValueError,
+                             "coroutine %R is already spawned as another task; pass a new "
+                             "coroutine object (call the async function again)", target);
+            }
+            return -1;
+        }
         *kind = TARGET_CORO;
         return 0;
     }
@@ -530,16 +565,6 @@ resolve_lane(int kind, target_kind tk, PyObject *target)
         return -1;
     }
     return kind;
-}
-
-static void
-close_coroutine(module_state *st, PyObject *coro)
-{
-    PyObject *res = PyObject_CallMethodNoArgs(coro, st->s_close);
-    if (res == NULL) {
-        PyErr_WriteUnraisable(coro);
-    }
-    Py_XDECREF(res);
 }
 
 PyObject *
@@ -601,19 +626,25 @@ lane_spawn(engine_object *e, int kind, PyObject *name, int deferred, PyObject *c
     Py_XDECREF(call_kwargs);
     if (t == NULL) {
         if (coro) {
-            close_coroutine(st, coro);
+            task_close_coroutine(st, coro);
             Py_DECREF(coro);
         }
         return NULL;
     }
     e->started = 1;
+    /* Only spawn() claims: a run() never awaited would keep a claimed
+     * coroutine (and whatever it references) alive in the module's set. */
+    if (tk == TARGET_CORO && !deferred && task_claim_coroutine(t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
     if (deferred) {
         PyObject_GC_Track((PyObject *)t); /* held by the caller, not the registry */
     }
     else if (lane_submit_new(t) < 0) {
         /* Refused: the coroutine will never run, close it to avoid a warning. */
         if (tk != TARGET_SYNC) {
-            close_coroutine(st, target);
+            task_close_coroutine(st, target);
         }
         t->flags &= (uint8_t)~TF_IS_CORO;
         Py_CLEAR(t->target);

@@ -68,7 +68,8 @@ init_names(module_state *st)
         intern(&st->s_cr_suspended, "cr_suspended") < 0 ||
         intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_context, "context") < 0 ||
         intern(&st->s_is_running, "is_running") < 0 ||
-        intern(&st->s_thread_id, "_thread_id") < 0) {
+        intern(&st->s_thread_id, "_thread_id") < 0 ||
+        intern(&st->s_interrupted, "interrupted") < 0) {
         return -1;
     }
     st->kwnames_loop_context = Py_BuildValue("(ss)", "loop", "context");
@@ -117,7 +118,8 @@ offload_exec(PyObject *module)
 {
     module_state *st = state_of_module(module);
     st->next_task_id = 0;
-    if (init_names(st) < 0 || init_asyncio(st) < 0 || init_exceptions(module, st) < 0) {
+    st->claimed_coros = PySet_New(NULL);
+    if (st->claimed_coros == NULL || init_names(st) < 0 || init_asyncio(st) < 0 || init_exceptions(module, st) < 0) {
         return -1;
     }
     if (task_type_init(module) < 0 || awaiter_type_init(module) < 0 || runner_type_init(module) < 0 ||
@@ -132,7 +134,7 @@ offload_exec(PyObject *module)
     X(TaskType) X(AwaiterType) X(RunnerType) X(BridgeType) X(LaneType) X(EngineType) X(Full)   \
     X(Closed) X(get_running_loop) X(CancelledError) X(InvalidStateError) X(AsyncioTask)        \
     X(iscoroutine) X(iscoroutinefunction) X(new_event_loop) X(set_event_loop) X(all_tasks)     \
-    X(gather) X(kwnames_loop_context)
+    X(gather) X(kwnames_loop_context) X(claimed_coros)
 
 static int
 offload_traverse(PyObject *module, visitproc visit, void *arg)
@@ -159,6 +161,7 @@ offload_clear(PyObject *module)
         &st->s_run_until_complete, &st->s_shutdown_asyncgens, &st->s_get_task_factory,
         &st->s_failed, &st->s_dropped, &st->s_callback, &st->s_cr_frame, &st->s_cr_running,
         &st->s_cr_suspended, &st->s_call_soon, &st->s_context, &st->s_is_running, &st->s_thread_id,
+        &st->s_interrupted,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

@@ -29,12 +29,15 @@ typedef struct module_state {
     PyObject *all_tasks;        /* asyncio.all_tasks */
     PyObject *gather;           /* asyncio.gather */
     PyObject *kwnames_loop_context; /* ("loop", "context") */
+    /* Coroutine objects handed to spawn()/run() whose task hasn't finished:
+     * a second spawn of the same object is refused at the call site. */
+    PyObject *claimed_coros;
     /* interned method/attribute names */
     PyObject *s_add_reader, *s_remove_reader, *s_create_future, *s_set_result, *s_done,
         *s_cancel, *s_throw, *s_close, *s_future_blocking, *s_report, *s_qualname,
         *s_is_closed, *s_stop, *s_run_forever, *s_run_until_complete, *s_shutdown_asyncgens,
         *s_get_task_factory, *s_failed, *s_dropped, *s_callback, *s_cr_frame, *s_cr_running,
-        *s_cr_suspended, *s_call_soon, *s_context, *s_is_running, *s_thread_id;
+        *s_cr_suspended, *s_call_soon, *s_context, *s_is_running, *s_thread_id, *s_interrupted;
     /* lane names, indexed by lane_kind */
     PyObject *lane_names[4];
     /* state names, indexed by task_state */

@@ -49,6 +49,9 @@ task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObj
     t->t_start = t->t_end = 0;
     t->state = TASK_PENDING;
     t->flags = (uint8_t)flags;
+    t->sync_waited = 0;
+    t->cancel_requested = 0;
+    t->claimed = 0;
     /* Not tracked by the GC while it runs: the registry keeps it alive anyway,
      * and the collector then never traverses thousands of live tasks. An
      * untracked object only acts as a root, so nothing it references can be
@@ -126,11 +129,55 @@ task_finish_locked(task_object *t, task_state state, int *already, int *wake_syn
     case TASK_FAILED: l->stats.failed++; break;
     default: l->stats.cancelled++; break;
     }
-    *wake_sync = l->sync_waiters > 0;
+    /* Wake blocked result() callers only for a task one of them waits on:
+     * waking them on every completion would ping-pong the GIL. */
+    *wake_sync = t->sync_waited;
     return lane_release_locked(l, t);
 }
 
 /* Drop the inputs (they can be large) once the task can no longer run. */
+static PyObject *Task_get_name(task_object *t, void *c);
+
+int
+task_claim_coroutine(task_object *t)
+{
+    if (PySet_Add(t->engine->st->claimed_coros, t->target) < 0) {
+        return -1;
+    }
+    t->claimed = 1;
+    return 0;
+}
+
+void
+task_unclaim_coroutine(task_object *t)
+{
+    if (!t->claimed) {
+        return;
+    }
+    t->claimed = 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PySet_Discard(t->engine->st->claimed_coros, t->target) < 0) {
+        PyErr_WriteUnraisable(t->target);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+void
+task_close_coroutine(module_state *st, PyObject *coro)
+{
+    /* Often called with an error set (a refused spawn): coroutine.close()
+     * must neither clear nor replace it. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *res = PyObject_CallMethodNoArgs(coro, st->s_close);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(coro);
+    }
+    Py_XDECREF(res);
+    PyErr_Restore(type, value, tb);
+}
+
 static void
 task_release_inputs(task_object *t, int never_started)
 {
@@ -143,11 +190,10 @@ task_release_inputs(task_object *t, int never_started)
     if (never_started && (t->flags & TF_IS_CORO) && t->runner == NULL && t->target != NULL) {
         /* A coroutine that never ran: close it so Python doesn't warn that it
          * was never awaited; the task's state already says what happened. */
-        PyObject *res = PyObject_CallMethodNoArgs(t->target, t->engine->st->s_close);
-        if (res == NULL) {
-            PyErr_Clear();
-        }
-        Py_XDECREF(res);
+        task_close_coroutine(t->engine->st, t->target);
+    }
+    if (t->target != NULL) {
+        task_unclaim_coroutine(t);
     }
     Py_CLEAR(t->target);
     Py_CLEAR(t->args);
@@ -280,7 +326,13 @@ task_finish_from_error(task_object *t)
     }
     module_state *st = t->engine->st;
     if (value != NULL && PyObject_TypeCheck(value, (PyTypeObject *)st->CancelledError)) {
-        task_finish(t, TASK_CANCELLED, NULL);
+        /* Cancelled from outside offload (asyncio.run() cancelling every task
+         * at exit, a second Ctrl-C, code cancelling all_tasks()) with nobody
+         * awaiting it: name it, or the work would vanish without a trace. */
+        int unseen = !t->cancel_requested && !(t->flags & TF_OBSERVED);
+        if (task_finish(t, TASK_CANCELLED, NULL) && unseen) {
+            engine_report(t->engine, st->s_interrupted, (PyObject *)t, value);
+        }
     }
     else {
         task_finish(t, TASK_FAILED, value);
@@ -318,6 +370,7 @@ task_cancel(task_object *t)
     if (task_is_done(t)) {
         return 0;
     }
+    t->cancel_requested = 1;
     if (t->flags & TF_DEFERRED) {
         return task_finish(t, TASK_CANCELLED, NULL);
     }
@@ -412,6 +465,7 @@ task_wait_blocking(task_object *t, double timeout)
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&l->mu);
         l->sync_waiters++;
+        t->sync_waited = 1;
         if (!task_is_done(t)) {
             struct timespec ts = offload_deadline(slice);
             pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
@@ -483,8 +537,15 @@ task_wait_for_caller(task_object *t, PyObject *timeout_obj, const char *what)
         return -1;
     }
     if (rc == 0) {
-        PyErr_Format(PyExc_TimeoutError, "task %R did not finish within %.3g s",
-                     t->name ? t->name : Py_None, timeout);
+        PyObject *name = Task_get_name(t, NULL);
+        char seconds[32];
+        PyOS_snprintf(seconds, sizeof(seconds), "%.3g", timeout);
+        if (name != NULL) {
+            PyErr_Format(PyExc_TimeoutError,
+                         "task %R did not finish within %s s (id=%llu); it keeps running: "
+                         "call result() again to keep waiting, or cancel() it", name, seconds, (unsigned long long)t->id);
+            Py_DECREF(name);
+        }
         return -1;
     }
     return 0;
@@ -856,6 +917,9 @@ Task_dealloc(task_object *t)
             }
             Py_XDECREF(res);
         }
+    }
+    if (t->target != NULL) {
+        task_unclaim_coroutine(t);
     }
     Task_clear(t);
     Py_CLEAR(t->name);

@@ -48,6 +48,9 @@ typedef struct task_object {
     int64_t t_submit, t_start, t_end;
     uint8_t state;
     uint8_t flags;
+    uint8_t sync_waited;  /* a thread blocks in result()/_wait() on it (lane mutex) */
+    uint8_t cancel_requested; /* cancel() was called through offload (GIL) */
+    uint8_t claimed;          /* target is in module_state.claimed_coros (GIL) */
 } task_object;
 
 int task_type_init(PyObject *module);
@@ -67,6 +70,14 @@ int task_finish(task_object *t, task_state state, PyObject *outcome);
 /* Finish from the current exception (clears it): FAILED, or CANCELLED for
  * asyncio.CancelledError. */
 void task_finish_from_error(task_object *t);
+
+/* Record that the task owns the coroutine object the caller passed (its
+ * target), or forget it once the task lets go of it. */
+int task_claim_coroutine(task_object *t);
+void task_unclaim_coroutine(task_object *t);
+
+/* coroutine.close() that keeps the caller's pending exception intact. */
+void task_close_coroutine(struct module_state *st, PyObject *coro);
 
 /* Resolve one awaiter future on its loop's thread (called by bridges). */
 void task_resolve_future(struct module_state *st, PyObject *fut);

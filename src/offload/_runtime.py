@@ -34,6 +34,9 @@ def _phases(timeout: float | None) -> tuple[float | None, float, float]:
         return None, CANCEL_GRACE, JOIN_GRACE
     return timeout * DRAIN_SHARE, timeout * CANCEL_SHARE, timeout * JOIN_SHARE
 
+
+_COMPLETED = frozenset({"succeeded", "failed"})
+
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 
@@ -51,6 +54,9 @@ class Runtime(_engine.Engine):
     def __init__(self, **options: Any) -> None:
         self._options = validate(options)
         super().__init__(self._options)
+        #: Tasks cancelled because their event loop was closed under them (e.g. the
+        #: app's loop is gone at interpreter exit); shutdown names them as unfinished.
+        self._abandoned: set[Task[Any]] = set()
         _live_runtimes.add(self)
 
     # -- options ---------------------------------------------------------------
@@ -98,6 +104,13 @@ class Runtime(_engine.Engine):
                 _describe(task),
                 exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
             )
+        elif kind == "interrupted":
+            logger.warning(
+                "offload task %s was cancelled from outside offload (its event loop"
+                " is shutting down?) and did not finish",
+                _describe(task),
+                extra={"offload_task": task},
+            )
         elif kind == "unfinished":
             logger.warning("offload task %s did not finish before shutdown", _describe(task))
         elif kind == "stuck":
@@ -107,7 +120,7 @@ class Runtime(_engine.Engine):
     async def drain(self, timeout: float | None = None) -> set[Task[Any]]:
         """Wait for every task spawned so far; return those still unfinished."""
         _check_timeout(timeout)
-        self._abandon_dead_loops()
+        self._abandoned.update(self._abandon_dead_loops())
         tasks = self._live_tasks()
         if not tasks:
             return set()
@@ -130,12 +143,12 @@ class Runtime(_engine.Engine):
         """`drain` for sync code (not on an event-loop thread)."""
         _check_timeout(timeout)
         _refuse_on_loop_thread("drain_sync")
-        self._abandon_dead_loops()
+        self._abandoned.update(self._abandon_dead_loops())
         deadline = None if timeout is None else time.monotonic() + timeout
         for task in self._live_tasks():
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             task._wait(remaining)
-            self._abandon_dead_loops()
+            self._abandoned.update(self._abandon_dead_loops())
         return {t for t in self._live_tasks() if not t.done()}
 
     async def shutdown(self, timeout: float | None = None) -> set[Task[Any]]:
@@ -175,7 +188,10 @@ class Runtime(_engine.Engine):
     def _finish_shutdown(self, unfinished: Iterable[Task[Any]]) -> set[Task[Any]]:
         for description in self._stuck_threads():
             self._report("stuck", None, RuntimeError(description))  # type: ignore[arg-type]
-        result = set(unfinished)
+        # A task that missed the drain but then completed on its own (before the
+        # cancel reached it) did finish: only cancelled or still-running ones count.
+        result = {t for t in {*unfinished, *self._abandoned} if t.state not in _COMPLETED}
+        self._abandoned.clear()
         for task in sorted(result, key=lambda t: t.id):
             self._report("unfinished", task, None)
         return result
@@ -208,13 +224,18 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must be >= 0, got {timeout}")
 
 
+#: What to await instead of each blocking call, on an event-loop thread.
+_ASYNC_EQUIVALENT = {"close": "shutdown", "drain_sync": "drain"}
+
+
 def _refuse_on_loop_thread(what: str) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return
     raise RuntimeError(
-        f"{what}() would block the running event loop; use 'await runtime.shutdown()'"
+        f"{what}() would block the running event loop;"
+        f" use 'await runtime.{_ASYNC_EQUIVALENT[what]}()'"
     )
 
 
