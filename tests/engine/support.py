@@ -154,6 +154,13 @@ def pool_workers() -> int:
     return native_thread_names().count("offload-worker")
 
 
+def other_pool_workers() -> int:
+    """Workers of runtimes from earlier tests still exiting: wait (bounded) for them to go
+    and return how many remain, the baseline of this test's own count."""
+    wait_until(lambda: pool_workers() == 0, timeout=5.0)
+    return pool_workers()
+
+
 def records_of(caplog_records: Iterable[logging.LogRecord], level: int) -> list[logging.LogRecord]:
     """Records of the `offload` logger at exactly `level`."""
     return [r for r in caplog_records if r.name == "offload" and r.levelno == level]
