@@ -446,6 +446,7 @@ Engine_traverse(engine_object *e, visitproc visit, void *arg)
     for (int k = 0; k < LANE_COUNT; k++) {
         Py_VISIT(e->views[k]);
         Py_VISIT(e->starters[k]);
+        Py_VISIT(e->preparers[k]);
     }
     Py_VISIT(e->auto_view);
     Py_VISIT(e->home_loop);
@@ -468,6 +469,7 @@ Engine_clear(engine_object *e)
     for (int k = 0; k < LANE_COUNT; k++) {
         Py_CLEAR(e->views[k]);
         Py_CLEAR(e->starters[k]);
+        Py_CLEAR(e->preparers[k]);
     }
     Py_CLEAR(e->auto_view);
     Py_CLEAR(e->home_loop);
@@ -510,13 +512,13 @@ Engine_dealloc(engine_object *e)
 static PyObject *
 Engine_spawn(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(e, -1, NULL, 0, args, nargs, kwnames);
+    return lane_spawn(e, -1, NULL, SPAWN_DETACHED, args, nargs, kwnames);
 }
 
 static PyObject *
 Engine_run(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(e, -1, NULL, 1, args, nargs, kwnames);
+    return lane_spawn(e, -1, NULL, SPAWN_DEFERRED, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -628,12 +630,16 @@ Engine_configure(engine_object *e, PyObject *opts)
     Py_RETURN_NONE;
 }
 
+/* _set_lane_starter(lane, starter, prepare): an external executor for the
+ * processes lane. prepare(target, args|None, kwargs|None) runs at the call
+ * site and returns the task's payload; starter(task) runs when the task gets
+ * a slot and must not block. */
 static PyObject *
 Engine_set_lane_starter(engine_object *e, PyObject *args)
 {
-    PyObject *name, *fn;
+    PyObject *name, *fn, *prepare = Py_None;
     int kind = -1;
-    if (!PyArg_ParseTuple(args, "OO:_set_lane_starter", &name, &fn)) {
+    if (!PyArg_ParseTuple(args, "OO|O:_set_lane_starter", &name, &fn, &prepare)) {
         return NULL;
     }
     if (lane_parse_name(name, &kind) < 0) {
@@ -643,11 +649,13 @@ Engine_set_lane_starter(engine_object *e, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "only the 'processes' lane takes an external starter");
         return NULL;
     }
-    if (fn != Py_None && !PyCallable_Check(fn)) {
-        PyErr_SetString(PyExc_TypeError, "the starter must be callable or None");
+    if ((fn != Py_None && !PyCallable_Check(fn)) ||
+        (prepare != Py_None && !PyCallable_Check(prepare))) {
+        PyErr_SetString(PyExc_TypeError, "the starter and preparer must be callables or None");
         return NULL;
     }
     Py_XSETREF(e->starters[kind], fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_XSETREF(e->preparers[kind], prepare == Py_None ? NULL : Py_NewRef(prepare));
     Py_RETURN_NONE;
 }
 

@@ -25,7 +25,8 @@ typedef struct engine_object {
     thread_pool pool;
     PyObject *views[LANE_COUNT]; /* the Lane objects: loop, background, ... */
     PyObject *auto_view;         /* spawn()/run() dispatch */
-    PyObject *starters[LANE_COUNT]; /* external executors (processes) */
+    PyObject *starters[LANE_COUNT];  /* external executors (processes) */
+    PyObject *preparers[LANE_COUNT]; /* check + serialize inputs at the call site */
     /* loops */
     PyObject *home_loop;
     bridge_object *home_bridge;

@@ -567,10 +567,41 @@ resolve_lane(int kind, target_kind tk, PyObject *target)
     return kind;
 }
 
+/* The processes lane pickles its inputs at the call site (through the
+ * runtime's preparer), so what can't cross to a worker process is refused
+ * here; the task then carries (payload,) as its only argument. */
+static int
+prepare_external(engine_object *e, int lane_kind, PyObject *target, PyObject **call_args,
+                 PyObject **call_kwargs)
+{
+    PyObject *prepare = e->preparers[lane_kind];
+    if (e->starters[lane_kind] == NULL || prepare == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the processes lane has no process pool on this engine; use an "
+                        "offload.Runtime (or the module-level offload.processes)");
+        return -1;
+    }
+    PyObject *payload = PyObject_CallFunctionObjArgs(
+        prepare, target, *call_args ? *call_args : Py_None,
+        *call_kwargs ? *call_kwargs : Py_None, NULL);
+    if (payload == NULL) {
+        return -1;
+    }
+    PyObject *packed = PyTuple_Pack(1, payload);
+    Py_DECREF(payload);
+    if (packed == NULL) {
+        return -1;
+    }
+    Py_XSETREF(*call_args, packed);
+    Py_CLEAR(*call_kwargs);
+    return 0;
+}
+
 PyObject *
-lane_spawn(engine_object *e, int kind, PyObject *name, int deferred, PyObject *const *args,
+lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject *const *args,
            Py_ssize_t nargs, PyObject *kwnames)
 {
+    int deferred = mode == SPAWN_DEFERRED;
     module_state *st = e->st;
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "spawn()/run() missing the target to run");
@@ -619,8 +650,15 @@ lane_spawn(engine_object *e, int kind, PyObject *name, int deferred, PyObject *c
             }
         }
     }
+    if (lane_kind == LANE_PROCESSES &&
+        prepare_external(e, lane_kind, target, &call_args, &call_kwargs) < 0) {
+        Py_XDECREF(call_args);
+        Py_XDECREF(call_kwargs);
+        return NULL;
+    }
     int flags = (tk == TARGET_SYNC ? 0 : TF_IS_CORO) |
-                (deferred ? (TF_DEFERRED | TF_CANCEL_ON_AWAIT) : 0);
+                (deferred ? (TF_DEFERRED | TF_CANCEL_ON_AWAIT) : 0) |
+                (mode == SPAWN_OBSERVED ? TF_OBSERVED : 0);
     task_object *t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
     Py_XDECREF(call_args);
     Py_XDECREF(call_kwargs);
@@ -678,13 +716,19 @@ lane_view_new(engine_object *engine, int kind, PyObject *name)
 static PyObject *
 Lane_spawn(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(v->engine, v->kind, v->name, 0, args, nargs, kwnames);
+    return lane_spawn(v->engine, v->kind, v->name, SPAWN_DETACHED, args, nargs, kwnames);
 }
 
 static PyObject *
 Lane_run(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(v->engine, v->kind, v->name, 1, args, nargs, kwnames);
+    return lane_spawn(v->engine, v->kind, v->name, SPAWN_DEFERRED, args, nargs, kwnames);
+}
+
+static PyObject *
+Lane_spawn_observed(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return lane_spawn(v->engine, v->kind, v->name, SPAWN_OBSERVED, args, nargs, kwnames);
 }
 
 int
@@ -808,6 +852,8 @@ static PyMethodDef Lane_methods[] = {
     {"options", (PyCFunction)(void (*)(void))Lane_options, METH_VARARGS | METH_KEYWORDS,
      "options(*, name=None, lane=None) -> Lane with these per-call options."},
     {"stats", (PyCFunction)Lane_stats, METH_NOARGS, "This lane's counters and percentiles."},
+    {"_spawn_observed", (PyCFunction)(void (*)(void))Lane_spawn_observed,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
     {NULL},
 };
 

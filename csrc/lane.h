@@ -85,8 +85,15 @@ typedef struct {
 int lane_type_init(PyObject *module);
 PyObject *lane_view_new(struct engine_object *engine, int kind, PyObject *name);
 
+/* How lane_spawn hands the task back. */
+typedef enum {
+    SPAWN_DETACHED = 0, /* spawn(): runs now; failures nobody awaits are reported */
+    SPAWN_DEFERRED = 1, /* run(): submitted when first awaited */
+    SPAWN_OBSERVED = 2, /* runs now; the caller takes the outcome (offload.call) */
+} spawn_mode;
+
 /* Spawn through a view: shared by Lane.spawn/run and Engine.spawn/run. */
-PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, int deferred,
+PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, spawn_mode mode,
                      PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 #endif

@@ -134,7 +134,7 @@ offload_exec(PyObject *module)
     X(TaskType) X(AwaiterType) X(RunnerType) X(BridgeType) X(LaneType) X(EngineType) X(Full)   \
     X(Closed) X(get_running_loop) X(CancelledError) X(InvalidStateError) X(AsyncioTask)        \
     X(iscoroutine) X(iscoroutinefunction) X(new_event_loop) X(set_event_loop) X(all_tasks)     \
-    X(gather) X(kwnames_loop_context) X(claimed_coros)
+    X(gather) X(kwnames_loop_context) X(claimed_coros) X(annotate_error)
 
 static int
 offload_traverse(PyObject *module, visitproc visit, void *arg)
@@ -181,6 +181,24 @@ offload_free(void *module)
     offload_clear((PyObject *)module);
 }
 
+static PyObject *
+set_error_annotator(PyObject *module, PyObject *fn)
+{
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "the annotator must be callable or None");
+        return NULL;
+    }
+    module_state *st = state_of_module(module);
+    Py_XSETREF(st->annotate_error, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef offload_methods[] = {
+    {"_set_error_annotator", set_error_annotator, METH_O,
+     "Install fn(exc), called on every task failure before it is reported."},
+    {NULL},
+};
+
 static PyModuleDef_Slot offload_slots[] = {
     {Py_mod_exec, offload_exec},
     {0, NULL},
@@ -191,6 +209,7 @@ struct PyModuleDef offload_module_def = {
     .m_name = "offload._engine",
     .m_doc = "The C engine of offload: tasks, lanes, thread pool, loop bridges.",
     .m_size = sizeof(module_state),
+    .m_methods = offload_methods,
     .m_slots = offload_slots,
     .m_traverse = offload_traverse,
     .m_clear = offload_clear,

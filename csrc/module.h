@@ -32,6 +32,9 @@ typedef struct module_state {
     /* Coroutine objects handed to spawn()/run() whose task hasn't finished:
      * a second spawn of the same object is refused at the call site. */
     PyObject *claimed_coros;
+    /* Python hook called with each task failure before it is reported or
+     * raised (adds hints such as "use offload.loop_local"); may be NULL. */
+    PyObject *annotate_error;
     /* interned method/attribute names */
     PyObject *s_add_reader, *s_remove_reader, *s_create_future, *s_set_result, *s_done,
         *s_cancel, *s_throw, *s_close, *s_future_blocking, *s_report, *s_qualname,

@@ -138,6 +138,21 @@ task_finish_locked(task_object *t, task_state state, int *already, int *wake_syn
 /* Drop the inputs (they can be large) once the task can no longer run. */
 static PyObject *Task_get_name(task_object *t, void *c);
 
+/* Let the Python side attach a hint to a failure (errors here are ignored:
+ * the original exception matters more). */
+static void
+task_annotate_error(module_state *st, PyObject *exc)
+{
+    if (st->annotate_error == NULL || exc == NULL) {
+        return;
+    }
+    PyObject *res = PyObject_CallOneArg(st->annotate_error, exc);
+    if (res == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
+}
+
 int
 task_claim_coroutine(task_object *t)
 {
@@ -335,6 +350,7 @@ task_finish_from_error(task_object *t)
         }
     }
     else {
+        task_annotate_error(st, value);
         task_finish(t, TASK_FAILED, value);
     }
     Py_XDECREF(type);

@@ -836,18 +836,53 @@ def _(env: Env) -> Any:
 
 
 @case(
-    "processes-lane-without-an-executor",
-    RuntimeError,
-    r"processes",
-    bug="rt.processes.spawn() is accepted and the task fails later with 'the processes lane "
-    "has no executor' (csrc/lane.c lane_dispatch) instead of refusing at the call site",
+    "processes.spawn(unpicklable-target)",
+    TypeError,
+    r"offload\.processes needs a picklable target and arguments",
 )
 def _(env: Env) -> Any:
-    task = env.rt().processes.spawn(sync_fn)
-    exc = task.exception(timeout=10)
-    if exc is not None:  # the error came later, from the lane: not at the call site
-        pytest.fail(f"accepted, then failed in the lane: {exc!r}")
-    return task
+    return env.rt().processes.spawn(lambda: 1)
+
+
+@case(
+    "processes.spawn(unpicklable-argument)",
+    TypeError,
+    r"offload\.processes needs a picklable target and arguments",
+)
+def _(env: Env) -> Any:
+    return env.rt().processes.spawn(sync_fn, threading.Lock())
+
+
+@case("processes.spawn(async-fn)", TypeError, r"offload\.processes runs sync callables")
+def _(env: Env) -> Any:
+    return env.rt().processes.spawn(async_fn)
+
+
+@case(
+    "call(sync-callable)",
+    TypeError,
+    r"offload\.call\(\) runs async code, and .* is a sync callable",
+)
+def _(env: Env) -> Any:
+    return env.rt().call(sync_fn)
+
+
+@case(
+    "call()-on-an-event-loop", RuntimeError, r"offload\.call\(\) would block the running event loop"
+)
+def _(env: Env) -> Any:
+    rt = env.rt()
+    return on_loop(lambda: rt.call(async_fn))
+
+
+@case("loop_local(non-callable)", TypeError, r"loop_local needs a factory callable, not int")
+def _(env: Env) -> Any:
+    return offload.loop_local(42)  # type: ignore[arg-type]
+
+
+@case("loop_local.instance()-outside-a-loop", RuntimeError, r"must be called from a coroutine")
+def _(env: Env) -> Any:
+    return offload.loop_local(object).instance()
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -15,27 +15,34 @@ from typing import Any
 from . import _engine
 from ._decorator import TaskFunction, task
 from ._engine import Closed, Full, Lane, Task
+from ._local import annotate_error, loop_local, thread_local
+from ._processes import ProcessDied
 from ._runtime import Runtime, _reset_all_after_fork, _shutdown_all_at_exit, logger
 
 __all__ = [
     "Closed",
     "Full",
     "Lane",
+    "ProcessDied",
     "Runtime",
     "Task",
     "TaskFunction",
     "background",
+    "call",
     "configure",
     "default_runtime",
     "drain",
     "logger",
     "loop",
+    "loop_local",
     "options",
+    "processes",
     "run",
     "shutdown",
     "spawn",
     "stats",
     "task",
+    "thread_local",
     "threads",
 ]
 
@@ -57,12 +64,14 @@ def configure(**options: Any) -> None:
 
 
 spawn = _default.spawn
+call = _default.call
 run = _default.run
 options = _default.options
 stats = _default.stats
 loop: Lane = _default.loop
 background: Lane = _default.background
 threads: Lane = _default.threads
+processes: Lane = _default.processes
 
 
 async def drain(timeout: float | None = None) -> set[Task[Any]]:
@@ -75,6 +84,7 @@ async def shutdown(timeout: float | None = None) -> set[Task[Any]]:
     return await _default.shutdown(timeout)
 
 
+_engine._set_error_annotator(annotate_error)
 atexit.register(_shutdown_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_all_after_fork)

@@ -8,14 +8,18 @@ sequences drain/shutdown from the C primitives.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from . import _engine
+from ._local import close_loop_locals
 from ._options import validate
+from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
 
 logger = logging.getLogger("offload")
 
@@ -53,7 +57,8 @@ class Runtime(_engine.Engine):
 
     def __init__(self, **options: Any) -> None:
         self._options = validate(options)
-        super().__init__(self._options)
+        super().__init__(_engine_options(self._options))
+        self._install_process_pool()
         #: Tasks cancelled because their event loop was closed under them (e.g. the
         #: app's loop is gone at interpreter exit); shutdown names them as unfinished.
         self._abandoned: set[Task[Any]] = set()
@@ -73,7 +78,12 @@ class Runtime(_engine.Engine):
             )
         merged = {**{k: v for k, v in self._options.items()}, **options}
         self._options = validate(merged)
-        self._configure(self._options)
+        self._configure(_engine_options(self._options))
+        self._install_process_pool()
+
+    def _install_process_pool(self) -> None:
+        self._pool = ProcessPool(self._options["processes"])
+        self._set_lane_starter("processes", self._pool.start_task, prepare)
 
     # -- failure reporting (called by the engine, with the GIL) ------------------
     def _report(self, kind: str, task: Task[Any], exc: BaseException | None) -> None:
@@ -115,6 +125,44 @@ class Runtime(_engine.Engine):
             logger.warning("offload task %s did not finish before shutdown", _describe(task))
         elif kind == "stuck":
             logger.error("offload: %s", exc)
+
+    # -- calling async code from sync code -----------------------------------------------
+    def call(self, target: Any, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run a coroutine (or async function) on the home loop, else a background loop,
+        and block this thread (never an event loop's) until it returns or raises.
+
+        Exceptions and cancellation cross over as they are; contextvars too. On timeout
+        the coroutine is cancelled and TimeoutError raised.
+        """
+        _check_timeout(timeout)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "offload.call() would block the running event loop (and deadlock if the"
+                " coroutine needs it); in async code use 'await offload.run(...)'"
+            )
+        if not (asyncio.iscoroutine(target) or _is_async_callable(target)):
+            if asyncio.iscoroutine(target) or not callable(target):
+                raise TypeError(
+                    "offload.call() needs a coroutine or an async function, not"
+                    f" {type(target).__name__}"
+                )
+            raise TypeError(
+                f"offload.call() runs async code, and {target!r} is a sync callable;"
+                " call it directly"
+            )
+        task = self.loop._spawn_observed(target, *args, **kwargs)
+        if not task._wait(timeout):
+            task.cancel()
+            task._wait(1.0)
+            raise TimeoutError(
+                f"offload.call() of {task.name!r} did not finish within {timeout} s;"
+                " it was cancelled"
+            )
+        return task.result()
 
     # -- drain / shutdown ----------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> set[Task[Any]]:
@@ -164,8 +212,13 @@ class Runtime(_engine.Engine):
             for task in unfinished:
                 task.cancel()
             await self.drain(cancel_for)
+        await self._close_loop_locals_async(join_for)
+        stopper = threading.Thread(target=self._stop_pool, args=(join_for,), daemon=True)
+        stopper.start()
         self._request_stop()
         deadline = time.monotonic() + join_for
+        while stopper.is_alive() and time.monotonic() < deadline + 1.0:
+            await asyncio.sleep(0.01)
         while not self._join(0) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return self._finish_shutdown(unfinished)
@@ -181,12 +234,57 @@ class Runtime(_engine.Engine):
             for task in unfinished:
                 task.cancel()
             self.drain_sync(cancel_for)
+        self._close_loop_locals_sync(join_for)
+        self._stop_pool(join_for)
         self._request_stop()
         self._join(join_for)
         return self._finish_shutdown(unfinished)
 
+    # loop_local instances live on the loops this runtime stops: close them there first.
+    def _owned_loops(self) -> list[asyncio.AbstractEventLoop]:
+        loops = list(self.background_loops())
+        if self.home_loop is not None and not self.home_loop.is_closed():
+            loops.append(self.home_loop)
+        return loops
+
+    async def _close_loop_locals_async(self, timeout: float) -> None:
+        current = asyncio.get_running_loop()
+        waits = []
+        for loop in self._owned_loops():
+            if loop is current:
+                self._log_close_errors(await close_loop_locals(loop))
+            elif loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(close_loop_locals(loop), loop)
+                waits.append(asyncio.wrap_future(future))
+        if waits:
+            done, _ = await asyncio.wait(waits, timeout=max(timeout, 0.1))
+            for fut in done:
+                if fut.exception() is None:
+                    self._log_close_errors(fut.result())
+
+    def _close_loop_locals_sync(self, timeout: float) -> None:
+        for loop in self._owned_loops():
+            if not loop.is_running():
+                continue
+            future = asyncio.run_coroutine_threadsafe(close_loop_locals(loop), loop)
+            try:
+                self._log_close_errors(future.result(max(timeout, 0.1)))
+            except Exception:  # noqa: BLE001 (a timeout or a stopped loop: log, keep shutting down)
+                logger.warning("offload: closing loop_local instances on %r timed out", loop)
+
+    @staticmethod
+    def _log_close_errors(errors: list[BaseException]) -> None:
+        for exc in errors:
+            logger.error(
+                "offload: a loop_local close() failed",
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+
+    def _stop_pool(self, timeout: float) -> None:
+        self._pool_stuck = self._pool.stop(timeout)
+
     def _finish_shutdown(self, unfinished: Iterable[Task[Any]]) -> set[Task[Any]]:
-        for description in self._stuck_threads():
+        for description in [*self._stuck_threads(), *getattr(self, "_pool_stuck", [])]:
             self._report("stuck", None, RuntimeError(description))  # type: ignore[arg-type]
         # A task that missed the drain but then completed on its own (before the
         # cancel reached it) did finish: only cancelled or still-running ones count.
@@ -211,6 +309,13 @@ class Runtime(_engine.Engine):
     async def __aexit__(self, *exc_info: object) -> None:
         if not self.closed:
             await self.shutdown(self._options["shutdown_timeout"])
+
+
+def _is_async_callable(target: Any) -> bool:
+    if inspect.iscoroutinefunction(target):
+        return True
+    # an instance whose class defines `async def __call__`
+    return callable(target) and inspect.iscoroutinefunction(type(target).__call__)
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -251,3 +356,13 @@ def _shutdown_all_at_exit() -> None:
 def _reset_all_after_fork() -> None:
     for runtime in list(_live_runtimes):
         runtime._reset_after_fork()
+        runtime._pool.forget_after_fork()
+
+
+def _engine_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as the engine takes them: the processes lane's default concurrency
+    lets each worker hold a batch, so tasks reach the pool in batches."""
+    lanes = {name: dict(lane) for name, lane in options["lanes"].items()}
+    if lanes["processes"]["max_running"] is None:
+        lanes["processes"]["max_running"] = pool_size(options["processes"]) * MAX_BATCH
+    return {**options, "lanes": lanes}

@@ -1,0 +1,388 @@
+"""The processes lane: CPU-bound callables in worker processes.
+
+The engine (C) owns these tasks like any other: registry, limits, statistics,
+drain. This module is only the executor behind the lane. It reuses the stdlib's
+multiprocessing for the processes themselves (forkserver start, pickling,
+connections) but not ProcessPoolExecutor, for two reasons:
+
+* each worker has its own pipe, so when one dies (kill -9, OOM, a segfault in a C
+  library) we know exactly which task it was running: that task alone fails with
+  `ProcessDied`, the tasks it had not started go to another worker, and a fresh
+  worker replaces it (ProcessPoolExecutor breaks the whole pool instead);
+* small tasks travel in batches: one pipe write carries many tasks to a worker.
+
+A dispatcher thread sends batches; a collector thread reads results and watches
+worker sentinels. Both block in the kernel without the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from ._engine import Task
+
+logger = logging.getLogger("offload")
+
+#: At most this many tasks in one message to a worker.
+MAX_BATCH = 64
+
+
+class ProcessDied(RuntimeError):
+    """The worker process running the task died (killed by a signal, crashed, exited)."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process, as text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# --- the call site --------------------------------------------------------------------------
+
+
+def prepare(target: Any, args: tuple[Any, ...] | None, kwargs: dict[str, Any] | None) -> bytes:
+    """Pickle a call for a worker now, so what can't cross processes fails at spawn()."""
+    try:
+        return pickle.dumps((target, args or (), kwargs or {}), pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise TypeError(
+            f"offload.processes needs a picklable target and arguments, and {target!r} with"
+            f" its arguments is not ({type(exc).__name__}: {exc}); define the function at"
+            " module level and pass plain data"
+        ) from exc
+
+
+# --- the worker process ---------------------------------------------------------------------
+
+
+def _portable(exc: BaseException) -> tuple[BaseException, str]:
+    """The exception, made picklable, and its traceback as text (pickle drops both
+    __traceback__ and __cause__, so the text travels beside it)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickle.loads(pickle.dumps(exc))
+        portable = exc
+    except Exception:  # noqa: BLE001 (any pickling failure: send a description instead)
+        portable = RuntimeError(f"{type(exc).__name__}: {exc} (the exception was not picklable)")
+    portable.__traceback__ = None
+    return portable, text
+
+
+def _with_remote_traceback(failure: tuple[BaseException, str]) -> BaseException:
+    exc, text = failure
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+    return exc
+
+
+def _run_one(tid: int, payload: bytes) -> bytes:
+    try:
+        fn, args, kwargs = pickle.loads(payload)
+        outcome: tuple[int, bool, Any] = (tid, True, fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001 (SystemExit, KeyboardInterrupt: fail the task)
+        outcome = (tid, False, _portable(exc))
+    try:
+        return pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 (whatever pickling raised, the task fails with it)
+        error = TypeError(f"the task's result could not be pickled back: {exc}")
+        return pickle.dumps((tid, False, _portable(error)), pickle.HIGHEST_PROTOCOL)
+
+
+def worker_main(conn: Connection) -> None:
+    """A worker: run batches of (task id, payload) in order, one result message each.
+
+    A result goes back as soon as its task ends, so a worker killed mid-batch loses
+    only the task it was running.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            batch = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        for tid, payload in batch:
+            conn.send_bytes(_run_one(tid, payload))
+
+
+# --- the parent side ------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, ctx: Any, index: int) -> None:
+        parent_end, child_end = multiprocessing.Pipe(duplex=True)
+        self.conn: Connection = parent_end
+        self.process: BaseProcess = ctx.Process(
+            target=worker_main, args=(child_end,), name=f"offload-proc-{index}", daemon=True
+        )
+        self.process.start()
+        child_end.close()
+        #: Tasks sent to this worker, in the order it runs them.
+        self.inflight: collections.OrderedDict[int, Task[Any]] = collections.OrderedDict()
+
+
+def pool_size(size: int | None) -> int:
+    """Worker processes of a pool: the `processes` option, else one per CPU."""
+    return size or os.cpu_count() or 1
+
+
+def _start_method() -> str:
+    # forkserver: fork() of a process running C threads could copy a held lock.
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+class ProcessPool:
+    """The executor behind one runtime's processes lane (started on first use)."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = pool_size(size)
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: collections.deque[Task[Any]] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._stopping = False
+        self._started = False
+        self._threads: list[threading.Thread] = []
+        self._ctx: Any = None
+        self._next_index = 0
+        # The collector wakes when the worker set changes (a pipe it can watch).
+        self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
+
+    # -- called by the engine (with the GIL, from any thread; must not block) --------------
+    def start_task(self, task: Task[Any]) -> None:
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the processes lane is shutting down")
+            self._queue.append(task)
+            if not self._started:
+                self._start_locked()
+            self._wakeup.notify()
+
+    def _start_locked(self) -> None:
+        self._started = True
+        self._ctx = multiprocessing.get_context(_start_method())
+        for name, body in (("dispatch", self._dispatch_loop), ("collect", self._collect_loop)):
+            thread = threading.Thread(target=body, name=f"offload-proc-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    # -- dispatcher thread --------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        self._grow()
+        while True:
+            with self._lock:
+                while not self._stopping and not (self._queue and self._idle_workers()):
+                    self._wakeup.wait()
+                if self._stopping:
+                    return
+                sends = self._plan_batches()
+            for worker, batch in sends:
+                self._send(worker, batch)
+
+    def _idle_workers(self) -> list[_Worker]:
+        return [w for w in self._workers if not w.inflight]
+
+    def _plan_batches(self) -> list[tuple[_Worker, list[Task[Any]]]]:
+        """Share the queue among idle workers: one task each when few wait, batches when many."""
+        idle = self._idle_workers()
+        per_worker = max(1, min(MAX_BATCH, -(-len(self._queue) // len(idle))))
+        sends = []
+        for worker in idle:
+            batch: list[Task[Any]] = []
+            while self._queue and len(batch) < per_worker:
+                task = self._queue.popleft()
+                if task._set_running():  # False: cancelled while it waited
+                    batch.append(task)
+                    worker.inflight[task.id] = task
+            if batch:
+                sends.append((worker, batch))
+        return sends
+
+    def _send(self, worker: _Worker, batch: list[Task[Any]]) -> None:
+        message = pickle.dumps([(t.id, t._args[0]) for t in batch], pickle.HIGHEST_PROTOCOL)
+        try:
+            worker.conn.send_bytes(message)
+        except OSError:
+            pass  # the worker died: the collector sees its sentinel and settles the batch
+
+    def _grow(self) -> None:
+        """Start workers up to the pool size (outside the lock: starting one takes ms)."""
+        while True:
+            with self._lock:
+                if self._stopping or len(self._workers) >= self.size:
+                    break
+                index = self._next_index
+                self._next_index += 1
+            try:
+                worker = _Worker(self._ctx, index)
+            except Exception:
+                logger.exception("offload: could not start a worker process")
+                break
+            with self._lock:
+                self._workers.append(worker)
+                self._wakeup.notify()
+            self._changed_w.send_bytes(b"")
+
+    # -- collector thread ---------------------------------------------------------------------
+    def _collect_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping and not any(w.inflight for w in self._workers):
+                    return
+                workers = list(self._workers)
+            waitables: list[Any] = [self._changed_r]
+            for w in workers:
+                waitables += [w.conn, w.process.sentinel]
+            ready = multiprocessing.connection.wait(waitables, timeout=0.5)
+            if self._changed_r in ready:
+                self._changed_r.recv_bytes()
+            for w in workers:
+                if w.conn in ready:
+                    self._read_results(w)
+                if w.process.sentinel in ready:
+                    self._on_worker_exit(w)
+
+    def _read_results(self, worker: _Worker) -> None:
+        try:
+            while worker.conn.poll():
+                tid, ok, value = pickle.loads(worker.conn.recv_bytes())
+                self._settle(worker, tid, ok, value)
+        except (EOFError, OSError):
+            return  # it died; its sentinel says so
+
+    def _settle(self, worker: _Worker, tid: int, ok: bool, value: Any) -> None:
+        with self._lock:
+            task = worker.inflight.pop(tid, None)
+            if not worker.inflight:
+                self._wakeup.notify()
+        if task is None:
+            return
+        if ok:
+            task._set_result(value)
+        else:
+            task._set_exception(_with_remote_traceback(value))
+
+    def _on_worker_exit(self, worker: _Worker) -> None:
+        self._read_results(worker)  # results it sent before dying still count
+        worker.process.join(0)
+        code = worker.process.exitcode
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            running = list(worker.inflight.values())
+            worker.inflight.clear()
+            stopping = self._stopping
+        worker.conn.close()
+        if running:
+            # It ran its batch in order: the first task without a result killed it; the
+            # rest never started, so they go back to the front of the queue.
+            victim, unstarted = running[0], running[1:]
+            if stopping:
+                victim._set_exception(asyncio.CancelledError())
+            else:
+                victim._set_exception(ProcessDied(_death_message(worker.process.pid, code)))
+            with self._lock:
+                self._queue.extendleft(reversed(unstarted))
+                self._wakeup.notify()
+            if stopping:
+                return
+            logger.warning(
+                "offload: worker process %s died (%s); task %r failed, %d requeued",
+                worker.process.pid,
+                _exit_reason(code),
+                victim.name,
+                len(unstarted),
+            )
+        if not stopping:
+            self._grow()
+
+    # -- shutdown -------------------------------------------------------------------------------
+    def stop(self, timeout: float) -> list[str]:
+        """Stop the workers; kill those still busy after `timeout`. Returns what was stuck."""
+        with self._lock:
+            self._stopping = True
+            self._wakeup.notify_all()
+            workers = list(self._workers)
+            abandoned = list(self._queue)
+            self._queue.clear()
+        # Cancelled, not failed: shutdown names them as unfinished.
+        for task in abandoned:
+            task._set_exception(asyncio.CancelledError())
+        for w in workers:
+            try:
+                w.conn.send_bytes(pickle.dumps(None))
+            except OSError:
+                pass
+        stuck = []
+        deadline = time.monotonic() + timeout
+        for w in workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                names = [t.name for t in w.inflight.values()]
+                stuck.append(
+                    f"worker process {w.process.pid} still ran {names} at shutdown; it was killed"
+                )
+                w.process.kill()
+                w.process.join(1.0)
+        self._changed_w.send_bytes(b"")
+        for thread in self._threads:
+            thread.join(1.0)
+        for w in workers:
+            for task in list(w.inflight.values()):
+                task._set_exception(asyncio.CancelledError())
+            w.conn.close()
+        with self._lock:
+            leftovers = list(self._queue)
+            self._queue.clear()
+        for task in leftovers:
+            task._set_exception(asyncio.CancelledError())
+        return stuck
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the parent's workers and threads are not ours."""
+        self._workers = []
+        self._threads = []
+        self._queue.clear()
+        self._started = False
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _death_message(pid: int | None, code: int | None) -> str:
+    return (
+        f"the worker process (pid {pid}) running this task died ({_exit_reason(code)}); "
+        "the lane replaced it. The task may have crashed it (a segfault in a C library, "
+        "os._exit) or the OS killed it (OOM killer, kill -9)"
+    )
