@@ -42,6 +42,16 @@ async def fail_async(i: int) -> None:
     raise ValueError(f"async {i}")
 
 
+def fail_later_sync(hold: Gate) -> None:
+    hold.wait()
+    raise ValueError("later")
+
+
+async def fail_later(hold: Gate) -> None:
+    await hold.async_wait()
+    raise ValueError("later")
+
+
 def failing(lane: str) -> Any:
     return fail_sync if lane == "threads" else fail_async
 
@@ -109,16 +119,7 @@ def test_an_awaited_failure_is_raised_to_the_awaiter_not_reported(
                 with pytest.raises(ValueError, match="1"):
                     await lane.run(failing(lane_name), 1)
                 hold = Gate()
-
-                async def later() -> None:
-                    await hold.async_wait()
-                    raise ValueError("later")
-
-                def later_sync() -> None:
-                    hold.wait()
-                    raise ValueError("later")
-
-                task = lane.spawn(later_sync if lane_name == "threads" else later)
+                task = lane.spawn(fail_later_sync if lane_name == "threads" else fail_later, hold)
                 waiter = asyncio.ensure_future(_await(task))
                 await asyncio.sleep(0.01)
                 hold.open()
