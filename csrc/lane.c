@@ -224,9 +224,13 @@ lane_admit(lane *l, task_object *t, int may_block)
 {
     engine_object *e = l->engine;
     pthread_mutex_lock(&l->mu);
-    l->stats.submitted++;
+    /* `submitted` counts a spawn once it is decided (admitted, rejected or
+     * dropped), not while a spawner blocks for room: the stats identity
+     * submitted = pending + running + finished + rejected + dropped holds at
+     * every moment. */
     for (;;) {
         if (e->closed) {
+            l->stats.submitted++;
             l->stats.rejected++;
             pthread_mutex_unlock(&l->mu);
             return ADMIT_CLOSED;
@@ -239,6 +243,7 @@ lane_admit(lane *l, task_object *t, int may_block)
         if (l->waiting < l->max_pending) {
             if (ring_push(&l->waiting_q, Py_NewRef((PyObject *)t)) < 0) {
                 Py_DECREF(t); /* safe: the caller still holds a reference */
+                l->stats.submitted++;
                 l->stats.rejected++;
                 pthread_mutex_unlock(&l->mu);
                 PyErr_NoMemory();
@@ -249,6 +254,7 @@ lane_admit(lane *l, task_object *t, int may_block)
             break;
         }
         if (l->on_full != ON_FULL_BLOCK || !may_block) {
+            l->stats.submitted++;
             if (l->on_full == ON_FULL_DROP) {
                 l->stats.dropped++;
             }
@@ -270,12 +276,14 @@ lane_admit(lane *l, task_object *t, int may_block)
         Py_END_ALLOW_THREADS
         if (PyErr_CheckSignals() < 0) {
             pthread_mutex_lock(&l->mu);
+            l->stats.submitted++;
             l->stats.rejected++;
             pthread_mutex_unlock(&l->mu);
             return ADMIT_ERROR;
         }
         pthread_mutex_lock(&l->mu);
     }
+    l->stats.submitted++;
     task_set_registered(t);
     registry_link(l, t);
     Py_INCREF(t); /* the registry's reference: the task can't be collected mid-flight */
