@@ -47,6 +47,31 @@ def report(day: str) -> str:
     return f"report for {day}"
 
 
+def count_primes(limit: int) -> int:
+    """CPU-bound: the processes lane runs it in a worker process (no GIL contention)."""
+    return sum(all(n % d for d in range(2, int(n**0.5) + 1)) for n in range(2, limit))
+
+
+class PriceClient:
+    """Stands for an async API client: it belongs to the loop it was created on."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    async def price(self, sku: str) -> tuple[str, str]:
+        assert asyncio.get_running_loop() is self.loop
+        await asyncio.sleep(0)
+        return sku, threading.current_thread().name
+
+
+prices = offload.loop_local(PriceClient)
+
+
+def sync_pricing(runtime: offload.Runtime, sku: str) -> tuple[str, str]:
+    """Sync code on the thread pool calling async code on the home loop."""
+    return runtime.call(prices.price, sku)
+
+
 def from_a_plain_thread(runtime: offload.Runtime) -> None:
     """Library code in a thread with no event loop can spawn too."""
     task = runtime.spawn(audit_log, "from-plain-thread")
@@ -73,6 +98,16 @@ async def main() -> None:
 
         results = await asyncio.gather(*[rt.threads.run(pow, 2, i) for i in range(10)])
         print("10 runs on the thread pool:", results)
+
+        primes = await asyncio.gather(
+            *[rt.processes.run(count_primes, n) for n in (20_000, 30_000)]
+        )
+        print("processes lane (CPU-bound, worker processes):", primes)
+        print("offload.call from a pool thread:", await rt.threads.run(sync_pricing, rt, "sku-1"))
+        print(
+            "loop_local client, home and background loops:",
+            await asyncio.gather(prices.price("sku-2"), rt.background.run(prices.price, "sku-3")),
+        )
 
         unfinished = await rt.drain(timeout=5)
         print(f"drained; unfinished={len(unfinished)} failing.state={failing.state}")

@@ -93,9 +93,25 @@ class loop_local(Generic[T]):
             return self._instances.setdefault(loop, value)
 
     def __getattr__(self, name: str) -> Any:
+        """This loop's attribute; an async method comes back as an async function that
+        finds the instance on the loop where it runs, so `background.spawn(http.get, url)`
+        and `offload.call(http.get, url)` use the right loop's client."""
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self.instance(), name)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._method_on_its_loop(name)
+        value = getattr(self.instance(), name)
+        return self._method_on_its_loop(name) if inspect.iscoroutinefunction(value) else value
+
+    def _method_on_its_loop(self, name: str) -> Callable[..., Any]:
+        async def on_its_loop(*args: Any, **kwargs: Any) -> Any:
+            result = getattr(self.instance(), name)(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        on_its_loop.__qualname__ = on_its_loop.__name__ = name
+        return on_its_loop
 
     def loops(self) -> list[asyncio.AbstractEventLoop]:
         """The loops that have an instance."""

@@ -167,3 +167,22 @@ def test_thread_local_gives_each_pool_thread_its_own_and_closes_it() -> None:
     assert len(owners) == 3
     gc.collect()
     assert sorted(closed) == sorted(owners)  # the pool threads exited: each closed once
+
+
+def test_async_methods_passed_to_other_loops_use_that_loops_instance(
+    run_loop: Callable[..., Any],
+) -> None:
+    """`background.run(db.query)` and `offload.call(db.query)` (the method taken on another
+    loop or outside any loop) run against the instance of the loop they run on."""
+    db = offload.loop_local(LoopBoundClient, close=lambda c: c.aclose())
+
+    async def main() -> None:
+        async with offload.Runtime() as rt:
+            home = asyncio.get_running_loop()
+            on_background = await rt.background.run(db.query)
+            from_thread = await rt.threads.run(rt.call, db.query)
+            assert from_thread == id(home)
+            assert on_background != id(home)
+            assert on_background in {id(loop) for loop in rt.background_loops()}
+
+    run_loop(main())
