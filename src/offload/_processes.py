@@ -165,6 +165,7 @@ class ProcessPool:
         self._started = False
         self._threads: list[threading.Thread] = []
         self._ctx: Any = None
+        self._forked = False
         self._next_index = 0
         # The collector wakes when the worker set changes (a pipe it can watch).
         self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
@@ -181,7 +182,8 @@ class ProcessPool:
 
     def _start_locked(self) -> None:
         self._started = True
-        self._ctx = multiprocessing.get_context(_start_method())
+        # A forked child can't use its parent's forkserver: it starts fresh interpreters.
+        self._ctx = multiprocessing.get_context("spawn" if self._forked else _start_method())
         for name, body in (("dispatch", self._dispatch_loop), ("collect", self._collect_loop)):
             thread = threading.Thread(target=body, name=f"offload-proc-{name}", daemon=True)
             self._threads.append(thread)
@@ -236,13 +238,26 @@ class ProcessPool:
                 self._next_index += 1
             try:
                 worker = _Worker(self._ctx, index)
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 (whatever failed, the queued tasks must learn it)
                 logger.exception("offload: could not start a worker process")
+                self._fail_queue_if_no_workers(exc)
                 break
             with self._lock:
                 self._workers.append(worker)
                 self._wakeup.notify()
             self._changed_w.send_bytes(b"")
+
+    def _fail_queue_if_no_workers(self, exc: Exception) -> None:
+        """Without any worker, queued tasks would wait forever: fail them, saying why."""
+        with self._lock:
+            if self._workers:
+                return
+            queued = list(self._queue)
+            self._queue.clear()
+        for task in queued:
+            error = RuntimeError(f"the processes lane could not start a worker process: {exc}")
+            error.__cause__ = exc
+            task._set_exception(error)
 
     # -- collector thread ---------------------------------------------------------------------
     def _collect_loop(self) -> None:
@@ -366,6 +381,7 @@ class ProcessPool:
         self._queue.clear()
         self._started = False
         self._stopping = False
+        self._forked = True
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)

@@ -208,3 +208,34 @@ def test_cpu_bound_work_runs_in_parallel_processes(rt: offload.Runtime) -> None:
     assert [t.result(WAIT) for t in tasks] == [0, 1]
     assert len(pids) >= 1
     assert rt.processes.spawn(targets.burn, 1000).result(WAIT) == sum(i * i for i in range(1000))
+
+
+def test_fork_after_use_gives_the_child_a_working_lane(rt: offload.Runtime) -> None:
+    """os.fork() after the lane started: the child runs process tasks (on fresh workers)."""
+    assert rt.processes.spawn(targets.add, 1).result(WAIT) == 2
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child process)
+        code = 1
+        try:
+            os.close(read_end)
+            value = rt.processes.spawn(targets.add, 5).result(WAIT)
+            os.write(write_end, str(value).encode())
+            rt.close(5)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + WAIT
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the forked child hung")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.read(read_end, 100) == b"6"
+    os.close(read_end)
+    assert rt.processes.spawn(targets.add, 2).result(WAIT) == 3
