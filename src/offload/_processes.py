@@ -238,7 +238,7 @@ class ProcessPool:
                 self._next_index += 1
             try:
                 worker = _Worker(self._ctx, index)
-            except Exception as exc:  # noqa: BLE001 (whatever failed, the queued tasks must learn it)
+            except Exception as exc:
                 logger.exception("offload: could not start a worker process")
                 self._fail_queue_if_no_workers(exc)
                 break
