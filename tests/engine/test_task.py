@@ -8,11 +8,12 @@ import threading
 from typing import Any
 
 import pytest
+import uvloop
 
 import offload
 
 from .conftest import Arun, MakeRuntime
-from .support import WAIT, Gate, run_loop, wait_until
+from .support import WAIT, Gate, hook_up, run_loop, wait_until
 
 
 def test_ids_are_unique_across_runtimes(runtime: MakeRuntime) -> None:
@@ -252,6 +253,7 @@ def test_await_from_its_own_and_other_loops(arun: Arun, runtime: MakeRuntime, la
                 task = {"loop": rt.loop, "background": rt.background}[lane].spawn(work, hold)
 
             async def await_it() -> Any:
+                await hook_up(rt)
                 return await task
 
             def in_other_loops() -> None:
@@ -305,8 +307,8 @@ def test_a_loop_started_after_the_task_can_await_it(runtime: MakeRuntime, loop_k
     assert wait_until(lambda: task.state == "running")
 
     async def later() -> int:
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.01, hold.open)
+        await hook_up(rt)
+        asyncio.get_running_loop().call_later(0.01, hold.open)
         return await task
 
     assert run_loop(loop_kind, later(), WAIT) == 42
@@ -337,3 +339,56 @@ def test_repr_names_the_task(runtime: MakeRuntime) -> None:
     task = rt.threads.options(name="report").spawn(int)
     task.result(WAIT)
     assert repr(task) == f"<offload.Task {task.id} 'report' lane=threads state=succeeded>"
+
+
+def loop_whose_add_reader_lets_the_task_finish(
+    kind: str, task: list[offload.Task[Any]], gate: Gate
+) -> asyncio.AbstractEventLoop:
+    """A loop whose add_reader(), which offload calls the first time it meets the loop,
+    lets other threads run until the awaited task has ended: what any Python code there
+    (or a GIL switch) may do on a busy machine."""
+    base: Any = uvloop.Loop if kind == "uvloop" else asyncio.SelectorEventLoop
+
+    class Hooked(base):  # type: ignore[misc, valid-type]
+        def add_reader(self, fd: Any, callback: Any, *args: Any) -> Any:
+            gate.open()
+            wait_until(lambda: bool(task) and task[0].done())
+            return super().add_reader(fd, callback, *args)
+
+    loop: asyncio.AbstractEventLoop = Hooked()
+    return loop
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=asyncio.TimeoutError,
+    reason=(
+        "bug: lost wakeup. awaiter_send (csrc/awaiter.c) checks task_is_done(), then calls"
+        " engine_current_bridge(), which on a loop offload hasn't met yet runs Python"
+        " (bridge_attach: loop.add_reader, get_task_factory) and can release the GIL; a task"
+        " ending meanwhile is notified with no waiter, then task_add_waiter() adds one to"
+        " the finished task and the await never returns. Same for drain()'s quiet awaiter."
+    ),
+)
+def test_await_on_a_new_loop_never_misses_the_end_of_the_task(
+    loop_kind: str, runtime: MakeRuntime
+) -> None:
+    """`await task` as the first offload call on a loop: a task ending while offload hooks
+    up to that loop still wakes the awaiter."""
+    rt = runtime()
+    gate = Gate()
+    box: list[offload.Task[Any]] = []
+
+    async def main() -> Any:
+        box.append(rt.threads.spawn(gate.wait))
+        return await asyncio.wait_for(_await(box[0]), 2.0)
+
+    loop = loop_whose_add_reader_lets_the_task_finish(loop_kind, box, gate)
+    try:
+        assert loop.run_until_complete(main()) is True
+    finally:
+        loop.close()
+
+
+async def _await(task: offload.Task[Any]) -> Any:
+    return await task
