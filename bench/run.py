@@ -1,0 +1,219 @@
+"""Run every benchmark in one invocation; print the targets; write results JSON + chart.
+
+    python bench/run.py            # full run (~10 min): bench/results.json, bench/results.png
+    python bench/run.py --quick    # ~1 min subset: bench/out/results-quick.{json,png}
+    python bench/run.py --only lanes,e2e --out bench/out/x.json
+
+Groups: lanes (bench/lanes.py), e2e (bench/e2e.py), memory (bench/memory.py),
+scaling (bench/scaling.py). See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chart
+import e2e
+import lanes
+import memory
+import scaling
+from common import Benchmark
+
+HERE = Path(__file__).resolve().parent
+GROUPS = ("lanes", "e2e", "memory", "scaling")
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    bench: str
+    num: str
+    den: str
+    minimum: float | None  # None: shown for reference, no verdict
+
+    def check(self, results: dict[str, Benchmark]) -> dict[str, Any] | None:
+        if self.bench not in results:
+            return None
+        value = results[self.bench].ratio(self.num, self.den)
+        verdict = "info" if self.minimum is None else "PASS" if value >= self.minimum else "MISS"
+        return {
+            "target": self.label,
+            "benchmark": self.bench,
+            "ratio": value,
+            "minimum": self.minimum,
+            "verdict": verdict,
+        }
+
+
+TARGETS = [
+    Target(
+        "thread run >= 10x asyncio.to_thread",
+        "thread_run",
+        "offload await threads.run",
+        "asyncio.to_thread",
+        10,
+    ),
+    Target(
+        "background submit >= 10x run_coroutine_threadsafe",
+        "background_spawn",
+        "offload background.spawn",
+        "run_coroutine_threadsafe",
+        10,
+    ),
+    Target(
+        "loop spawn >= 1.2x create_task + refs",
+        "loop_spawn",
+        "offload loop.spawn",
+        "create_task + refs + callback",
+        1.2,
+    ),
+    Target(
+        "e2e 1 ms blocking task: offload.spawn rps >= 0.8x plain",
+        "e2e_blocking_rps",
+        "blocking: offload.spawn",
+        "plain",
+        0.8,
+    ),
+    Target(
+        "e2e 1 ms blocking task: offload BackgroundTasks rps >= 0.8x plain",
+        "e2e_blocking_rps",
+        "blocking: offload BackgroundTasks",
+        "plain",
+        0.8,
+    ),
+    Target(
+        "e2e 1 ms blocking task: FastAPI BackgroundTasks rps (about 0.3x)",
+        "e2e_blocking_rps",
+        "blocking: FastAPI BackgroundTasks",
+        "plain",
+        None,
+    ),
+]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            check=False,
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    versions = {}
+    for name in (
+        "offload",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "anyio",
+        "aiojobs",
+        "asyncer",
+        "greenletio",
+        "matplotlib",
+    ):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "git_commit": commit,
+        "packages": versions,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="the ~1 minute subset")
+    parser.add_argument("--rounds", type=int, help="rounds per comparison (default 5; quick 3)")
+    parser.add_argument("--only", help=f"comma-separated groups out of {','.join(GROUPS)}")
+    parser.add_argument("--out", type=Path, help="results JSON path (the chart goes beside it)")
+    args = parser.parse_args()
+    quick = args.quick
+    rounds = args.rounds or (3 if quick else 5)
+    groups = args.only.split(",") if args.only else list(GROUPS)
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown group(s): {', '.join(sorted(unknown))}")
+    out = args.out or (HERE / "out" / "results-quick.json" if quick else HERE / "results.json")
+
+    info = machine()
+    print(
+        f"python {info['python']} on {info['cpu']} x{info['cpus']}; "
+        f"{'quick' if quick else 'full'} run, {rounds} rounds; load {os.getloadavg()}"
+    )
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    benches: list[Benchmark] = []
+    if "lanes" in groups:
+        benches += lanes.run(rounds, 0.25 if quick else 1.0)
+    if "e2e" in groups:
+        if quick:
+            benches += e2e.run(2, 2, works=("blocking",))
+        else:
+            benches += e2e.run(3, 5)
+    if "memory" in groups:
+        benches += memory.run(1 if quick else 3, 100_000)
+    if "scaling" in groups:
+        benches += scaling.run(2 if quick else 3, 0.25 if quick else 1.0)
+    elapsed = time.monotonic() - started
+
+    results = {b.key: b for b in benches}
+    checks = [c for c in (t.check(results) for t in TARGETS) if c is not None]
+    print("\n== targets (ratios of medians, same run)")
+    for c in checks:
+        minimum = "" if c["minimum"] is None else f">= {c['minimum']}x"
+        print(f"  {c['target']:<66}{c['ratio']:>7.2f}x  {minimum:<8} {c['verdict']}")
+    print(f"\n{elapsed:.0f} s; load average before {load_before}, after {os.getloadavg()}")
+
+    document = {
+        "meta": {
+            **info,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "mode": "quick" if quick else "full",
+            "rounds": rounds,
+            "seconds": round(elapsed, 1),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        },
+        "targets": checks,
+        "benchmarks": {b.key: b.to_json() for b in benches},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    png = out.with_suffix(".png")
+    chart.draw(document, png)
+    print(f"wrote {out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
