@@ -79,11 +79,16 @@ serve: build
 showcase: build
 	$(PY) examples/showcase.py
 
-# --- benchmarks --------------------------------------------------------------
+# --- benchmarks (issue 4; docs/benchmarks.md) ------------------------------------
+# Every comparison in one run, interleaved; writes bench/results.json + results.png
+# (~10 min). bench-quick: a ~1 min subset, written to bench/out/. wrk drives the
+# end-to-end benchmark (Debian package `wrk`).
 bench: build
+	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
 	$(PY) bench/run.py
 
 bench-quick: build
+	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
 	$(PY) bench/run.py --quick
 
 clean:
