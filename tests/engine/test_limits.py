@@ -24,6 +24,7 @@ from .support import (
     counters,
     lane_names_of,
     records_of,
+    run_loop,
     wait_until,
 )
 
@@ -305,3 +306,37 @@ def test_per_lane_overrides_apply_to_their_lane_only(loop_kind: str, runtime: Ma
         task.result(WAIT)
     final = rt.stats()
     assert (final["background"]["rejected"], final["threads"]["dropped"]) == (1, 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: slot leak. When asyncio.run() ends, it cancels the running loop-lane task; its"
+        " slot goes to the next waiting task (lane_release_locked), which lane_dispatch"
+        " starts on that same, closing loop (runner_start); the loop closes with it"
+        " suspended, so it stays 'running' and keeps the slot until drain()/shutdown() call"
+        " Engine_abandon_dead_loops (csrc/engine.c): every later loop-lane task waits forever"
+    ),
+)
+def test_a_loop_lane_slot_is_not_kept_by_a_task_whose_loop_has_closed(
+    loop_kind: str, runtime: MakeRuntime
+) -> None:
+    """max_running=1 on the loop lane: after one short-lived loop ends with tasks still
+    running and waiting there, the next loop's task still gets to run."""
+    rt = runtime(lanes={"loop": {"max_running": 1}})
+
+    async def first_loop() -> None:
+        rt.loop.spawn(asyncio.sleep, 3600)
+        rt.loop.spawn(asyncio.sleep, 3600)  # waits for the slot
+        await asyncio.sleep(0.01)
+
+    run_loop(loop_kind, first_loop())
+
+    async def next_loop() -> str:
+        return await asyncio.wait_for(_await(rt.loop.spawn(asyncio.sleep, 0, "ran")), 2.0)
+
+    assert run_loop(loop_kind, next_loop()) == "ran"
+
+
+async def _await(task: offload.Task[Any]) -> Any:
+    return await task
