@@ -296,3 +296,14 @@ def test_spawn_returns_at_once_without_waiting_for_the_work(
             assert [await t for t in (sync, coro, bg)] == [True, True, True]
 
     arun(main())
+
+
+def test_a_runtime_has_the_module_level_api(runtime: MakeRuntime) -> None:
+    """offload.Runtime offers what the module offers on the default runtime."""
+    rt = runtime()
+    for name in ("spawn", "run", "options", "stats", "drain", "shutdown"):
+        assert callable(getattr(offload, name)) and callable(getattr(rt, name)), name
+    for name in ("loop", "background", "threads"):
+        assert isinstance(getattr(offload, name), offload.Lane)
+        assert isinstance(getattr(rt, name), offload.Lane)
+    assert isinstance(rt.options(name="x"), offload.Lane)

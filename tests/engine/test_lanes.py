@@ -191,7 +191,8 @@ def test_idle_threads_beyond_min_threads_exit(runtime: MakeRuntime) -> None:
     assert wait_until(lambda: rt.stats()["threads"]["threads"]["alive"] == 1)
     assert wait_until(lambda: pool_workers() - others == 1)
     assert not wait_until(lambda: pool_workers() - others != 1, timeout=0.3)
-    assert rt.stats()["threads"]["threads"] == {"alive": 1, "idle": 1, "max": 4}
+    threads = rt.stats()["threads"]["threads"]
+    assert (threads["alive"], threads["max"]) == (1, 4)
     assert rt.threads.spawn(lambda: "still served").result(WAIT) == "still served"
 
 

@@ -112,7 +112,7 @@ def test_shutdown_cancels_what_is_left_reports_stuck_work_and_stops_everything(
             assert await async_wait_until(lambda: sorted(cleaned) == ["bg", "loop"])
             assert on_loop.cancelled() and on_bg.cancelled() and waiting.cancelled()
             assert stuck.state == "running" and ran == []
-            assert rt.stats()["background"]["loops"]["alive"] == 0
+            assert await async_wait_until(lambda: rt.stats()["background"]["loops"]["alive"] == 0)
             assert all(loop.is_closed() for loop in rt.background_loops())
             assert rt.stats()["threads"]["threads"]["alive"] == 1  # the stuck one
             hold.open()
@@ -127,7 +127,10 @@ def test_shutdown_cancels_what_is_left_reports_stuck_work_and_stops_everything(
     for name in ("stuck-call", "never-started", "loop-coro", "bg-coro"):
         assert sum(name in w and "did not finish" in w for w in warnings) == 1, (name, warnings)
     errors = [r.getMessage() for r in records_of(offload_log.records, logging.ERROR)]
-    assert len(errors) == 1 and "stuck-call" in errors[0] and "still running" in errors[0]
+    stuck_reports = [e for e in errors if "stuck-call" in e and "still running" in e]
+    assert len(stuck_reports) == 1, errors
+    # on a loaded machine the loop thread may also be reported as slow to stop
+    assert all(e in stuck_reports or "did not stop in time" in e for e in errors), errors
 
 
 def test_a_clean_shutdown_returns_nothing_and_logs_nothing(
@@ -182,9 +185,8 @@ def test_with_block_shuts_the_runtime_down(loop_kind: str, runtime: MakeRuntime)
     assert rt.closed
     assert done.state == "succeeded"
     assert wait_until(coro.cancelled) and cleaned == ["bg"]
-    stats = rt.stats()
-    assert stats["threads"]["threads"]["alive"] == 0
-    assert stats["background"]["loops"]["alive"] == 0
+    assert wait_until(lambda: rt.stats()["threads"]["threads"]["alive"] == 0)
+    assert wait_until(lambda: rt.stats()["background"]["loops"]["alive"] == 0)
 
 
 def test_async_with_makes_the_home_loop_and_shuts_down_on_exit(
