@@ -307,3 +307,31 @@ def test_a_runtime_has_the_module_level_api(runtime: MakeRuntime) -> None:
         assert isinstance(getattr(offload, name), offload.Lane)
         assert isinstance(getattr(rt, name), offload.Lane)
     assert isinstance(rt.options(name="x"), offload.Lane)
+
+
+def test_run_works_with_asyncio_wait_for_and_gather(arun: Arun, runtime: MakeRuntime) -> None:
+    """Tasks compose like to_thread's: gather collects results; a wait_for timeout
+    cancels a run() that is still waiting for a slot or running as a coroutine."""
+
+    async def main() -> None:
+        async with runtime(threads=1) as rt:
+            results = await asyncio.gather(
+                rt.threads.run(pow, 2, 3),
+                rt.background.run(asyncio.sleep, 0, "bg"),
+                rt.loop.spawn(asyncio.sleep, 0, "loop"),
+            )
+            assert results == [8, "bg", "loop"]
+            hold = Gate()
+            blocker = rt.threads.spawn(hold.wait)
+            waiting = rt.threads.run(int)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(waiting, 0.05)
+            sleeping = rt.background.run(asyncio.sleep, 60)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(sleeping, 0.05)
+            hold.open()
+            assert await blocker is True
+            assert not await rt.drain(WAIT)
+            assert waiting.cancelled() and sleeping.cancelled()
+
+    arun(main())
