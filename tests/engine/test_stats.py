@@ -49,25 +49,30 @@ def test_a_fresh_runtime_counts_nothing(runtime: MakeRuntime) -> None:
             assert stats[name][series] == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "count": 0}
 
 
+def ok_sync(hold: Gate | None = None) -> None:
+    if hold is not None:
+        hold.wait()
+
+
+async def ok_async(hold: Gate | None = None) -> None:
+    if hold is not None:
+        await hold.async_wait()
+
+
+def fail_sync() -> None:
+    raise ZeroDivisionError
+
+
+async def fail_async() -> None:
+    raise ZeroDivisionError
+
+
 def ok_target(lane: str) -> Any:
-    if lane == "threads":
-        return lambda hold=None: hold.wait() if hold else None
-
-    async def ok(hold: Gate | None = None) -> None:
-        if hold is not None:
-            await hold.async_wait()
-
-    return ok
+    return ok_sync if lane == "threads" else ok_async
 
 
 def failing_target(lane: str) -> Any:
-    if lane == "threads":
-        return lambda: 1 / 0
-
-    async def boom() -> None:
-        raise ZeroDivisionError
-
-    return boom
+    return fail_sync if lane == "threads" else fail_async
 
 
 @pytest.mark.parametrize("lane", ["threads", "loop", "background"])
