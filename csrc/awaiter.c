@@ -284,8 +284,20 @@ awaiter_send(awaiter_object *a, PyObject *Py_UNUSED(arg), PyObject **presult)
             }
             return PYGEN_ERROR;
         }
-        if (task_add_waiter(t, b, (PyObject *)a) < 0) {
+        /* Finding the bridge may have run Python code (first use of this
+         * loop) and the task may have ended meanwhile: then no wakeup will
+         * come, answer now. */
+        int rc = task_add_waiter(t, b, (PyObject *)a);
+        if (rc < 0) {
             return PYGEN_ERROR;
+        }
+        if (rc == 1) {
+            if (a->quiet) {
+                *presult = Py_NewRef(Py_None);
+                return PYGEN_RETURN;
+            }
+            *presult = task_outcome_value(t);
+            return *presult ? PYGEN_RETURN : PYGEN_ERROR;
         }
         Py_XSETREF(a->bridge, (bridge_object *)Py_NewRef((PyObject *)b));
         a->state = AW_WAITING;
@@ -342,6 +354,10 @@ Awaiter_throw(awaiter_object *a, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Clear();
         }
     }
+    else if (!a->quiet && a->state != AW_IDLE) {
+        /* It ended, but its wakeup hadn't reached us: nobody got a failure. */
+        task_outcome_abandoned(t);
+    }
     PyObject *typ = args[0];
     if (PyExceptionInstance_Check(typ)) {
         PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
@@ -366,6 +382,9 @@ Awaiter_close(awaiter_object *a, PyObject *Py_UNUSED(ignored))
 {
     if (!task_is_done(a->task) && !a->quiet) {
         a->task->flags &= (uint8_t)~TF_OBSERVED;
+    }
+    else if (!a->quiet && a->state != AW_IDLE) {
+        task_outcome_abandoned(a->task);
     }
     Py_RETURN_NONE;
 }

@@ -659,14 +659,15 @@ Engine_set_lane_starter(engine_object *e, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Append the live tasks of lanes [first, last] to a new list. */
 static PyObject *
-Engine_live_tasks(engine_object *e, PyObject *Py_UNUSED(ignored))
+live_tasks_of(engine_object *e, int first, int last)
 {
     PyObject *list = PyList_New(0);
     if (list == NULL) {
         return NULL;
     }
-    for (int k = 0; k < LANE_COUNT; k++) {
+    for (int k = first; k <= last; k++) {
         lane *l = &e->lanes[k];
         pthread_mutex_lock(&l->mu);
         for (task_object *t = l->live_head; t != NULL; t = t->live_next) {
@@ -680,6 +681,39 @@ Engine_live_tasks(engine_object *e, PyObject *Py_UNUSED(ignored))
         pthread_mutex_unlock(&l->mu);
     }
     return list;
+}
+
+static PyObject *
+Engine_live_tasks(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    return live_tasks_of(e, 0, LANE_COUNT - 1);
+}
+
+PyObject *
+engine_abandon_dead_loops(engine_object *e, int first, int last)
+{
+    PyObject *live = live_tasks_of(e, first, last);
+    PyObject *out = live ? PyList_New(0) : NULL;
+    if (out == NULL) {
+        Py_XDECREF(live);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(live); i++) {
+        task_object *t = (task_object *)PyList_GET_ITEM(live, i);
+        if (t->bridge == NULL || task_is_done(t)) {
+            continue;
+        }
+        if (bridge_loop_closed((bridge_object *)t->bridge) == 1) {
+            task_finish(t, TASK_CANCELLED, NULL);
+            if (PyList_Append(out, (PyObject *)t) < 0) {
+                Py_DECREF(live);
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+    }
+    Py_DECREF(live);
+    return out;
 }
 
 static void
@@ -803,29 +837,7 @@ Engine_stuck_threads(engine_object *e, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Engine_abandon_dead_loops(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *live = Engine_live_tasks(e, NULL);
-    PyObject *out = PyList_New(0);
-    if (live == NULL || out == NULL) {
-        Py_XDECREF(live);
-        Py_XDECREF(out);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(live); i++) {
-        task_object *t = (task_object *)PyList_GET_ITEM(live, i);
-        if (t->bridge == NULL || task_is_done(t)) {
-            continue;
-        }
-        if (bridge_loop_closed((bridge_object *)t->bridge) == 1) {
-            task_finish(t, TASK_CANCELLED, NULL);
-            if (PyList_Append(out, (PyObject *)t) < 0) {
-                Py_DECREF(live);
-                Py_DECREF(out);
-                return NULL;
-            }
-        }
-    }
-    Py_DECREF(live);
-    return out;
+    return engine_abandon_dead_loops(e, LANE_LOOP, LANE_BACKGROUND);
 }
 
 static PyObject *

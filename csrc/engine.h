@@ -63,6 +63,11 @@ void engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *e
 /* Raise Closed/RuntimeError if the engine can't accept work; -1 on error. */
 int engine_check_open(engine_object *e);
 
+/* Finish as cancelled the live tasks of lanes [first, last] whose event loop
+ * has closed under them (they can never run again, yet hold their slots).
+ * Returns a new list of those tasks. */
+PyObject *engine_abandon_dead_loops(engine_object *e, int first, int last);
+
 /* The message of offload.Closed: what happened, then what to do. */
 #define ENGINE_CLOSED_MESSAGE                                                     \
     "the offload runtime is shut down and accepts no new tasks; spawn before "     \

@@ -300,10 +300,36 @@ lane_label(lane *l)
     return names[l->kind];
 }
 
+/* A loop lane at max_running may be full of tasks whose loop has closed (a
+ * short-lived asyncio.run() ended with them): free their slots, naming
+ * each, before deciding the new task must wait. */
+static void
+lane_reclaim_dead_loop_slots(lane *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int full = l->active >= l->max_running;
+    pthread_mutex_unlock(&l->mu);
+    if (!full) {
+        return;
+    }
+    PyObject *dead = engine_abandon_dead_loops(l->engine, l->kind, l->kind);
+    if (dead == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
+        engine_report(l->engine, l->engine->st->s_interrupted, PyList_GET_ITEM(dead, i), NULL);
+    }
+    Py_DECREF(dead);
+}
+
 int
 lane_submit(lane *l, task_object *t)
 {
     int may_block = 1;
+    if (l->kind == LANE_LOOP || l->kind == LANE_BACKGROUND) {
+        lane_reclaim_dead_loop_slots(l);
+    }
     if (l->on_full == ON_FULL_BLOCK) {
         may_block = !on_loop_thread(l->engine);
     }

@@ -52,6 +52,7 @@ task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObj
     t->sync_waited = 0;
     t->cancel_requested = 0;
     t->claimed = 0;
+    t->delivered = 0;
     /* Not tracked by the GC while it runs: the registry keeps it alive anyway,
      * and the collector then never traverses thousands of live tasks. An
      * untracked object only acts as a root, so nothing it references can be
@@ -313,6 +314,7 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     }
     task_notify(t);
     if (state == TASK_FAILED && !(t->flags & TF_OBSERVED) && outcome != NULL) {
+        t->delivered = 1;
         engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, outcome);
     }
     if (next != NULL) {
@@ -428,6 +430,9 @@ task_cancel(task_object *t)
 int
 task_add_waiter(task_object *t, bridge_object *b, PyObject *obj)
 {
+    /* Allocate first: a GC pass triggered by an allocation can run Python
+     * code and let the task finish. The done check and the append then run
+     * back to back under the GIL, so task_notify can't slip in between. */
     PyObject *pair = PyTuple_Pack(2, (PyObject *)b, obj);
     if (pair == NULL) {
         return -1;
@@ -435,6 +440,10 @@ task_add_waiter(task_object *t, bridge_object *b, PyObject *obj)
     if (t->waiters == NULL && (t->waiters = PyList_New(0)) == NULL) {
         Py_DECREF(pair);
         return -1;
+    }
+    if (task_is_done(t)) {
+        Py_DECREF(pair);
+        return 1;
     }
     int rc = PyList_Append(t->waiters, pair);
     Py_DECREF(pair);
@@ -454,13 +463,13 @@ task_new_future(task_object *t, PyObject *loop)
     if (fut == NULL) {
         return NULL;
     }
-    if (task_is_done(t)) {
-        task_resolve_future(st, fut);
-        return fut;
-    }
-    if (task_add_waiter(t, b, fut) < 0) {
+    int rc = task_add_waiter(t, b, fut);
+    if (rc < 0) {
         Py_DECREF(fut);
         return NULL;
+    }
+    if (rc == 1) {
+        task_resolve_future(st, fut);
     }
     return fut;
 }
@@ -591,7 +600,18 @@ task_outcome_value(task_object *t)
         return Py_NewRef(t->outcome ? t->outcome : Py_None);
     }
     t->flags |= TF_OBSERVED;
+    t->delivered = 1;
     return task_raise_outcome(t);
+}
+
+void
+task_outcome_abandoned(task_object *t)
+{
+    if (t->state != TASK_FAILED || t->delivered || t->outcome == NULL) {
+        return;
+    }
+    t->delivered = 1;
+    engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, t->outcome);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -646,6 +666,7 @@ Task_exception(task_object *t, PyObject *args, PyObject *kwds)
     }
     if (t->state == TASK_FAILED && t->outcome != NULL) {
         t->flags |= TF_OBSERVED;
+        t->delivered = 1;
         return Py_NewRef(t->outcome);
     }
     Py_RETURN_NONE;

@@ -51,6 +51,7 @@ typedef struct task_object {
     uint8_t sync_waited;  /* a thread blocks in result()/_wait() on it (lane mutex) */
     uint8_t cancel_requested; /* cancel() was called through offload (GIL) */
     uint8_t claimed;          /* target is in module_state.claimed_coros (GIL) */
+    uint8_t delivered;        /* a failure was raised to / reported for a caller (GIL) */
 } task_object;
 
 int task_type_init(PyObject *module);
@@ -86,13 +87,19 @@ void task_resolve_future(struct module_state *st, PyObject *fut);
 void task_set_registered(task_object *t);
 
 /* Wake `obj` (an awaiter or an asyncio future) through bridge `b` when the
- * task ends. GIL held. */
+ * task ends. GIL held. 0: added; 1: the task has already ended (nothing was
+ * added, no wakeup will come); -1: error. */
 struct bridge_object;
 int task_add_waiter(task_object *t, struct bridge_object *b, PyObject *obj);
 
 /* The outcome of a finished task: a new reference to the result, or NULL
- * with its exception (or CancelledError) set. Marks the failure observed. */
+ * with its exception (or CancelledError) set. Marks the failure delivered. */
 PyObject *task_outcome_value(task_object *t);
+
+/* An awaiter that was to receive the outcome went away without it (its
+ * coroutine was cancelled after the task ended): a failure nobody got is
+ * reported now, so it is never lost. */
+void task_outcome_abandoned(task_object *t);
 PyObject *task_raise_outcome(task_object *t);
 
 /* Request cancellation; same meaning as Task.cancel(). -1 on error. */

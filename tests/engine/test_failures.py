@@ -165,16 +165,6 @@ def test_a_failure_whose_awaiter_went_away_is_reported_once(
     assert [(t.id, str(e)) for t, e in handler.calls] == [(task.id, "unseen")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: failure lost. The task failed while its awaiter was waiting (TF_OBSERVED set,"
-        " so task_finish skips the report) and the awaiting asyncio task is cancelled before"
-        " the loop delivers the wakeup: Awaiter_cancel/Awaiter_throw (csrc/awaiter.c) only"
-        " clear TF_OBSERVED for unfinished tasks, so nobody ever sees the exception"
-        " (asyncio would log 'exception was never retrieved' here)"
-    ),
-)
 def test_a_failure_ending_just_before_its_awaiter_is_cancelled_is_reported(
     arun: Arun, runtime: MakeRuntime
 ) -> None:

@@ -308,16 +308,6 @@ def test_per_lane_overrides_apply_to_their_lane_only(loop_kind: str, runtime: Ma
     assert (final["background"]["rejected"], final["threads"]["dropped"]) == (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: slot leak. When asyncio.run() ends, it cancels the running loop-lane task; its"
-        " slot goes to the next waiting task (lane_release_locked), which lane_dispatch"
-        " starts on that same, closing loop (runner_start); the loop closes with it"
-        " suspended, so it stays 'running' and keeps the slot until drain()/shutdown() call"
-        " Engine_abandon_dead_loops (csrc/engine.c): every later loop-lane task waits forever"
-    ),
-)
 def test_a_loop_lane_slot_is_not_kept_by_a_task_whose_loop_has_closed(
     loop_kind: str, runtime: MakeRuntime
 ) -> None:

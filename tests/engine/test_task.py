@@ -359,17 +359,6 @@ def loop_whose_add_reader_lets_the_task_finish(
     return loop
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=asyncio.TimeoutError,
-    reason=(
-        "bug: lost wakeup. awaiter_send (csrc/awaiter.c) checks task_is_done(), then calls"
-        " engine_current_bridge(), which on a loop offload hasn't met yet runs Python"
-        " (bridge_attach: loop.add_reader, get_task_factory) and can release the GIL; a task"
-        " ending meanwhile is notified with no waiter, then task_add_waiter() adds one to"
-        " the finished task and the await never returns. Same for drain()'s quiet awaiter."
-    ),
-)
 def test_await_on_a_new_loop_never_misses_the_end_of_the_task(
     loop_kind: str, runtime: MakeRuntime
 ) -> None:
