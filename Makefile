@@ -42,15 +42,26 @@ build/venv-%/.deps-stamp: pyproject.toml
 	touch $@
 
 # ASan+UBSan over the whole suite (not the browser test: Chromium can't run with libasan
-# preloaded); TSan over the concurrency tests: producer storms, shutdown races, the
-# model/fuzz test. Each run is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
-TSAN_TESTS = tests/reliability $(wildcard tests/test_concurrency*.py tests/test_shutdown*.py tests/test_threads*.py tests/test_stress*.py tests/test_cancel*.py)
+# preloaded); TSan over the concurrency tests: the model/fuzz test and fault injection
+# (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
+# (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
+# (tests/engine/test_concurrency.py, test_shutdown.py: $(wildcard) so a checkout without
+# them still runs). Each run first proves on a seeded bug that its sanitizer reports
+# (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
+# Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
+# shows up only in an interleaving where nothing happened to order the two accesses.
+TSAN_TESTS = tests/reliability tests/test_reliability.py \
+  $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py)
+TSAN_FUZZ_SEEDS ?= 0-199
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp
-	bash tools/sanitize.sh asan tests --ignore-glob='*browser*'
-	bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan"
+	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --durations=15
+	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) \
+	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 
-# Refleak hunt (object counts, sys.getallocatedblocks() and tracemalloc back to
-# baseline over repeated rounds) and valgrind memcheck of a short scenario.
+# Refleak hunt (tools/leaks.py: eight scenarios, live objects and allocated blocks must
+# stay exactly at their baseline round after round) and valgrind memcheck (tools/
+# valgrind.sh: a scenario over every lane, then the model/fuzz and storm tests). Both
+# first prove on a seeded leak/bug that they would catch one.
 test-leaks: build
 	$(PY) tools/leaks.py
 	@command -v valgrind >/dev/null || bash tools/system-deps.sh valgrind
