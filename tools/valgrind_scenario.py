@@ -1,9 +1,13 @@
-"""A short scenario for valgrind memcheck (tools/valgrind.sh): every lane, failures,
-cancellation, limits, shutdown."""
+"""The scenario valgrind memcheck runs (tools/valgrind.sh): every lane, failures,
+cancellation, limits, shutdown; then each scenario of the refleak hunt (tools/leaks.py)
+once: refusals (Full, Closed, bad targets), waiting and timeouts, callbacks and handlers
+that raise, a runtime dropped without shutdown, uvloop, the processes lane."""
 
 import asyncio
 import logging
+import sys
 import threading
+from pathlib import Path
 
 import offload
 
@@ -37,6 +41,13 @@ async def main() -> None:
         print(await asyncio.gather(*[rt.threads.run(work, i) for i in (1, 2, 3)]))
 
 
-asyncio.run(main())
-with offload.Runtime() as sync_rt:
-    print(sync_rt.spawn(work, 7).result(timeout=30))
+if __name__ == "__main__":  # the processes lane's workers import this module
+    asyncio.run(main())
+    with offload.Runtime() as sync_rt:
+        print(sync_rt.spawn(work, 7).result(timeout=30))
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import leaks
+
+    for name, scenario in leaks.SCENARIOS.items():
+        print(f"{name}: {scenario()} spawns", flush=True)
