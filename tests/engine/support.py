@@ -81,17 +81,6 @@ async def async_wait_until(predicate: Callable[[], bool], timeout: float = WAIT)
     return predicate()
 
 
-async def hook_up(rt: offload.Runtime) -> None:
-    """Let `rt` register with the running loop before awaiting work of other threads.
-
-    `async with rt`, rt.start() and loop-lane spawns do this anyway. Tests that await a
-    thread's or background loop's task as the first thing on a fresh loop call it first,
-    so they don't trip over the lost-wakeup bug that
-    test_task.py::test_await_on_a_new_loop_never_misses_the_end_of_the_task pins down.
-    """
-    await rt.loop.run(asyncio.sleep, 0)
-
-
 class Gate:
     """A thread-safe gate tasks wait on; every wait is bounded by WAIT."""
 

@@ -79,7 +79,7 @@ out["kwargs-pass-through"] = [t.lane, t.name, t.result(10)]
 
 async def main():
     me = threading.get_ident()
-    coro_value, coro_thread = await where.run(7)  # first: hooks offload up to this loop
+    coro_value, coro_thread = await where.run(7)
     value, thread = await add.run(2, 3)
     task = where.spawn(8)
     return {{

@@ -13,7 +13,7 @@ import uvloop
 import offload
 
 from .conftest import Arun, MakeRuntime
-from .support import WAIT, Gate, hook_up, run_loop, wait_until
+from .support import WAIT, Gate, run_loop, wait_until
 
 
 def test_ids_are_unique_across_runtimes(runtime: MakeRuntime) -> None:
@@ -253,7 +253,6 @@ def test_await_from_its_own_and_other_loops(arun: Arun, runtime: MakeRuntime, la
                 task = {"loop": rt.loop, "background": rt.background}[lane].spawn(work, hold)
 
             async def await_it() -> Any:
-                await hook_up(rt)
                 return await task
 
             def in_other_loops() -> None:
@@ -307,7 +306,6 @@ def test_a_loop_started_after_the_task_can_await_it(runtime: MakeRuntime, loop_k
     assert wait_until(lambda: task.state == "running")
 
     async def later() -> int:
-        await hook_up(rt)
         asyncio.get_running_loop().call_later(0.01, hold.open)
         return await task
 
