@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "bridge.h"
+#include <structmember.h>
 #include "module.h"
 #include "runner.h"
 #include "task.h"
@@ -24,6 +25,7 @@ bridge_new(PyObject *owner_module)
     b->len = b->cap = 0;
     b->signalled = 0;
     b->closed = 0;
+    b->weakreflist = NULL;
     pthread_mutex_init(&b->mu, NULL);
     if (wakeup_open(&b->wake) < 0) {
         b->wake.read_fd = b->wake.write_fd = -1;
@@ -289,6 +291,9 @@ Bridge_dealloc(bridge_object *b)
 {
     PyTypeObject *tp = Py_TYPE(b);
     PyObject_GC_UnTrack(b);
+    if (b->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)b);
+    }
     for (size_t i = 0; i < b->len; i++) {
         Py_DECREF(b->items[i].obj);
     }
@@ -300,6 +305,11 @@ Bridge_dealloc(bridge_object *b)
     Py_DECREF(tp);
 }
 
+static PyMemberDef Bridge_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(bridge_object, weakreflist), READONLY},
+    {NULL},
+};
+
 static PyMethodDef Bridge_methods[] = {
     {"_drain", (PyCFunction)Bridge_drain, METH_NOARGS, "Process queued items (loop reader)."},
     {NULL},
@@ -310,6 +320,7 @@ static PyType_Slot Bridge_slots[] = {
     {Py_tp_traverse, Bridge_traverse},
     {Py_tp_clear, Bridge_clear},
     {Py_tp_methods, Bridge_methods},
+    {Py_tp_members, Bridge_members},
     {0, NULL},
 };
 

@@ -36,6 +36,7 @@ typedef struct bridge_object {
     size_t len, cap;
     int signalled;             /* the fd is readable or about to be drained */
     int closed;
+    PyObject *weakreflist;     /* engines hold bridges weakly (see engine.h) */
 } bridge_object;
 
 int bridge_type_init(PyObject *module);

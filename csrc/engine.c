@@ -180,39 +180,97 @@ engine_apply_options(engine_object *e, PyObject *opts)
 /* ------------------------------------------------------------------------ */
 /* loops and bridges                                                         */
 
+/* The bridge behind a weakref, or NULL if it is gone (borrowed). */
+static bridge_object *
+bridge_of_ref(PyObject *ref)
+{
+    PyObject *b = ref ? PyWeakref_GET_OBJECT(ref) : Py_None;
+    return b == Py_None ? NULL : (bridge_object *)b;
+}
+
+/* Forget bridges whose loop is gone (their weakrefs are dead). */
+static int
+engine_sweep_bridges(engine_object *e)
+{
+    PyObject *dead = PyList_New(0);
+    if (dead == NULL) {
+        return -1;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *ref;
+    while (PyDict_Next(e->bridges, &pos, &key, &ref)) {
+        if (bridge_of_ref(ref) == NULL && PyList_Append(dead, key) < 0) {
+            Py_DECREF(dead);
+            return -1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
+        if (PyDict_DelItem(e->bridges, PyList_GET_ITEM(dead, i)) < 0) {
+            Py_DECREF(dead);
+            return -1;
+        }
+    }
+    Py_DECREF(dead);
+    return 0;
+}
+
+static bridge_object *
+engine_new_bridge(engine_object *e, PyObject *loop, PyObject *key)
+{
+    if (engine_sweep_bridges(e) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyType_GetModule(Py_TYPE(e->views[0]));
+    bridge_object *nb = module ? bridge_new(module) : NULL;
+    if (nb == NULL) {
+        return NULL;
+    }
+    PyObject *ref = NULL;
+    if (bridge_attach(nb, loop) < 0 || (ref = PyWeakref_NewRef((PyObject *)nb, NULL)) == NULL ||
+        PyDict_SetItem(e->bridges, key, ref) < 0) {
+        Py_XDECREF(ref);
+        bridge_close(nb);
+        Py_DECREF(nb);
+        return NULL;
+    }
+    Py_DECREF(ref);
+    /* From here the loop owns the bridge (its reader callback holds it). */
+    Py_DECREF(nb);
+    return nb;
+}
+
 bridge_object *
 engine_bridge_for_running_loop(engine_object *e, PyObject *loop)
 {
-    if (loop == e->last_loop && e->last_bridge != NULL) {
-        return e->last_bridge;
+    bridge_object *cached = bridge_of_ref(e->last_bridge_ref);
+    if (cached != NULL && cached->loop == loop) {
+        return cached;
     }
-    PyObject *b = PyDict_GetItemWithError(e->bridges, loop); /* borrowed */
+    PyObject *key = PyLong_FromVoidPtr(loop);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *ref = PyDict_GetItemWithError(e->bridges, key); /* borrowed */
+    bridge_object *b = bridge_of_ref(ref);
+    if (b == NULL || b->loop != loop) { /* new loop, or a dead one's address reused */
+        b = PyErr_Occurred() ? NULL : engine_new_bridge(e, loop, key);
+    }
+    Py_DECREF(key);
     if (b == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        PyObject *module = PyType_GetModule(Py_TYPE(e->views[0]));
-        bridge_object *nb = module ? bridge_new(module) : NULL;
-        if (nb == NULL) {
-            return NULL;
-        }
-        if (bridge_attach(nb, loop) < 0 || PyDict_SetItem(e->bridges, loop, (PyObject *)nb) < 0) {
-            bridge_close(nb);
-            Py_DECREF(nb);
-            return NULL;
-        }
-        Py_DECREF(nb); /* the dict holds it */
-        b = (PyObject *)nb;
+        return NULL;
     }
-    Py_XSETREF(e->last_loop, Py_NewRef(loop));
-    Py_XSETREF(e->last_bridge, (bridge_object *)Py_NewRef(b));
-    return (bridge_object *)b;
+    PyObject *new_ref = PyWeakref_NewRef((PyObject *)b, NULL);
+    if (new_ref == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(e->last_bridge_ref, new_ref);
+    return b;
 }
 
 bridge_object *
 engine_current_bridge(engine_object *e)
 {
-    bridge_object *b = e->last_bridge;
+    bridge_object *b = bridge_of_ref(e->last_bridge_ref);
     if (b != NULL && b->thread_id == PyThread_get_thread_ident() && bridge_loop_running_here(b)) {
         return b;
     }
@@ -452,8 +510,7 @@ Engine_traverse(engine_object *e, visitproc visit, void *arg)
     Py_VISIT(e->home_loop);
     Py_VISIT(e->home_bridge);
     Py_VISIT(e->bridges);
-    Py_VISIT(e->last_loop);
-    Py_VISIT(e->last_bridge);
+    Py_VISIT(e->last_bridge_ref);
     Py_VISIT(e->loop_factory);
     for (int i = 0; i < e->n_bg; i++) {
         Py_VISIT(e->bg[i].bridge);
@@ -475,8 +532,7 @@ Engine_clear(engine_object *e)
     Py_CLEAR(e->home_loop);
     Py_CLEAR(e->home_bridge);
     Py_CLEAR(e->bridges);
-    Py_CLEAR(e->last_loop);
-    Py_CLEAR(e->last_bridge);
+    Py_CLEAR(e->last_bridge_ref);
     Py_CLEAR(e->loop_factory);
     for (int i = 0; i < e->n_bg; i++) {
         Py_CLEAR(e->bg[i].bridge);
@@ -860,8 +916,7 @@ Engine_reset_after_fork(engine_object *e, PyObject *Py_UNUSED(ignored))
     }
     e->home_loop = NULL;
     e->home_bridge = NULL;
-    e->last_loop = NULL;
-    e->last_bridge = NULL;
+    e->last_bridge_ref = NULL; /* leaked with the parent's bridges */
     PyObject *fresh = PyDict_New();
     if (fresh == NULL) {
         return NULL;

@@ -30,9 +30,11 @@ typedef struct engine_object {
     /* loops */
     PyObject *home_loop;
     bridge_object *home_bridge;
-    PyObject *bridges;           /* dict: loop -> Bridge */
-    PyObject *last_loop;         /* one-entry cache for bridge_for_loop */
-    bridge_object *last_bridge;
+    /* dict: loop address -> weakref to that loop's Bridge. Weak, so a loop
+     * that closes (its reader callback, the bridge's last owner, goes with
+     * its selector) frees its bridge and fd, and the bridge frees the loop. */
+    PyObject *bridges;
+    PyObject *last_bridge_ref;   /* weakref: one-entry cache, or NULL */
     PyObject *loop_factory;
     background_loop *bg;
     int n_bg;

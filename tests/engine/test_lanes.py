@@ -209,16 +209,6 @@ def test_all_idle_threads_exit_with_min_threads_zero(runtime: MakeRuntime) -> No
     assert rt.threads.spawn(lambda: 2).result(WAIT) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: leak. Every event loop offload meets gets a bridge stored in Engine.bridges"
-        " (a dict keyed by the loop, csrc/engine.c engine_bridge_for_running_loop) that is"
-        " never removed, not when the loop closes and not at shutdown: each closed loop stays"
-        " alive with the bridge's eventfd open, so repeated asyncio.run() leaks a loop and a"
-        " file descriptor per run"
-    ),
-)
 def test_closed_loops_are_released(loop_kind: str, runtime: MakeRuntime) -> None:
     """Loops that used the runtime and then closed are not kept alive by it (nor their
     wakeup file descriptors)."""
