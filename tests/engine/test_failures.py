@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -283,3 +284,33 @@ def test_never_task_exception_was_never_retrieved(
     gc.collect()
     assert len(handler.calls) == 40
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: when loop_factory raises, background_loop_run (csrc/engine.c) sends the"
+        " factory's exception to sys.unraisablehook ('Exception ignored in: <Runtime>') and"
+        " fails the waiting tasks with a bare RuntimeError('the event loop this task was sent"
+        " to stopped before it started') that doesn't carry the cause"
+    ),
+)
+def test_a_failing_loop_factory_fails_the_task_with_the_reason(
+    runtime: MakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background task that can't start because loop_factory raised fails with that
+    exception (or one caused by it), reported once like any failure, and nothing escapes
+    to sys.unraisablehook."""
+    handler = Handler()
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def no_loops() -> asyncio.AbstractEventLoop:
+        raise OSError("no loops today")
+
+    rt = runtime(loop_factory=no_loops, error_handler=handler)
+    task = rt.background.spawn(asyncio.sleep, 0)
+    exc = task.exception(WAIT)
+    assert isinstance(exc, OSError) or isinstance(getattr(exc, "__cause__", None), OSError)
+    assert [t for t, _ in handler.calls] == [task]
+    assert [repr(u.exc_value) for u in unraisable] == []
