@@ -8,12 +8,13 @@
 About 1% of tasks fail, and about 1% of thread-lane tasks are cancelled right after the
 spawn. Every attempt is counted on the producer side and checked against the engine's
 stats, lane by lane: submitted = succeeded + failed + cancelled + dropped + rejected, and
-each of those equals what the producers saw; every failure reached error_handler once.
-RSS is sampled after each wave (drained, gc'd); after the load it must be within 5% of
-its plateau (no growth per task).
+each of those equals what the producers saw; every failure reached error_handler once;
+every drop was logged once (offload's WARNING "dropped: lane ... is full"), and nothing
+else was logged at WARNING or above. RSS is sampled after each wave (drained, gc'd);
+after the load it must be within 5% of its plateau (no growth per task).
 
 Usage: python tools/soak.py [--tasks N] [--producers 8] [--waves 10]
-(`make soak` runs 1,000,000; tests/reliability/test_soak.py a small one.)
+(`make soak` runs 1,000,000; tests/reliability/test_soak.py a CI-sized one.)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import resource
 import sys
@@ -63,11 +65,29 @@ class Result:
     seen: dict[str, Counter[str]]
     reported: Counter[str]
     rss: list[float]
+    drop_logs: Counter[str] = field(default_factory=Counter)
+    other_logs: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+class _Tally(logging.Handler):
+    """Counts offload's log records: drops by lane, anything else at WARNING+ kept."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.drops: Counter[str] = Counter()
+        self.others: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if "dropped: lane %s is full" in str(record.msg) and len(args) == 2:
+            self.drops[str(args[1])] += 1
+        else:
+            self.others.append(record.getMessage())
 
 
 def run(
@@ -142,9 +162,20 @@ def run(
                 t.join()
             return rt.stats()
 
-    start = time.monotonic()
-    stats = asyncio.run(home())
-    result = Result(total, time.monotonic() - start, stats, seen, reported, rss)
+    # One WARNING per dropped task: counted (and checked), not printed.
+    tally = _Tally()
+    offload_logger = logging.getLogger("offload")
+    propagate = offload_logger.propagate
+    offload_logger.addHandler(tally)
+    offload_logger.propagate = False
+    try:
+        start = time.monotonic()
+        stats = asyncio.run(home())
+        seconds = time.monotonic() - start
+    finally:
+        offload_logger.removeHandler(tally)
+        offload_logger.propagate = propagate
+    result = Result(total, seconds, stats, seen, reported, rss, tally.drops, tally.others)
     check(result, check_rss)
     return result
 
@@ -172,6 +203,10 @@ def check(r: Result, check_rss: bool) -> None:
         for key, value in want.items():
             if s[key] != value:
                 p.append(f"{lane}: {key} is {s[key]}, producers/handler saw {value}")
+        if r.drop_logs[lane] != s["dropped"]:
+            p.append(f"{lane}: {s['dropped']} dropped but {r.drop_logs[lane]} drop warnings")
+    if r.other_logs:
+        p.append(f"{len(r.other_logs)} unexpected offload log record(s): {r.other_logs[:3]}")
     if check_rss and len(r.rss) >= 4:
         plateau = max(r.rss[1 : len(r.rss) // 2 + 1])
         final = r.rss[-1]
@@ -186,6 +221,10 @@ def report(r: Result) -> str:
         lines.append(
             f"  {lane:<10} " + "  ".join(f"{k} {s[k]:,}" for k in ("submitted", *COUNTERS))
         )
+    lines.append(
+        f"  log: {sum(r.drop_logs.values()):,} drop warnings (one per drop),"
+        f" {len(r.other_logs)} other records"
+    )
     if r.rss:
         plateau = max(r.rss[1 : len(r.rss) // 2 + 1]) if len(r.rss) >= 4 else r.rss[0]
         lines.append(
