@@ -223,8 +223,33 @@ bridge_take_all(bridge_object *b, size_t *len)
     return items;
 }
 
+/* Fail a task that will never start on this bridge, chaining `cause`. */
+static void
+bridge_fail_unstarted(task_object *t, PyObject *cause)
+{
+    const char *msg = cause ? "the background event loop for this task could not start"
+                            : "the event loop this task was sent to stopped before it started";
+    PyObject *exc = PyObject_CallFunction(PyExc_RuntimeError, "s", msg);
+    if (exc == NULL) {
+        task_finish_from_error(t);
+        return;
+    }
+    if (cause != NULL) {
+        PyException_SetCause(exc, Py_NewRef(cause));
+    }
+    PyErr_SetObject(PyExc_RuntimeError, exc);
+    Py_DECREF(exc);
+    task_finish_from_error(t);
+}
+
 void
 bridge_close(bridge_object *b)
+{
+    bridge_close_with_cause(b, NULL);
+}
+
+void
+bridge_close_with_cause(bridge_object *b, PyObject *cause)
 {
     module_state *st = state_of_type(Py_TYPE(b));
     if (st == NULL) {
@@ -246,9 +271,7 @@ bridge_close(bridge_object *b)
         if (items[i].kind == BRIDGE_START) {
             task_object *t = (task_object *)items[i].obj;
             if (!task_is_done(t)) {
-                PyErr_SetString(PyExc_RuntimeError,
-                                "the event loop this task was sent to stopped before it started");
-                task_finish_from_error(t);
+                bridge_fail_unstarted(t, cause);
             }
         }
         Py_DECREF(items[i].obj);

@@ -62,6 +62,9 @@ int bridge_loop_running_here(bridge_object *b);
 void bridge_drain(bridge_object *b);
 /* Unregister and drop queued items; the loop may already be closed. */
 void bridge_close(bridge_object *b);
+/* Close it because its loop could not run: the queued tasks fail with a
+ * RuntimeError whose __cause__ is `cause` (borrowed). */
+void bridge_close_with_cause(bridge_object *b, PyObject *cause);
 /* Whether the attached loop is closed (1), open (0), or unknown (-1, error cleared). */
 int bridge_loop_closed(bridge_object *b);
 

@@ -302,9 +302,18 @@ background_loop_run(background_loop *bg)
     PyObject *loop = e->loop_factory ? PyObject_CallNoArgs(e->loop_factory)
                                      : PyObject_CallNoArgs(st->new_event_loop);
     if (loop == NULL) {
-        engine_report(e, st->s_failed, NULL, NULL);
-        PyErr_WriteUnraisable((PyObject *)e);
-        bridge_close(bg->bridge);
+        /* No loop, no lane: the waiting tasks fail carrying the reason (each
+         * reported once like any failure), later ones at the call site. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value != NULL && tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        bridge_close_with_cause(bg->bridge, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
         return;
     }
     PyObject *res = PyObject_CallOneArg(st->set_event_loop, loop);

@@ -966,6 +966,8 @@ Task_dealloc(task_object *t)
 }
 
 static PyMethodDef Task_methods[] = {
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "offload.Task[T] in annotations (PEP 585)."},
     {"done", (PyCFunction)Task_done, METH_NOARGS, "Whether the task has finished."},
     {"cancelled", (PyCFunction)Task_cancelled, METH_NOARGS, "Whether it ended cancelled."},
     {"cancel", (PyCFunction)Task_cancel, METH_NOARGS,

@@ -286,15 +286,6 @@ def test_never_task_exception_was_never_retrieved(
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: when loop_factory raises, background_loop_run (csrc/engine.c) sends the"
-        " factory's exception to sys.unraisablehook ('Exception ignored in: <Runtime>') and"
-        " fails the waiting tasks with a bare RuntimeError('the event loop this task was sent"
-        " to stopped before it started') that doesn't carry the cause"
-    ),
-)
 def test_a_failing_loop_factory_fails_the_task_with_the_reason(
     runtime: MakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -381,16 +381,6 @@ async def _await(task: offload.Task[Any]) -> Any:
     return await task
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "bug: _engine.pyi declares Task as Generic[_T], but the C type has no"
-        " __class_getitem__ (csrc/task.c Task_methods), so offload.Task[int] raises TypeError"
-        " at runtime: in annotations evaluated without `from __future__ import annotations`,"
-        " in typing.get_type_hints() and in cast()"
-    ),
-)
 def test_task_is_subscriptable_like_its_stub_says() -> None:
     """offload.Task[int] works at runtime, as the type stubs promise."""
     alias = offload.Task[int]
