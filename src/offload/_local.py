@@ -47,6 +47,13 @@ def annotate_error(exc: BaseException) -> None:
             exc.args = (f"{exc.args[0] if exc.args else ''}\n{HINT}", *exc.args[1:])
 
 
+def _check_factory(kind: str, factory: object, close: object) -> None:
+    if not callable(factory):
+        raise TypeError(f"{kind} needs a factory callable, not {type(factory).__name__}")
+    if close is not None and not callable(close):
+        raise TypeError(f"close must be callable or None, not {type(close).__name__}")
+
+
 class loop_local(Generic[T]):
     """One instance of `factory()` per event loop, created on first use in that loop.
 
@@ -59,10 +66,7 @@ class loop_local(Generic[T]):
     """
 
     def __init__(self, factory: Callable[[], T], close: Callable[[T], Any] | None = None) -> None:
-        if not callable(factory):
-            raise TypeError(f"loop_local needs a factory callable, not {type(factory).__name__}")
-        if close is not None and not callable(close):
-            raise TypeError(f"close must be callable or None, not {type(close).__name__}")
+        _check_factory("loop_local", factory, close)
         self._factory = factory
         self._close = close
         self._lock = threading.Lock()
@@ -183,10 +187,7 @@ class thread_local(Generic[T]):
     thread), created on first use; `close(instance)` runs when the thread exits."""
 
     def __init__(self, factory: Callable[[], T], close: Callable[[T], Any] | None = None) -> None:
-        if not callable(factory):
-            raise TypeError(f"thread_local needs a factory callable, not {type(factory).__name__}")
-        if close is not None and not callable(close):
-            raise TypeError(f"close must be callable or None, not {type(close).__name__}")
+        _check_factory("thread_local", factory, close)
         self._factory = factory
         self._close = close
         self._local = threading.local()
