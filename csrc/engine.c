@@ -932,7 +932,7 @@ Engine_reset_after_fork(engine_object *e, PyObject *Py_UNUSED(ignored))
     }
     e->bridges = fresh; /* the parent's dict is leaked with its bridges */
     e->started = 0;
-    e->closed = 0;
+    /* e->closed stays: a runtime shut down in the parent stays shut down. */
     e->stop_requested = 0;
     Py_RETURN_NONE;
 }

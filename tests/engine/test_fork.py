@@ -160,3 +160,30 @@ def test_forking_from_a_worker_thread_while_the_home_loop_runs(loop_kind: str) -
     *children, summary = run_scenario(FROM_THREADS, loop_kind)
     assert summary == {"statuses": [0, 0, 0]}
     assert children == [CHILD_OK] * 3
+
+
+CLOSED_BEFORE_FORK = """
+import os, offload
+rt = offload.Runtime()
+rt.spawn(int).result(10)
+rt.close(5)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        rt.spawn(int)
+    except offload.Closed:
+        code = 0
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_runtime_shut_down_before_fork_stays_shut_down_in_the_child() -> None:
+    """Fork resets threads and locks, not the decision to stop: the child's copy of a
+    closed runtime still refuses work with offload.Closed."""
+    proc = run_python(CLOSED_BEFORE_FORK, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0", proc.stdout
