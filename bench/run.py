@@ -172,17 +172,18 @@ def main() -> int:
     started = time.monotonic()
     load_before = os.getloadavg()
     benches: list[Benchmark] = []
-    if "lanes" in groups:
-        benches += lanes.run(rounds, 0.25 if quick else 1.0)
-    if "e2e" in groups:
-        if quick:
-            benches += e2e.run(2, 2, works=("blocking",))
-        else:
-            benches += e2e.run(3, 5)
-    if "memory" in groups:
-        benches += memory.run(1 if quick else 3, 100_000)
-    if "scaling" in groups:
-        benches += scaling.run(2 if quick else 3, 0.25 if quick else 1.0)
+    group_seconds: dict[str, float] = {}
+    for group in groups:
+        t0 = time.monotonic()
+        if group == "lanes":
+            benches += lanes.run(rounds, 0.25 if quick else 1.0)
+        elif group == "e2e":
+            benches += e2e.run(2, 2, works=("blocking",)) if quick else e2e.run(rounds, 5)
+        elif group == "memory":
+            benches += memory.run(1 if quick else 3, 100_000)
+        elif group == "scaling":
+            benches += scaling.run(2 if quick else rounds, 0.25 if quick else 1.0)
+        group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
     results = {b.key: b for b in benches}
@@ -191,7 +192,9 @@ def main() -> int:
     for c in checks:
         minimum = "" if c["minimum"] is None else f">= {c['minimum']}x"
         print(f"  {c['target']:<66}{c['ratio']:>7.2f}x  {minimum:<8} {c['verdict']}")
-    print(f"\n{elapsed:.0f} s; load average before {load_before}, after {os.getloadavg()}")
+    print(
+        f"\n{elapsed:.0f} s {group_seconds}; load average before {load_before}, after {os.getloadavg()}"
+    )
 
     document = {
         "meta": {
@@ -200,6 +203,7 @@ def main() -> int:
             "mode": "quick" if quick else "full",
             "rounds": rounds,
             "seconds": round(elapsed, 1),
+            "group_seconds": group_seconds,
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             "command": " ".join([Path(sys.executable).name, *sys.argv]),

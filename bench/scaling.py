@@ -163,7 +163,7 @@ def run(rounds: int, scale: float) -> list[Benchmark]:
                 rounds,
             )
         )
-    count = int(1000 * scale)
+    count = int(2000 * scale)
     for kind in ("none", "thread", "process"):
         with neighbour(kind):
             samples = interleave(latency(count), rounds)
