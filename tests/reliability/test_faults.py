@@ -547,7 +547,17 @@ def test_pool_thread_stuck_forever_is_reported_not_waited_for(
     assert "stuck-in-wait" in text and "stuck-busy" in text and "still running" in text
 
 
-def test_ctrl_c_while_blocked_in_result_or_a_full_spawn() -> None:
+@pytest.fixture
+def python_sigint_handler() -> Any:
+    """Python's own SIGINT handler, whatever this process inherited: a process started in
+    the background by a shell without job control ignores SIGINT, and then
+    _thread.interrupt_main() does nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_blocked_in_result_or_a_full_spawn(python_sigint_handler: None) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread")
     rt = offload.Runtime(threads=1, lanes={"threads": {"max_pending": 1, "on_full": "block"}})
