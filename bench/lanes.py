@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -160,6 +161,32 @@ def thread_run(n: int) -> list[tuple[str, Sample]]:
         ),
         ("asyncer asyncify", _awaiters(n, _plain(asyncify(f)))),
     ]
+
+
+@contextlib.contextmanager
+def one_cpu() -> Iterator[None]:
+    """Pin every thread of this process (and so the threads they start) to one CPU."""
+    everything = os.sched_getaffinity(0)
+    cpu = {min(everything)}
+
+    def pin(cpus: set[int]) -> None:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that just exited
+                os.sched_setaffinity(int(tid), cpus)
+
+    pin(cpu)
+    try:
+        yield
+    finally:
+        pin(everything)
+
+
+def _pinned(sample: Sample) -> Sample:
+    def run() -> float:
+        with one_cpu():
+            return sample()
+
+    return run
 
 
 # --- thread lane: fire and forget n calls from a plain thread, then wait for all -----
@@ -343,6 +370,14 @@ def run(rounds: int, scale: float) -> list[Benchmark]:
             "calls/s",
             thread_run(size(20_000)),
             rounds,
+        ),
+        run_benchmark(
+            "thread_run_1cpu",
+            f"thread lane: await run, {AWAITERS} awaiters, pinned to 1 CPU",
+            "calls/s",
+            [(name, _pinned(sample)) for name, sample in thread_run(size(20_000))[:2]],
+            rounds,
+            note="what this 2-CPU machine leaves when a neighbour keeps one CPU busy",
         ),
         run_benchmark(
             "thread_spawn",

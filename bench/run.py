@@ -109,16 +109,17 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            check=False,
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+
+    def command(*args: str) -> str:
+        try:
+            done = subprocess.run(args, check=False, cwd=HERE, capture_output=True, text=True)
+        except OSError:
+            return ""
+        return (done.stdout + done.stderr).strip()
+
+    commit = command("git", "rev-parse", "--short", "HEAD")
+    if command("git", "status", "--porcelain", "--", "../csrc", "../src"):
+        commit += "+uncommitted engine changes"
     versions = {}
     for name in (
         "offload",
@@ -143,6 +144,7 @@ def machine() -> dict[str, Any]:
         "cpu": model,
         "cpus": os.cpu_count(),
         "git_commit": commit,
+        "wrk": command("wrk", "--version").split(" Copyright")[0],
         "packages": versions,
     }
 
