@@ -12,10 +12,13 @@
 # be reused by accident (the script checks the .so really is instrumented).
 #
 # Reports go to build/sanitize-<kind>/reports/ (log_path), one file per process that had
-# one, subprocesses included (they inherit LD_PRELOAD and the options). The script prints
+# one, subprocesses included (they inherit LD_PRELOAD and the options). Before the run, a
+# canary (tools/sanitizer_canary.c: a seeded race, heap overflow, signed overflow) must be
+# reported in that same setup, or the script stops. It prints
 # "<kind>: N sanitizer report(s)" and fails if N > 0 or pytest fails.
 #
-# Environment: SANITIZE_TIMEOUT (seconds, default 1800) bounds the whole run.
+# Environment: SANITIZE_TIMEOUT (seconds, default 900) bounds the whole run (each run
+# takes 1-2 minutes; pytest-timeout stops a single stuck test first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-}
@@ -169,7 +172,7 @@ fi
 echo "$kind: ${cmd[*]}"
 status=0
 started=$SECONDS
-timeout --signal=INT --kill-after=60 "${SANITIZE_TIMEOUT:-1800}" "${wrap[@]}" "${cmd[@]}" || status=$?
+timeout --signal=INT --kill-after=60 "${SANITIZE_TIMEOUT:-900}" "${wrap[@]}" "${cmd[@]}" || status=$?
 unset LD_PRELOAD
 
 shopt -s nullglob
