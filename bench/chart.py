@@ -83,7 +83,9 @@ def draw(document: dict[str, Any], path: Path) -> None:
     panels: list[tuple[str, Any]] = []
     for key in (
         "loop_spawn",
+        "loop_spawn_bursts",
         "thread_run",
+        "thread_run_1cpu",
         "thread_spawn",
         "background_spawn",
         "process_run",
@@ -142,7 +144,7 @@ def draw(document: dict[str, Any], path: Path) -> None:
         " whiskers min-max; red = offload",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / rows))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
