@@ -172,6 +172,7 @@ def main() -> int:
         f"{'quick' if quick else 'full'} run, {rounds} rounds; load {os.getloadavg()}"
     )
     started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     benches: list[Benchmark] = []
     group_seconds: dict[str, float] = {}
@@ -201,7 +202,7 @@ def main() -> int:
     document = {
         "meta": {
             **info,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": started_at,
             "mode": "quick" if quick else "full",
             "rounds": rounds,
             "seconds": round(elapsed, 1),
