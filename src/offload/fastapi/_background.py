@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -11,9 +12,10 @@ from fastapi import BackgroundTasks as FastAPIBackgroundTasks
 from fastapi import Depends
 from starlette.background import BackgroundTask
 from starlette.background import BackgroundTasks as StarletteBackgroundTasks
+from starlette.requests import HTTPConnection
 
 from .. import Runtime, Task, default_runtime
-from ._deps import get_runtime
+from ._deps import runtime_of
 
 logger = logging.getLogger("offload")
 
@@ -45,21 +47,16 @@ class OffloadBackgroundTasks(StarletteBackgroundTasks):
 
 def _spawn(runtime: Runtime, task: BackgroundTask) -> Task[Any] | None:
     """Spawn one background task; a task that can't start is logged, never raised."""
-    name = _name_of(task.func)
-    lane = runtime.options(name=name)
+    func = task.func
     try:
-        if not task.is_async:
-            return lane.spawn(task.func, *task.args, **task.kwargs)
-        # Calling the function only creates the coroutine (it runs on the lane); this also
-        # covers partials and objects with an async __call__.
-        coro = task.func(*task.args, **task.kwargs)
-        try:
-            return lane.spawn(coro)
-        except BaseException:
-            coro.close()  # refused: don't leave a "never awaited" coroutine behind
-            raise
+        # The engine classifies the target itself (async functions, partials of them,
+        # objects with an async __call__) and names the task after its __qualname__;
+        # partials and callable objects get their function's or class's name instead.
+        plain = isinstance(func, (types.FunctionType, types.MethodType))
+        spawner = runtime if plain else runtime.options(name=_name_of(func))
+        return spawner.spawn(func, *task.args, **task.kwargs)
     except Exception:
-        logger.exception("offload: background task %r could not be started", name)
+        logger.exception("offload: background task %r could not be started", _name_of(func))
         return None
 
 
@@ -71,14 +68,16 @@ def _name_of(func: Any) -> str:
 
 
 async def _background_tasks(
-    response_tasks: FastAPIBackgroundTasks, runtime: Annotated[Runtime, Depends(get_runtime)]
+    response_tasks: FastAPIBackgroundTasks, connection: HTTPConnection
 ) -> OffloadBackgroundTasks:
     """Give the handler an OffloadBackgroundTasks that FastAPI runs after the response.
 
     FastAPI always injects its own `BackgroundTasks` class for parameters annotated with a
     subclass, so ours rides on that object: it is added to it as one async callable.
+    (Both parameters are ones FastAPI fills directly: a sub-dependency here would double
+    the per-request cost of dependency solving.)
     """
-    tasks = OffloadBackgroundTasks(runtime=runtime)
+    tasks = OffloadBackgroundTasks(runtime=runtime_of(connection.app))
     response_tasks.add_task(tasks)
     return tasks
 
