@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import NullFormatter
 
 OFFLOAD, OTHER = "#d62728", "#7f7f7f"
 Row = tuple[str, float, float, float]  # label, median, min, max
@@ -35,6 +36,7 @@ def _bars(ax: Axes, title: str, unit: str, rows: list[Row], *, log: bool = False
     ax.barh(labels, med, xerr=err, color=colors, capsize=3, error_kw={"lw": 0.8})
     if log:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     tops = [r[3] for r in rows][::-1]
     for y, (value, top) in enumerate(zip(med, tops, strict=True)):
         ax.annotate(
@@ -70,6 +72,7 @@ def _scaling(ax: Axes, benches: dict[str, Any]) -> None:
         )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xticks(threads, [str(t) for t in threads])
     ax.set_title("scaling: threads.spawn from N producer threads + wait", fontsize=9, loc="left")
     ax.set_xlabel("producer threads", fontsize=8)
