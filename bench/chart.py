@@ -116,26 +116,29 @@ def draw(document: dict[str, Any], path: Path) -> None:
         elif kind == "e2e":
             b = benches[f"e2e_{arg}_rps"]
             ratios = {k.split(" / ")[0]: v for k, v in b["ratios"].items()}
-            rows_ = [(f"{n} ({ratios[n]:.2f}x)" if n in ratios else n, *v) for n, *v in _rows(b)]
-            _bars(ax, b["title"] + " (ratio to plain)", b["unit"], rows_)  # type: ignore[arg-type]
+            labelled = [
+                (f"{n} ({ratios[n]:.2f}x)" if n in ratios else n, med, lo, hi)
+                for n, med, lo, hi in _rows(b)
+            ]
+            _bars(ax, b["title"] + " (ratio to plain)", b["unit"], labelled)
         elif kind == "memory":
-            rows_ = _rows(benches["memory_rss"], "RSS: ")
+            memory = _rows(benches["memory_rss"], "RSS: ")
             if "memory_tracemalloc" in benches:
-                rows_ += _rows(benches["memory_tracemalloc"], "tracemalloc: ")
-            _bars(ax, "memory per pending task (100k pending)", "bytes/task", rows_)
+                memory += _rows(benches["memory_tracemalloc"], "tracemalloc: ")
+            _bars(ax, "memory per pending task (100k pending)", "bytes/task", memory)
         elif kind == "scaling":
             _scaling(ax, benches)
         elif kind == "latency":
-            rows_ = []
+            waits: list[Row] = []
             for key, b in benches.items():
                 if key.startswith("latency_"):
                     _, neighbour, q = key.split("_")
-                    rows_ += _rows(b, f"{q}, {neighbour}: ")
+                    waits += _rows(b, f"{q}, {neighbour}: ")
             _bars(
                 ax,
                 "queue wait of a trivial task, with a CPU-bound neighbour",
                 "µs",
-                rows_,
+                waits,
                 log=True,
             )
     for ax in list(axes.flat)[len(panels) :]:
@@ -147,7 +150,7 @@ def draw(document: dict[str, Any], path: Path) -> None:
         " whiskers min-max; red = offload",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / rows))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.1 * rows)))  # room for the title
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -144,10 +144,11 @@ def make_benchmark(
     note: str = "",
 ) -> Benchmark:
     names = list(samples)
-    if pairs is None and baseline is None:
-        pairs = [(names[0], other) for other in names[1:]]
-    elif pairs is None:
-        pairs = [(name, baseline) for name in names if name != baseline]
+    if pairs is None:
+        if baseline is None:
+            pairs = [(names[0], other) for other in names[1:]]
+        else:
+            pairs = [(name, baseline) for name in names if name != baseline]
     bench = Benchmark(key, title, unit, higher_is_better, samples, pairs, note)
     bench.print()
     return bench

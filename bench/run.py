@@ -120,7 +120,7 @@ def machine() -> dict[str, Any]:
     commit = command("git", "rev-parse", "--short", "HEAD")
     if command("git", "status", "--porcelain", "--", "../csrc", "../src"):
         commit += "+uncommitted engine changes"
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in (
         "offload",
         "fastapi",
