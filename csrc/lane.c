@@ -459,9 +459,12 @@ is_async_function(module_state *st, PyObject *fn)
                          "(async for item in gen(): ...)", fn);
             return -1;
         }
-        /* Plain functions can still be marked (inspect.markcoroutinefunction). */
-        if (PyObject_HasAttrString(f, "_is_coroutine_marker") == 0) {
-            return 0;
+        /* Plain functions can still be marked (inspect.markcoroutinefunction
+         * sets an attribute): look in the function's own dict, which costs
+         * nothing when it is absent, instead of raising an AttributeError. */
+        PyObject *attrs = ((PyFunctionObject *)f)->func_dict;
+        if (attrs == NULL || PyDict_GetItemWithError(attrs, st->s_coroutine_marker) == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
         }
     }
     PyObject *res = PyObject_CallOneArg(st->iscoroutinefunction, fn);

@@ -69,7 +69,8 @@ init_names(module_state *st)
         intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_context, "context") < 0 ||
         intern(&st->s_is_running, "is_running") < 0 ||
         intern(&st->s_thread_id, "_thread_id") < 0 ||
-        intern(&st->s_interrupted, "interrupted") < 0) {
+        intern(&st->s_interrupted, "interrupted") < 0 ||
+        intern(&st->s_coroutine_marker, "_is_coroutine_marker") < 0) {
         return -1;
     }
     st->kwnames_loop_context = Py_BuildValue("(ss)", "loop", "context");
@@ -161,7 +162,7 @@ offload_clear(PyObject *module)
         &st->s_run_until_complete, &st->s_shutdown_asyncgens, &st->s_get_task_factory,
         &st->s_failed, &st->s_dropped, &st->s_callback, &st->s_cr_frame, &st->s_cr_running,
         &st->s_cr_suspended, &st->s_call_soon, &st->s_context, &st->s_is_running, &st->s_thread_id,
-        &st->s_interrupted,
+        &st->s_interrupted, &st->s_coroutine_marker,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

@@ -40,7 +40,7 @@ typedef struct module_state {
         *s_cancel, *s_throw, *s_close, *s_future_blocking, *s_report, *s_qualname,
         *s_is_closed, *s_stop, *s_run_forever, *s_run_until_complete, *s_shutdown_asyncgens,
         *s_get_task_factory, *s_failed, *s_dropped, *s_callback, *s_cr_frame, *s_cr_running,
-        *s_cr_suspended, *s_call_soon, *s_context, *s_is_running, *s_thread_id, *s_interrupted;
+        *s_cr_suspended, *s_call_soon, *s_context, *s_is_running, *s_thread_id, *s_interrupted, *s_coroutine_marker;
     /* lane names, indexed by lane_kind */
     PyObject *lane_names[4];
     /* state names, indexed by task_state */

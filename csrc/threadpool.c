@@ -24,7 +24,7 @@ pool_init(thread_pool *p, engine_object *engine)
     p->min_threads = 0;
     p->idle_timeout = 30.0;
     p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
-    p->monitor_alive = 0;
+    p->monitor_alive = p->monitor_watching = 0;
     p->engine = engine;
 }
 
@@ -34,7 +34,7 @@ pool_reset_after_fork(thread_pool *p)
     pool_init_sync(p);
     ring_init(&p->ready); /* the parent's queue is abandoned */
     p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
-    p->monitor_alive = 0;
+    p->monitor_alive = p->monitor_watching = 0;
 }
 
 void
@@ -248,12 +248,14 @@ monitor_main(void *arg)
                       : ring_len(&p->ready) ? (double)GROW_AFTER_NS / 1e9
                                             : p->idle_timeout;
         struct timespec deadline = offload_deadline(wait);
+        p->monitor_watching = starved >= 0 || ring_len(&p->ready) > 0;
         int rc = pthread_cond_timedwait(&p->monitor_cv, &p->mu, &deadline);
         if (rc == ETIMEDOUT && starved < 0 && ring_len(&p->ready) == 0) {
             break; /* nothing to watch for a whole idle period */
         }
     }
-    p->monitor_alive = 0;
+    p->monitor_alive = p->monitor_watching = 0;
+    p->monitor_watching = 0;
     pthread_cond_broadcast(&p->exit_cv);
     pthread_mutex_unlock(&p->mu);
     PyEval_RestoreThread(ts);
@@ -307,7 +309,10 @@ pool_submit(thread_pool *p, task_object *t)
             p->monitor_alive = 1;
             monitor = 1;
         }
-        else {
+        else if (!p->monitor_watching) {
+            /* Only a monitor in its long idle sleep needs waking: one already
+             * watching queued work looks again within GROW_AFTER anyway. */
+            p->monitor_watching = 1;
             pthread_cond_signal(&p->monitor_cv);
         }
     }

@@ -35,6 +35,7 @@ typedef struct {
     int starting;            /* created, not yet looking for work */
     int stopping;
     int monitor_alive;       /* the growth monitor thread runs */
+    int monitor_watching;    /* it already re-checks within GROW_AFTER: don't signal it */
     struct engine_object *engine;
 } thread_pool;
 
