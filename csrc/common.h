@@ -51,4 +51,27 @@ offload_deadline(double seconds)
     return ts;
 }
 
+/* A live task's asyncio.Task and coroutine are hidden from the collector:
+ * the registry keeps them alive until the task ends, so a collection could
+ * never free them, and with thousands in flight every full collection would
+ * walk them all (the main per-task cost of create_task). An untracked object
+ * only counts as an outside reference to what it holds, so nothing is freed
+ * early. They must be handed back before they can be freed: CPython's own
+ * deallocators untrack unconditionally. */
+static inline void
+offload_gc_hide(PyObject *op)
+{
+    if (op != NULL && PyObject_IS_GC(op) && PyObject_GC_IsTracked(op)) {
+        PyObject_GC_UnTrack(op);
+    }
+}
+
+static inline void
+offload_gc_expose(PyObject *op)
+{
+    if (op != NULL && PyObject_IS_GC(op) && !PyObject_GC_IsTracked(op)) {
+        PyObject_GC_Track(op);
+    }
+}
+
 #endif

@@ -76,6 +76,10 @@ runner_start(task_object *t)
         return;
     }
     Py_XSETREF(t->runner, aio);
+    /* Hidden from the collector while the task lives (see common.h); the
+     * coroutine stays in t->target until the task finishes. */
+    offload_gc_hide(aio);
+    offload_gc_hide(t->target);
 }
 
 /* Finishing from inside our own step: asyncio completes its Task right after
@@ -84,6 +88,8 @@ runner_start(task_object *t)
 static void
 runner_detach(runner_object *r)
 {
+    offload_gc_expose(r->task->runner);
+    offload_gc_expose(r->coro);
     Py_CLEAR(r->task->runner);
 }
 

@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "lane.h"
 #include "module.h"
+#include "runner.h"
 #include "task.h"
 
 #define TF_REGISTERED 0x80 /* counted by its lane and linked in its registry */
@@ -194,6 +195,18 @@ task_close_coroutine(module_state *st, PyObject *coro)
     PyErr_Restore(type, value, tb);
 }
 
+/* The task ended (or is being torn down) without its Runner finishing it:
+ * give its asyncio.Task and coroutine back to the collector, before anything
+ * may free them (CPython's deallocators expect tracked objects). */
+static void
+task_expose_runner(task_object *t)
+{
+    if (t->runner != NULL) {
+        offload_gc_expose(t->runner);
+        offload_gc_expose(t->target);
+    }
+}
+
 static void
 task_release_inputs(task_object *t, int never_started)
 {
@@ -294,6 +307,7 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     if (!PyObject_GC_IsTracked((PyObject *)t)) {
         PyObject_GC_Track((PyObject *)t);
     }
+    task_expose_runner(t);
     task_release_inputs(t, never_started);
     if (t->runner != NULL) {
         /* The asyncio.Task may still be pending (cancelled before its first
@@ -924,6 +938,7 @@ Task_traverse(task_object *t, visitproc visit, void *arg)
 static int
 Task_clear(task_object *t)
 {
+    task_expose_runner(t);
     Py_CLEAR(t->target);
     Py_CLEAR(t->args);
     Py_CLEAR(t->kwargs);

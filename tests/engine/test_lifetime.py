@@ -4,6 +4,7 @@ engine references it (asyncio.create_task would lose such a task)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import threading
 import weakref
@@ -92,3 +93,53 @@ def test_an_unreferenced_task_in_a_thread_without_a_loop_survives(
         gc.collect()
     resolve(refs)
     assert wait_until(lambda: finished == ["finished"])
+
+
+class Node:
+    """Something to build a reference cycle with, and to watch through a weakref."""
+
+    def __init__(self) -> None:
+        self.task: Any = None
+
+
+holder: contextvars.ContextVar[Node] = contextvars.ContextVar("holder")
+
+
+async def leave_a_cycle(out: list[weakref.ref[Node]]) -> None:
+    """asyncio.Task -> its context -> Node -> asyncio.Task: garbage once the task ends."""
+    node = Node()
+    node.task = asyncio.current_task()
+    holder.set(node)
+    out.append(weakref.ref(node))
+    await asyncio.sleep(0)
+
+
+async def never_started() -> None:
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("lane", ["loop", "background"])
+def test_garbage_left_by_finished_tasks_is_collected(
+    arun: Arun, runtime: MakeRuntime, lane: str
+) -> None:
+    """While a task runs its asyncio.Task and coroutine are kept from the collector; once it
+    ends, cycles through them are collectable again (nothing leaks), also for tasks
+    cancelled before their first step."""
+    refs: list[weakref.ref[Node]] = []
+
+    async def main() -> None:
+        async with runtime() as rt:
+            spawn = getattr(rt, lane).spawn
+            tasks = [spawn(leave_a_cycle, refs) for _ in range(50)]
+            cancelled = [spawn(never_started) for _ in range(50)]
+            for task in cancelled:
+                task.cancel()
+            assert not await rt.drain(WAIT)
+            assert all(t.state == "succeeded" for t in tasks)
+            del tasks, cancelled
+
+    arun(main())
+    for _ in range(3):
+        gc.collect()
+    assert len(refs) == 50
+    assert [r() for r in refs] == [None] * 50
