@@ -214,7 +214,9 @@ engine_sweep_bridges(engine_object *e)
     return 0;
 }
 
-static bridge_object *
+/* A bridge for a loop met for the first time; returns a new reference to the
+ * weakref the registry keeps for it. */
+static PyObject *
 engine_new_bridge(engine_object *e, PyObject *loop, PyObject *key)
 {
     if (engine_sweep_bridges(e) < 0) {
@@ -233,10 +235,9 @@ engine_new_bridge(engine_object *e, PyObject *loop, PyObject *key)
         Py_DECREF(nb);
         return NULL;
     }
-    Py_DECREF(ref);
     /* From here the loop owns the bridge (its reader callback holds it). */
     Py_DECREF(nb);
-    return nb;
+    return ref;
 }
 
 bridge_object *
@@ -250,20 +251,19 @@ engine_bridge_for_running_loop(engine_object *e, PyObject *loop)
     if (key == NULL) {
         return NULL;
     }
-    PyObject *ref = PyDict_GetItemWithError(e->bridges, key); /* borrowed */
+    PyObject *ref = Py_XNewRef(PyDict_GetItemWithError(e->bridges, key));
     bridge_object *b = bridge_of_ref(ref);
     if (b == NULL || b->loop != loop) { /* new loop, or a dead one's address reused */
-        b = PyErr_Occurred() ? NULL : engine_new_bridge(e, loop, key);
+        Py_XDECREF(ref);
+        ref = PyErr_Occurred() ? NULL : engine_new_bridge(e, loop, key);
+        b = bridge_of_ref(ref);
     }
     Py_DECREF(key);
     if (b == NULL) {
+        Py_XDECREF(ref);
         return NULL;
     }
-    PyObject *new_ref = PyWeakref_NewRef((PyObject *)b, NULL);
-    if (new_ref == NULL) {
-        return NULL;
-    }
-    Py_XSETREF(e->last_bridge_ref, new_ref);
+    Py_XSETREF(e->last_bridge_ref, ref); /* the registry's weakref doubles as the cache */
     return b;
 }
 

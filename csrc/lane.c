@@ -36,7 +36,6 @@ lane_init(lane *l, lane_kind kind, engine_object *engine)
     ring_init(&l->trash);
     l->live_head = NULL;
     l->n_pending = l->n_running = 0;
-    l->sync_waiters = 0;
     lane_stats_reset(&l->stats);
 }
 
@@ -51,7 +50,6 @@ lane_reset_after_fork(lane *l)
     ring_init(&l->trash);
     l->live_head = NULL;
     l->n_pending = l->n_running = 0;
-    l->sync_waiters = 0;
     lane_stats_reset(&l->stats);
 }
 
@@ -722,6 +720,7 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
             task_close_coroutine(st, target);
         }
         t->flags &= (uint8_t)~TF_IS_CORO;
+        task_unclaim_coroutine(t); /* before the target goes: it is the set's key */
         Py_CLEAR(t->target);
         t->state = TASK_CANCELLED;
         PyObject_GC_Track((PyObject *)t);

@@ -44,7 +44,6 @@ typedef struct lane {
     /* registry */
     struct task_object *live_head;
     Py_ssize_t n_pending, n_running;
-    Py_ssize_t sync_waiters; /* threads blocked in Task.result()/_wait() */
     lane_stats stats;
 } lane;
 

@@ -9,7 +9,6 @@
 #include "engine.h"
 #include "lane.h"
 #include "module.h"
-#include "runner.h"
 #include "task.h"
 
 #define TF_REGISTERED 0x80 /* counted by its lane and linked in its registry */
@@ -137,7 +136,6 @@ task_finish_locked(task_object *t, task_state state, int *already, int *wake_syn
     return lane_release_locked(l, t);
 }
 
-/* Drop the inputs (they can be large) once the task can no longer run. */
 static PyObject *Task_get_name(task_object *t, void *c);
 
 /* Let the Python side attach a hint to a failure (errors here are ignored:
@@ -168,7 +166,7 @@ task_claim_coroutine(task_object *t)
 void
 task_unclaim_coroutine(task_object *t)
 {
-    if (!t->claimed) {
+    if (!t->claimed || t->target == NULL) {
         return;
     }
     t->claimed = 0;
@@ -207,6 +205,7 @@ task_expose_runner(task_object *t)
     }
 }
 
+/* Drop the inputs (they can be large) once the task can no longer run. */
 static void
 task_release_inputs(task_object *t, int never_started)
 {
@@ -221,9 +220,7 @@ task_release_inputs(task_object *t, int never_started)
          * was never awaited; the task's state already says what happened. */
         task_close_coroutine(t->engine->st, t->target);
     }
-    if (t->target != NULL) {
-        task_unclaim_coroutine(t);
-    }
+    task_unclaim_coroutine(t);
     Py_CLEAR(t->target);
     Py_CLEAR(t->args);
     Py_CLEAR(t->kwargs);
@@ -503,13 +500,11 @@ task_wait_blocking(task_object *t, double timeout)
         double slice = left > 100000000 ? 0.1 : (double)left / 1e9;
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&l->mu);
-        l->sync_waiters++;
         t->sync_waited = 1;
         if (!task_is_done(t)) {
             struct timespec ts = offload_deadline(slice);
             pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
         }
-        l->sync_waiters--;
         pthread_mutex_unlock(&l->mu);
         Py_END_ALLOW_THREADS
         if (PyErr_CheckSignals() < 0) {
@@ -582,7 +577,8 @@ task_wait_for_caller(task_object *t, PyObject *timeout_obj, const char *what)
         if (name != NULL) {
             PyErr_Format(PyExc_TimeoutError,
                          "task %R did not finish within %s s (id=%llu); it keeps running: "
-                         "call result() again to keep waiting, or cancel() it", name, seconds, (unsigned long long)t->id);
+                         "call result() again to keep waiting, or cancel() it",
+                         name, seconds, (unsigned long long)t->id);
             Py_DECREF(name);
         }
         return -1;
@@ -970,9 +966,7 @@ Task_dealloc(task_object *t)
             Py_XDECREF(res);
         }
     }
-    if (t->target != NULL) {
-        task_unclaim_coroutine(t);
-    }
+    task_unclaim_coroutine(t);
     Task_clear(t);
     Py_CLEAR(t->name);
     Py_CLEAR(t->engine);

@@ -167,8 +167,10 @@ class ProcessPool:
         self._ctx: Any = None
         self._forked = False
         self._next_index = 0
-        # The collector wakes when the worker set changes (a pipe it can watch).
-        self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
+        # The collector wakes when the worker set changes (a pipe it can watch); made
+        # on first use, like the workers: most runtimes never use this lane.
+        self._changed_r: Connection
+        self._changed_w: Connection
 
     # -- called by the engine (with the GIL, from any thread; must not block) --------------
     def start_task(self, task: Task[Any]) -> None:
@@ -182,6 +184,7 @@ class ProcessPool:
 
     def _start_locked(self) -> None:
         self._started = True
+        self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
         # A forked child can't use its parent's forkserver: it starts fresh interpreters.
         self._ctx = multiprocessing.get_context("spawn" if self._forked else _start_method())
         for name, body in (("dispatch", self._dispatch_loop), ("collect", self._collect_loop)):
@@ -339,11 +342,7 @@ class ProcessPool:
             self._stopping = True
             self._wakeup.notify_all()
             workers = list(self._workers)
-            abandoned = list(self._queue)
-            self._queue.clear()
-        # Cancelled, not failed: shutdown names them as unfinished.
-        for task in abandoned:
-            task._set_exception(asyncio.CancelledError())
+            started = self._started
         for w in workers:
             try:
                 w.conn.send_bytes(pickle.dumps(None))
@@ -360,18 +359,19 @@ class ProcessPool:
                 )
                 w.process.kill()
                 w.process.join(1.0)
-        self._changed_w.send_bytes(b"")
+        if started:
+            self._changed_w.send_bytes(b"")
         for thread in self._threads:
             thread.join(1.0)
-        for w in workers:
-            for task in list(w.inflight.values()):
-                task._set_exception(asyncio.CancelledError())
-            w.conn.close()
         with self._lock:
-            leftovers = list(self._queue)
+            # Never started (queued, or requeued from a dead worker) or killed while
+            # running: cancelled, not failed, so shutdown names them as unfinished.
+            left = list(self._queue) + [t for w in workers for t in w.inflight.values()]
             self._queue.clear()
-        for task in leftovers:
+        for task in left:
             task._set_exception(asyncio.CancelledError())
+        for w in workers:
+            w.conn.close()
         return stuck
 
     def forget_after_fork(self) -> None:
@@ -384,7 +384,6 @@ class ProcessPool:
         self._forked = True
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
 
 
 def _exit_reason(code: int | None) -> str:

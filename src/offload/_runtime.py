@@ -83,6 +83,7 @@ class Runtime(_engine.Engine):
 
     def _install_process_pool(self) -> None:
         self._pool = ProcessPool(self._options["processes"])
+        self._pool_stuck: list[str] = []
         self._set_lane_starter("processes", self._pool.start_task, prepare)
 
     # -- failure reporting (called by the engine, with the GIL) ------------------
@@ -144,12 +145,12 @@ class Runtime(_engine.Engine):
                 "offload.call() would block the running event loop (and deadlock if the"
                 " coroutine needs it); in async code use 'await offload.run(...)'"
             )
-        if not (asyncio.iscoroutine(target) or _is_async_callable(target)):
-            if asyncio.iscoroutine(target) or not callable(target):
-                raise TypeError(
-                    "offload.call() needs a coroutine or an async function, not"
-                    f" {type(target).__name__}"
-                )
+        if not callable(target) and not asyncio.iscoroutine(target):
+            raise TypeError(
+                "offload.call() needs a coroutine or an async function, not"
+                f" {type(target).__name__}"
+            )
+        if callable(target) and not _is_async_callable(target):
             raise TypeError(
                 f"offload.call() runs async code, and {target!r} is a sync callable;"
                 " call it directly"
@@ -284,7 +285,7 @@ class Runtime(_engine.Engine):
         self._pool_stuck = self._pool.stop(timeout)
 
     def _finish_shutdown(self, unfinished: Iterable[Task[Any]]) -> set[Task[Any]]:
-        for description in [*self._stuck_threads(), *getattr(self, "_pool_stuck", [])]:
+        for description in [*self._stuck_threads(), *self._pool_stuck]:
             self._report("stuck", None, RuntimeError(description))  # type: ignore[arg-type]
         # A task that missed the drain but then completed on its own (before the
         # cancel reached it) did finish: only cancelled or still-running ones count.

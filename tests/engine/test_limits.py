@@ -8,6 +8,7 @@ import gc
 import logging
 import threading
 import warnings
+import weakref
 from typing import Any
 
 import pytest
@@ -141,6 +142,27 @@ def test_reject_closes_a_refused_coroutine(loop_kind: str, runtime: MakeRuntime)
     hold.open()
     first.result(WAIT)
     assert ran == ["first"]
+
+
+def test_a_refused_coroutine_is_not_kept_alive(loop_kind: str, runtime: MakeRuntime) -> None:
+    """The engine lets go of a coroutine object it refused (nothing keeps it after the
+    Full), so it is freed like any other."""
+    rt = runtime(lanes={"background": {"max_running": 1, "max_pending": 0}})
+    hold = Gate()
+
+    async def work() -> None:
+        await hold.async_wait()
+
+    first = rt.background.spawn(work())
+    refused = work()
+    ref = weakref.ref(refused)
+    with pytest.raises(offload.Full):
+        rt.background.spawn(refused)
+    del refused
+    gc.collect()
+    assert ref() is None
+    hold.open()
+    first.result(WAIT)
 
 
 @pytest.mark.parametrize("lane", ["threads", "background"])
