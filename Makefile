@@ -5,14 +5,20 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
+.PHONY: all venv build test test-matrix dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
 
 all: build
 
 # --- environment -----------------------------------------------------------
+# Our builds treat every C warning as an error (setup.py's OFFLOAD_WERROR switch); a
+# user's plain `pip install` never does.
+export OFFLOAD_WERROR ?= 1
+# tools/deps.py reads pyproject.toml with tomllib (3.11+) or, on 3.10, tomli.
+BOOTSTRAP := "pip>=23" "setuptools>=77,<80" wheel "tomli>=2,<3; python_version < '3.11'"
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -U "pip>=23" "setuptools>=77,<80" wheel
+	$(PIP) install -U $(BOOTSTRAP)
 	$(PY) tools/deps.py test bench dev > $(VENV)/requirements.txt
 	$(PIP) install -r $(VENV)/requirements.txt
 	touch $(STAMP)
@@ -31,12 +37,24 @@ build: $(STAMP)
 test: build system-deps
 	$(PY) -m pytest -q
 
+# The suite (without the browser and sanitizer runs) on every supported CPython found
+# here (pyenv, python3.X on PATH), each in its own venv under build/matrix/; one line per
+# interpreter. A claimed version that is absent fails the target (tools/matrix.py).
+test-matrix:
+	$(PYTHON) tools/matrix.py -- --ignore=tests/packaging
+
+# --- packages a user installs ---------------------------------------------------
+# dist/: the sdist, and from it a manylinux wheel for every supported CPython found
+# here (auditwheel repair; `auditwheel show` prints each wheel's policy).
+dist: $(STAMP)
+	$(PY) tools/dist.py
+
 # --- reliability (issue 5; docs/reliability.md) --------------------------------
 # Sanitizer builds get their own virtualenvs (build/venv-asan, build/venv-tsan) with the
 # test dependencies; tools/sanitize.sh installs the instrumented engine into them.
 build/venv-%/.deps-stamp: pyproject.toml
 	$(PYTHON) -m venv build/venv-$*
-	build/venv-$*/bin/python -m pip --disable-pip-version-check -q install -U "pip>=23" "setuptools>=77,<80" wheel
+	build/venv-$*/bin/python -m pip --disable-pip-version-check -q install -U $(BOOTSTRAP)
 	build/venv-$*/bin/python tools/deps.py test > build/venv-$*/requirements.txt
 	build/venv-$*/bin/python -m pip --disable-pip-version-check -q install -r build/venv-$*/requirements.txt
 	touch $@

@@ -1,10 +1,11 @@
 /* common.h: includes and small helpers shared by every engine file
- * (Python.h first, monotonic clock, version compatibility). */
+ * (Python.h and the version shims of compat.h first, monotonic clock). */
 #ifndef OFFLOAD_COMMON_H
 #define OFFLOAD_COMMON_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "compat.h"
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>

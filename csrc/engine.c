@@ -180,12 +180,23 @@ engine_apply_options(engine_object *e, PyObject *opts)
 /* ------------------------------------------------------------------------ */
 /* loops and bridges                                                         */
 
-/* The bridge behind a weakref, or NULL if it is gone (borrowed). */
+/* The bridge behind a weakref, or NULL if it is gone (borrowed: while its loop
+ * is open, the loop's reader callback owns the bridge; see engine_new_bridge). */
 static bridge_object *
 bridge_of_ref(PyObject *ref)
 {
-    PyObject *b = ref ? PyWeakref_GET_OBJECT(ref) : Py_None;
-    return b == Py_None ? NULL : (bridge_object *)b;
+    if (ref == NULL) {
+        return NULL;
+    }
+    assert(PyWeakref_Check(ref));
+    PyObject *b;
+    if (PyWeakref_GetRef(ref, &b) <= 0) {
+        return NULL;
+    }
+    /* Alive and owned elsewhere, so dropping our reference never frees it. */
+    assert(Py_REFCNT(b) > 1);
+    Py_DECREF(b);
+    return (bridge_object *)b;
 }
 
 /* Forget bridges whose loop is gone (their weakrefs are dead). */

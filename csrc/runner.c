@@ -31,7 +31,6 @@ runner_new(task_object *t)
 void
 runner_start(task_object *t)
 {
-    module_state *st = t->engine->st;
     bridge_object *b = (bridge_object *)t->bridge;
     PyObject *runner = runner_new(t);
     if (runner == NULL) {
@@ -40,6 +39,7 @@ runner_start(task_object *t)
     }
     PyObject *aio;
 #if PY_VERSION_HEX >= 0x030B0000
+    module_state *st = t->engine->st;
     if (b->direct_task) {
         PyObject *args[3] = {runner, b->loop, t->context};
         aio = PyObject_Vectorcall(st->AsyncioTask, args, 1, st->kwnames_loop_context);

@@ -2,7 +2,10 @@
 
 import sys
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # CPython 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 with open("pyproject.toml", "rb") as f:
     project = tomllib.load(f)["project"]

@@ -35,7 +35,7 @@ reports=$PWD/$out/reports
 # --- the virtualenv (make creates it; this is the fallback for direct use) ---
 if [[ ! -f $venv/.deps-stamp ]]; then
   ${PYTHON:-python3} -m venv "$venv"
-  "$py" -m pip install -q -U "pip>=23" "setuptools>=77,<80" wheel
+  "$py" -m pip install -q -U "pip>=23" "setuptools>=77,<80" wheel "tomli>=2,<3; python_version < '3.11'"
   "$py" tools/deps.py test > "$venv/requirements.txt"
   "$py" -m pip install -q -r "$venv/requirements.txt"
   touch "$venv/.deps-stamp"

@@ -210,6 +210,8 @@ def test_cpu_bound_work_runs_in_parallel_processes(rt: offload.Runtime) -> None:
     assert rt.processes.spawn(targets.burn, 1000).result(WAIT) == sum(i * i for i in range(1000))
 
 
+# Forking a threaded process is what this test is about (3.12+ warn on it).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_after_use_gives_the_child_a_working_lane(rt: offload.Runtime) -> None:
     """os.fork() after the lane started: the child runs process tasks (on fresh workers)."""
     assert rt.processes.spawn(targets.add, 1).result(WAIT) == 2
