@@ -39,9 +39,12 @@ def check_accounting(log: str, names: list[str], uvicorn_traceback: bool = False
         assert bad not in log, log[-3000:]
     if uvicorn_traceback and "Traceback" in log:
         # A second Ctrl-C, depending on when it lands, makes uvicorn re-raise
-        # KeyboardInterrupt out of asyncio.run(), which cancels the app's lifespan
-        # mid-receive; uvicorn logs that traceback itself.
-        assert "KeyboardInterrupt" in log, log[-3000:]
+        # KeyboardInterrupt out of asyncio.run(), or (seen once in 150 runs on 3.12)
+        # asyncio.Runner's SIGINT handler cancels the main task, either way cancelling
+        # the app's lifespan mid-receive; uvicorn logs that traceback itself.
+        traceback = log[log.index("Traceback") :]
+        by_uvicorn = "lifespan" in traceback and "CancelledError" in traceback
+        assert "KeyboardInterrupt" in log or by_uvicorn, traceback[:6000]
     else:
         assert "Traceback" not in log, log[-3000:]
 
