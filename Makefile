@@ -60,7 +60,7 @@ build/venv-%/.deps-stamp: pyproject.toml
 	touch $@
 
 # ASan+UBSan over the whole suite (not the browser test: Chromium can't run with libasan
-# preloaded); TSan over the concurrency tests: the model/fuzz test and fault injection
+# preloaded; not tests/packaging, whose pip and gcc runs would inherit it); TSan over the concurrency tests: the model/fuzz test and fault injection
 # (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
 # (tests/engine/test_concurrency.py, test_shutdown.py: $(wildcard) so a checkout without
@@ -72,7 +72,7 @@ TSAN_TESTS = tests/reliability tests/test_reliability.py \
   $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py)
 TSAN_FUZZ_SEEDS ?= 0-199
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp
-	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --durations=15
+	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging --durations=15
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 
@@ -89,10 +89,11 @@ test-leaks: build
 soak: build
 	$(PY) tools/soak.py --tasks 1000000
 
-lint: $(STAMP)
+lint: build
 	$(PY) -m ruff check src tests bench examples
 	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m mypy
+	$(PY) tools/check_typing.py
 
 # --- main job ----------------------------------------------------------------
 demo: build

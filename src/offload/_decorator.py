@@ -1,22 +1,33 @@
-"""`@offload.task`: a function that still works when called, and gains .spawn/.run."""
+"""`@offload.task`: a function that still works when called, and gains .spawn/.run.
+
+Typed with a ParamSpec, so a type checker checks `f(...)`, `f.spawn(...)` and
+`f.run(...)` against the decorated function's own parameters; awaiting `f.spawn(...)`
+gives what awaiting the function gives (an async function's result).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._engine import Lane, Task
 
+if TYPE_CHECKING:
+    from ._engine import LaneName
+
+P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+R_co = TypeVar("R_co", covariant=True)
 
 _LANE_NAMES = ("loop", "background", "threads", "processes")
 
 
-class TaskFunction(Generic[R]):
+class TaskFunction(Generic[P, R_co]):
     """Wraps a function; `f(...)` calls it, `f.spawn(...)`/`f.run(...)` offload it."""
 
-    def __init__(self, fn: Callable[..., R], lane: str | None, name: str | None) -> None:
+    def __init__(self, fn: Callable[P, R_co], lane: LaneName | None, name: str | None) -> None:
         if not callable(fn):
             raise TypeError(f"@offload.task needs a callable, not {type(fn).__name__}")
         self.__wrapped__ = fn
@@ -24,7 +35,7 @@ class TaskFunction(Generic[R]):
         self._name = name if name is not None else getattr(fn, "__qualname__", repr(fn))
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         return self.__wrapped__(*args, **kwargs)
 
     def _target(self) -> Lane:
@@ -32,26 +43,49 @@ class TaskFunction(Generic[R]):
 
         return _default.options(name=self._name, lane=self._lane)
 
+    @overload
+    def spawn(
+        self: TaskFunction[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Task[T]: ...
+    @overload
+    def spawn(self: TaskFunction[P, T], *args: P.args, **kwargs: P.kwargs) -> Task[T]: ...
     def spawn(self, *args: Any, **kwargs: Any) -> Task[Any]:
         return self._target().spawn(self.__wrapped__, *args, **kwargs)
 
+    @overload
+    def run(
+        self: TaskFunction[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Task[T]: ...
+    @overload
+    def run(self: TaskFunction[P, T], *args: P.args, **kwargs: P.kwargs) -> Task[T]: ...
     def run(self, *args: Any, **kwargs: Any) -> Task[Any]:
         return self._target().run(self.__wrapped__, *args, **kwargs)
 
-    def options(self, *, name: str | None = None, lane: str | None = None) -> Lane:
+    def options(self, *, name: str | None = None, lane: LaneName | None = None) -> Lane:
         from . import _default
 
         return _default.options(
-            name=self._name if name is None else name, lane=self._lane if lane is None else lane
+            name=self._name if name is None else name,
+            lane=self._lane if lane is None else lane,
         )
 
     def __repr__(self) -> str:
         return f"<offload.task {self._name} lane={self._lane or 'auto'}>"
 
 
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+@overload
 def task(
-    fn: Callable[..., R] | None = None, *, lane: str | None = None, name: str | None = None
-) -> Any:
+    fn: None = None, /, *, lane: LaneName | None = None, name: str | None = None
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    lane: LaneName | None = None,
+    name: str | None = None,
+) -> TaskFunction[..., Any] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Decorate a function: `@offload.task` or `@offload.task(lane="threads", name="x")`."""
     if lane is not None and lane not in _LANE_NAMES:
         raise ValueError(f"lane must be one of {', '.join(_LANE_NAMES)} or None, got {lane!r}")
@@ -59,4 +93,8 @@ def task(
         raise TypeError(f"name must be a str or None, not {type(name).__name__}")
     if fn is not None:
         return TaskFunction(fn, lane, name)
-    return lambda f: TaskFunction(f, lane, name)
+
+    def decorate(f: Callable[P, R]) -> TaskFunction[P, R]:
+        return TaskFunction(f, lane, name)
+
+    return decorate

@@ -13,8 +13,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _engine
 from ._local import close_loop_locals
@@ -24,6 +24,8 @@ from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
 logger = logging.getLogger("offload")
 
 Task = _engine.Task
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Shares of a shutdown timeout: draining, then letting cancelled coroutines run
 #: their `finally:` blocks, then waiting for pool and loop threads to exit.
@@ -128,7 +130,29 @@ class Runtime(_engine.Engine):
             logger.error("offload: %s", exc)
 
     # -- calling async code from sync code -----------------------------------------------
-    def call(self, target: Any, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    # Typed so the target's parameters check the arguments and the result is what the
+    # coroutine returns. PEP 612 allows no keyword (`timeout`) beside a ParamSpec's
+    # **kwargs, so the form with `timeout` is marked invalid here, where it is defined;
+    # pyright still checks its arguments at call sites and mypy its result type
+    # (tests/typing/ pins both).
+    @overload
+    def call(
+        self, target: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+    @overload
+    def call(  # type: ignore[valid-type]
+        self,
+        target: Callable[P, Coroutine[Any, Any, R]],
+        /,
+        *args: P.args,
+        timeout: float | None,
+        **kwargs: P.kwargs,
+    ) -> R: ...
+    @overload
+    def call(self, target: Coroutine[Any, Any, R], /, *, timeout: float | None = None) -> R: ...
+    def call(  # type: ignore[misc]  # (a `timeout` in P.kwargs is call's own, by design)
+        self, target: Any, /, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Run a coroutine (or async function) on the home loop, else a background loop,
         and block this thread (never an event loop's) until it returns or raises.
 
