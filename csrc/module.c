@@ -222,8 +222,7 @@ struct PyModuleDef offload_module_def = {
  * user's build shows it and still installs, and that our build (-Werror) fails. */
 __attribute__((deprecated("offload test warning: injected by OFFLOAD_TEST_WARNING")))
 static inline int offload_test_deprecated(void) { return 0; }
-int offload_test_warning(void);
-int offload_test_warning(void) { return offload_test_deprecated(); }
+static inline int offload_test_warning(void) { return offload_test_deprecated(); }
 #endif
 
 PyMODINIT_FUNC
