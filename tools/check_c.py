@@ -23,13 +23,13 @@ DEPRECATED = re.compile(r"\bPyErr_(Fetch|Restore)\s*\(")
 # A top-level declaration ending in `;` with a parameter list: `int f(void);`
 PROTOTYPE = re.compile(
     r"^(?!static\b)(?!typedef\b)(?!extern\s+struct\b)[A-Za-z_][\w\s\*]*?\b(\w+)\s*\([^;{}]*\)\s*;",
-    re.M,
+    re.MULTILINE,
 )
 
 
 def strip_comments(text: str) -> str:
     return re.sub(
-        r"/\*.*?\*/|//[^\n]*", lambda m: re.sub(r"[^\n]", " ", m.group()), text, flags=re.S
+        r"/\*.*?\*/|//[^\n]*", lambda m: re.sub(r"[^\n]", " ", m.group()), text, flags=re.DOTALL
     )
 
 

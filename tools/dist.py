@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from matrix import ROOT, SUPPORTED, find_interpreter  # noqa: E402
+from matrix import ROOT, SUPPORTED, find_interpreter
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:

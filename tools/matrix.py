@@ -40,6 +40,7 @@ def _works(python: str) -> str | None:
             capture_output=True,
             text=True,
             timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -65,7 +66,12 @@ def _run(cmd: list[str], log: Path, **env: str) -> bool:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
         done = subprocess.run(
-            cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}
+            cmd,
+            cwd=ROOT,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            check=False,
         )
     return done.returncode == 0
 
@@ -83,7 +89,7 @@ def prepare_venv(python: str, venv: Path, log: Path) -> bool:
         if not all(_run(step, log) for step in steps):
             return False
         reqs = subprocess.run(
-            [py, "tools/deps.py", "test"], cwd=ROOT, capture_output=True, text=True
+            [py, "tools/deps.py", "test"], cwd=ROOT, capture_output=True, text=True, check=False
         )
         if reqs.returncode != 0:
             log.open("a").write(reqs.stderr)
@@ -131,6 +137,7 @@ def run_one(minor: str, extra: list[str]) -> tuple[str, bool]:
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=False,
     )
     log.open("a").write(test.stdout + test.stderr)
     took = time.monotonic() - started
