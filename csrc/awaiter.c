@@ -111,6 +111,37 @@ awaiter_wake(module_state *st, PyObject *obj, int direct)
     return 1;
 }
 
+/* A waiting awaiter whose task ended and whose wakeup never came is going
+ * away (dropped with a closed loop's bridge, or collected): nobody got the
+ * outcome, so a failure is reported now. task_outcome_abandoned() reports
+ * once (the task's `delivered` flag). */
+static void
+awaiter_lost(awaiter_object *a)
+{
+    if (a->task != NULL && !a->quiet && a->state == AW_WAITING && task_is_done(a->task)) {
+        task_outcome_abandoned(a->task);
+    }
+}
+
+void
+awaiter_undeliverable(module_state *st, PyObject *obj)
+{
+    if (Py_TYPE(obj) == st->AwaiterType) { /* a plain asyncio future carries no outcome */
+        awaiter_lost((awaiter_object *)obj);
+    }
+}
+
+/* tp_finalize: runs before the GC clears anything in a cycle (PEP 442), so
+ * the task and its exception are intact when reported. */
+static void
+Awaiter_finalize(awaiter_object *a)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    awaiter_lost(a);
+    PyErr_Restore(type, value, tb);
+}
+
 static PyObject *
 Awaiter_get_loop(awaiter_object *a, PyObject *Py_UNUSED(ignored))
 {
@@ -419,6 +450,9 @@ static void
 Awaiter_dealloc(awaiter_object *a)
 {
     PyTypeObject *tp = Py_TYPE(a);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)a) < 0) {
+        return; /* resurrected */
+    }
     PyObject_GC_UnTrack(a);
     Awaiter_clear(a);
     tp->tp_free(a);
@@ -448,6 +482,7 @@ static PyGetSetDef Awaiter_getset[] = {
 };
 
 static PyType_Slot Awaiter_slots[] = {
+    {Py_tp_finalize, Awaiter_finalize},
     {Py_tp_dealloc, Awaiter_dealloc},
     {Py_tp_traverse, Awaiter_traverse},
     {Py_tp_clear, Awaiter_clear},

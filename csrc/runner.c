@@ -227,7 +227,13 @@ runner_getattro(runner_object *r, PyObject *name)
 static PyObject *
 runner_repr(runner_object *r)
 {
-    return PyUnicode_FromFormat("<offload runner of %R>", r->coro);
+    PyObject *what = offload_safe_repr(r->coro);
+    if (what == NULL) {
+        return NULL;
+    }
+    PyObject *s = PyUnicode_FromFormat("<offload runner of %U>", what);
+    Py_DECREF(what);
+    return s;
 }
 
 static void
