@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _engine
 from ._local import close_loop_locals
@@ -43,6 +43,9 @@ def _phases(timeout: float | None) -> tuple[float | None, float, float]:
 _COMPLETED = frozenset({"succeeded", "failed"})
 
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+#: Attributes Runtime.__init__ sets: missing means it never ran.
+_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned"})
 
 
 def _safe_repr(obj: object) -> str:
@@ -80,6 +83,20 @@ class Runtime(_engine.Engine):
         #: app's loop is gone at interpreter exit); shutdown names them as unfinished.
         self._abandoned: set[Task[Any]] = set()
         _live_runtimes.add(self)
+
+    if not TYPE_CHECKING:  # (invisible to mypy, which keeps checking attribute names)
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only when an attribute is missing: __init__ never ran (a subclass
+            # that forgot super().__init__()); the engine's entry points say the same.
+            if name in _SET_BY_INIT:
+                raise RuntimeError(
+                    f"this {type(self).__name__} was never initialised: its __init__ must"
+                    " call super().__init__(...) before the runtime is used"
+                )
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
 
     # -- options ---------------------------------------------------------------
     @property
