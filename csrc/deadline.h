@@ -62,7 +62,7 @@ offload_timespec_after(struct timespec now, double seconds)
         frac = OFFLOAD_NS_PER_S - 1;
     }
     struct timespec ts = now;
-    if (ts.tv_sec > OFFLOAD_TIME_T_MAX - whole - 1) {
+    if (ts.tv_sec > OFFLOAD_TIME_T_MAX - whole) {
         ts.tv_sec = OFFLOAD_TIME_T_MAX;
         ts.tv_nsec = OFFLOAD_NS_PER_S - 1;
         return ts;
@@ -70,6 +70,10 @@ offload_timespec_after(struct timespec now, double seconds)
     ts.tv_sec += whole;
     ts.tv_nsec += frac;
     if (ts.tv_nsec >= OFFLOAD_NS_PER_S) {
+        if (ts.tv_sec == OFFLOAD_TIME_T_MAX) {
+            ts.tv_nsec = OFFLOAD_NS_PER_S - 1;
+            return ts;
+        }
         ts.tv_sec += 1;
         ts.tv_nsec -= OFFLOAD_NS_PER_S;
     }

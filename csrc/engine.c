@@ -75,6 +75,11 @@ opt_ssize(PyObject *d, const char *key, Py_ssize_t dflt, Py_ssize_t *out)
     }
     *out = PyLong_AsSsize_t(v);
     if (*out == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { /* name the option */
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError, "%s is too large (at most %zd)", key,
+                         PY_SSIZE_T_MAX);
+        }
         return -1;
     }
     if (*out < 0) {
