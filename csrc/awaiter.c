@@ -192,24 +192,40 @@ Awaiter_add_done_callback(awaiter_object *a, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+/* Identity matches only (asyncio's own contract for its wakeup), so no user
+ * __eq__ runs; but dropping a callback's context may run a __del__, so what
+ * is removed is released only after the last touch of the lists. */
 static PyObject *
 Awaiter_remove_done_callback(awaiter_object *a, PyObject *fn)
 {
     Py_ssize_t removed = 0;
+    PyObject *dropped = PyList_New(0); /* before any change: it may run the GC */
+    if (dropped == NULL) {
+        return NULL;
+    }
+    PyObject *first_fn = NULL, *first_ctx = NULL;
     if (a->cb_fn == fn) {
-        Py_CLEAR(a->cb_fn);
-        Py_CLEAR(a->cb_ctx);
+        first_fn = a->cb_fn;
+        first_ctx = a->cb_ctx;
+        a->cb_fn = a->cb_ctx = NULL;
         removed++;
     }
-    for (Py_ssize_t i = a->more_cbs ? PyList_GET_SIZE(a->more_cbs) - 1 : -1; i >= 0; i--) {
-        if (PyTuple_GET_ITEM(PyList_GET_ITEM(a->more_cbs, i), 0) == fn) {
-            if (PySequence_DelItem(a->more_cbs, i) < 0) {
-                return NULL;
+    PyObject *more = a->more_cbs;
+    for (Py_ssize_t i = more ? PyList_GET_SIZE(more) - 1 : -1; i >= 0; i--) {
+        PyObject *pair = PyList_GET_ITEM(more, i);
+        if (PyTuple_GET_ITEM(pair, 0) == fn) {
+            /* `dropped` keeps the pair: the deletion runs no Python code */
+            if (PyList_Append(dropped, pair) < 0 || PyList_SetSlice(more, i, i + 1, NULL) < 0) {
+                removed = -1;
+                break;
             }
             removed++;
         }
     }
-    return PyLong_FromSsize_t(removed);
+    Py_XDECREF(first_fn);
+    Py_XDECREF(first_ctx);
+    Py_DECREF(dropped);
+    return removed < 0 ? NULL : PyLong_FromSsize_t(removed);
 }
 
 /* asyncio.Task.cancel() on the awaiting task cancels what it waits for. */
