@@ -311,7 +311,7 @@ class Runtime(_engine.Engine):
                     _safe_repr(loop),
                     wait,
                 )
-            except Exception as exc:  # noqa: BLE001 (log the real cause, keep shutting down)
+            except Exception as exc:  # log the real cause, keep shutting down
                 logger.error(
                     "offload: closing loop_local instances on %s failed",
                     _safe_repr(loop),

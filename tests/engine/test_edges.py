@@ -485,7 +485,7 @@ def test_spawn_to_a_stopped_home_loop_fails_fast(loop_kind: str, runtime: MakeRu
     def from_thread() -> None:
         try:
             outcome.append(rt.loop.spawn(asyncio.sleep, 0))
-        except BaseException as exc:
+        except RuntimeError as exc:
             outcome.append(exc)
 
     worker = threading.Thread(target=from_thread)
@@ -527,4 +527,3 @@ def test_call_with_a_stopped_home_loop_does_not_block_forever() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0] == "refused: True", proc.stdout
     assert proc.stdout.strip().endswith("42")
-

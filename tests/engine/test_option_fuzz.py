@@ -54,9 +54,7 @@ print("accepted", accepted, "refused", refused)
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_engine_options_fuzz(seed: int) -> None:
-    proc = run_python(
-        "import sys; sys.argv = ['fuzz', %d, 150]\n" % seed + FUZZ, timeout=120
-    )
+    proc = run_python(f"import sys; sys.argv = ['fuzz', {seed}, 150]\n" + FUZZ, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("accepted"), proc.stdout
 
