@@ -45,13 +45,14 @@ build/venv-%/.deps-stamp: pyproject.toml
 # preloaded); TSan over the concurrency tests: the model/fuzz test and fault injection
 # (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
-# (tests/engine/test_concurrency.py, test_shutdown.py: $(wildcard) so a checkout without
-# them still runs). Each run first proves on a seeded bug that its sanitizer reports
+# (tests/engine/test_concurrency.py, test_shutdown.py) and the edge cases of issue 10
+# (test_edges.py, test_option_fuzz.py) ($(wildcard) so a checkout without them still runs). Each run first proves on a seeded bug that its sanitizer reports
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
 # Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
 # shows up only in an interleaving where nothing happened to order the two accesses.
 TSAN_TESTS = tests/reliability tests/test_reliability.py \
-  $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py)
+  $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py \
+  tests/engine/test_edges.py tests/engine/test_option_fuzz.py)
 TSAN_FUZZ_SEEDS ?= 0-199
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline
 	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --durations=15
