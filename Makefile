@@ -46,7 +46,8 @@ build/venv-%/.deps-stamp: pyproject.toml
 # (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
 # (tests/engine/test_concurrency.py, test_shutdown.py) and the edge cases of issue 10
-# (test_edges.py, test_option_fuzz.py) ($(wildcard) so a checkout without them still runs). Each run first proves on a seeded bug that its sanitizer reports
+# (test_edges.py, test_option_fuzz.py) ($(wildcard) so a checkout without them still
+# runs). Each run first proves on a seeded bug that its sanitizer reports
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
 # Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
 # shows up only in an interleaving where nothing happened to order the two accesses.

@@ -52,8 +52,10 @@ int bridge_type_init(PyObject *module);
 bridge_object *bridge_new(PyObject *module_or_type_owner);
 /* Register the wakeup fd with `loop` (the running loop of this thread). */
 int bridge_attach(bridge_object *b, PyObject *loop);
-/* Queue an item (steals a reference to obj). GIL held. -1 on MemoryError or
- * if the bridge is closed (obj is released in both cases). */
+/* Queue an item (steals a reference to obj). GIL held, no engine mutex held:
+ * on a detached bridge the wakeup is loop.call_soon_threadsafe (Python code).
+ * -1 on MemoryError or if the bridge is closed, or its loop turned out closed
+ * (then it is closed here, its items dropped and reported); obj is released. */
 int bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj);
 /* True when the caller is on the bridge's loop thread. */
 static inline int
