@@ -832,7 +832,16 @@ engine_abandon_dead_loops(engine_object *e, int first, int last)
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(live); i++) {
         task_object *t = (task_object *)PyList_GET_ITEM(live, i);
         if (task_loop_is_dead(t)) {
+            /* Its coroutine will never be resumed: close it, or its frame (the
+             * future it awaits -> the asyncio.Task -> the Runner, which the GC
+             * can't see -> the coroutine) would keep the whole cycle, task and
+             * runtime included, alive for good. */
+            PyObject *coro = (t->flags & TF_IS_CORO) ? Py_XNewRef(t->target) : NULL;
             task_finish(t, TASK_CANCELLED, NULL);
+            if (coro != NULL) {
+                task_close_coroutine(e->st, coro);
+                Py_DECREF(coro);
+            }
             if (PyList_Append(out, (PyObject *)t) < 0) {
                 Py_DECREF(live);
                 Py_DECREF(out);
