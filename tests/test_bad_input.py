@@ -885,7 +885,6 @@ def _(env: Env) -> Any:
     return offload.loop_local(object).instance()
 
 
-
 # issue 10, part A (the engine's edges): appended here to ease merging
 
 
@@ -942,6 +941,7 @@ class _ReprRaises:
 )
 def _(env: Env) -> Any:
     return env.rt().loop.spawn(_ReprRaises())
+
 
 # --- the tests -------------------------------------------------------------------------------
 
