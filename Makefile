@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-matrix dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
+.PHONY: all venv build test test-matrix dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -60,21 +60,39 @@ build/venv-%/.deps-stamp: pyproject.toml
 	touch $@
 
 # ASan+UBSan over the whole suite (not the browser test: Chromium can't run with libasan
-# preloaded; not tests/packaging, whose pip and gcc runs would inherit it); TSan over the concurrency tests: the model/fuzz test and fault injection
+# preloaded; not tests/packaging, whose pip and gcc runs would inherit it); TSan over the
+# concurrency tests: the model/fuzz test and fault injection
 # (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
-# (tests/engine/test_concurrency.py, test_shutdown.py: $(wildcard) so a checkout without
-# them still runs). Each run first proves on a seeded bug that its sanitizer reports
+# (tests/engine/test_concurrency.py, test_shutdown.py) and the edge cases of issue 10
+# (test_edges.py, test_option_fuzz.py) ($(wildcard) so a checkout without them still
+# runs). Each run first proves on a seeded bug that its sanitizer reports
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
 # Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
 # shows up only in an interleaving where nothing happened to order the two accesses.
 TSAN_TESTS = tests/reliability tests/test_reliability.py \
-  $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py)
+  $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py \
+  tests/engine/test_edges.py tests/engine/test_option_fuzz.py)
 TSAN_FUZZ_SEEDS ?= 0-199
-test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp
+test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline
 	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging --durations=15
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
+
+# The deadline arithmetic and seconds options (csrc/deadline.h, the code the engine
+# compiles) fuzzed in plain C under ASan+UBSan (float-cast-overflow included, which
+# -fsanitize=undefined leaves out on GCC): every boundary, then FUZZ_ITERATIONS random
+# draws. It first proves it can see a bug: on the old arithmetic (--canary) it must fail.
+# `make test` runs a smaller one (tests/test_fuzz_deadline.py).
+FUZZ_ITERATIONS ?= 20000000
+FUZZ_FLAGS = -std=c11 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer \
+  -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all
+fuzz-deadline:
+	@mkdir -p build
+	$(CC) $(FUZZ_FLAGS) -Icsrc tests/c/fuzz_deadline.c -lm -o build/fuzz_deadline
+	@build/fuzz_deadline --canary >/dev/null 2>&1; test $$? -eq 1 || \
+	  { echo "fuzz-deadline: the canary (old arithmetic) was not caught"; exit 1; }
+	build/fuzz_deadline $(FUZZ_ITERATIONS)
 
 # Refleak hunt (tools/leaks.py: eight scenarios, live objects and allocated blocks must
 # stay exactly at their baseline round after round) and valgrind memcheck (tools/

@@ -111,6 +111,37 @@ awaiter_wake(module_state *st, PyObject *obj, int direct)
     return 1;
 }
 
+/* A waiting awaiter whose task ended and whose wakeup never came is going
+ * away (dropped with a closed loop's bridge, or collected): nobody got the
+ * outcome, so a failure is reported now. task_outcome_abandoned() reports
+ * once (the task's `delivered` flag). */
+static void
+awaiter_lost(awaiter_object *a)
+{
+    if (a->task != NULL && !a->quiet && a->state == AW_WAITING && task_is_done(a->task)) {
+        task_outcome_abandoned(a->task);
+    }
+}
+
+void
+awaiter_undeliverable(module_state *st, PyObject *obj)
+{
+    if (Py_TYPE(obj) == st->AwaiterType) { /* a plain asyncio future carries no outcome */
+        awaiter_lost((awaiter_object *)obj);
+    }
+}
+
+/* tp_finalize: runs before the GC clears anything in a cycle (PEP 442), so
+ * the task and its exception are intact when reported. */
+static void
+Awaiter_finalize(awaiter_object *a)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    awaiter_lost(a);
+    PyErr_Restore(type, value, tb);
+}
+
 static PyObject *
 Awaiter_get_loop(awaiter_object *a, PyObject *Py_UNUSED(ignored))
 {
@@ -161,24 +192,40 @@ Awaiter_add_done_callback(awaiter_object *a, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+/* Identity matches only (asyncio's own contract for its wakeup), so no user
+ * __eq__ runs; but dropping a callback's context may run a __del__, so what
+ * is removed is released only after the last touch of the lists. */
 static PyObject *
 Awaiter_remove_done_callback(awaiter_object *a, PyObject *fn)
 {
     Py_ssize_t removed = 0;
+    PyObject *dropped = PyList_New(0); /* before any change: it may run the GC */
+    if (dropped == NULL) {
+        return NULL;
+    }
+    PyObject *first_fn = NULL, *first_ctx = NULL;
     if (a->cb_fn == fn) {
-        Py_CLEAR(a->cb_fn);
-        Py_CLEAR(a->cb_ctx);
+        first_fn = a->cb_fn;
+        first_ctx = a->cb_ctx;
+        a->cb_fn = a->cb_ctx = NULL;
         removed++;
     }
-    for (Py_ssize_t i = a->more_cbs ? PyList_GET_SIZE(a->more_cbs) - 1 : -1; i >= 0; i--) {
-        if (PyTuple_GET_ITEM(PyList_GET_ITEM(a->more_cbs, i), 0) == fn) {
-            if (PySequence_DelItem(a->more_cbs, i) < 0) {
-                return NULL;
+    PyObject *more = a->more_cbs;
+    for (Py_ssize_t i = more ? PyList_GET_SIZE(more) - 1 : -1; i >= 0; i--) {
+        PyObject *pair = PyList_GET_ITEM(more, i);
+        if (PyTuple_GET_ITEM(pair, 0) == fn) {
+            /* `dropped` keeps the pair: the deletion runs no Python code */
+            if (PyList_Append(dropped, pair) < 0 || PyList_SetSlice(more, i, i + 1, NULL) < 0) {
+                removed = -1;
+                break;
             }
             removed++;
         }
     }
-    return PyLong_FromSsize_t(removed);
+    Py_XDECREF(first_fn);
+    Py_XDECREF(first_ctx);
+    Py_DECREF(dropped);
+    return removed < 0 ? NULL : PyLong_FromSsize_t(removed);
 }
 
 /* asyncio.Task.cancel() on the awaiting task cancels what it waits for. */
@@ -419,6 +466,9 @@ static void
 Awaiter_dealloc(awaiter_object *a)
 {
     PyTypeObject *tp = Py_TYPE(a);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)a) < 0) {
+        return; /* resurrected */
+    }
     PyObject_GC_UnTrack(a);
     Awaiter_clear(a);
     tp->tp_free(a);
@@ -448,6 +498,7 @@ static PyGetSetDef Awaiter_getset[] = {
 };
 
 static PyType_Slot Awaiter_slots[] = {
+    {Py_tp_finalize, Awaiter_finalize},
     {Py_tp_dealloc, Awaiter_dealloc},
     {Py_tp_traverse, Awaiter_traverse},
     {Py_tp_clear, Awaiter_clear},

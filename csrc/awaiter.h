@@ -22,5 +22,9 @@ PyObject *awaiter_new_quiet(PyObject *task);
  * direct=1 calls the wakeup now (only from a bridge drain, outside any task
  * step); direct=0 schedules it with loop.call_soon. */
 int awaiter_wake(module_state *st, PyObject *obj, int direct);
+/* The wakeup for `obj` (an awaiter, or an asyncio future) will never be
+ * delivered: its loop is closed or its bridge went away. A failure the
+ * awaiter was to receive is reported instead (once). GIL held. */
+void awaiter_undeliverable(module_state *st, PyObject *obj);
 
 #endif

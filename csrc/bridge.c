@@ -3,6 +3,7 @@
 #include "common.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 
+#include "awaiter.h"
 #include "bridge.h"
 #include <structmember.h>
 #include "module.h"
@@ -25,6 +26,7 @@ bridge_new(PyObject *owner_module)
     b->len = b->cap = 0;
     b->signalled = 0;
     b->closed = 0;
+    b->detached = 0;
     b->weakreflist = NULL;
     pthread_mutex_init(&b->mu, NULL);
     if (wakeup_open(&b->wake) < 0) {
@@ -100,6 +102,21 @@ bridge_loop_running_here(bridge_object *b)
     return yes;
 }
 
+/* A detached bridge's wakeup: loop.call_soon_threadsafe(b._drain). */
+static int
+bridge_schedule_drain(bridge_object *b)
+{
+    PyObject *drain = PyObject_GetAttrString((PyObject *)b, "_drain");
+    PyObject *res = drain ? PyObject_CallMethod(b->loop, "call_soon_threadsafe", "O", drain) : NULL;
+    Py_XDECREF(drain);
+    if (res == NULL) {
+        PyErr_Clear(); /* RuntimeError: the loop is closed */
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
 int
 bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
 {
@@ -126,11 +143,70 @@ bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
     b->len++;
     int must_signal = !b->signalled;
     b->signalled = 1;
+    int detached = b->detached;
     pthread_mutex_unlock(&b->mu);
-    if (must_signal) {
+    if (must_signal && !detached) {
         wakeup_signal(&b->wake); /* once per batch */
     }
+    else if (must_signal && bridge_schedule_drain(b) < 0) {
+        bridge_close(b); /* the loop is closed: nobody will drain; report what's lost */
+        return -1;
+    }
     return 0;
+}
+
+static void
+bridge_remove_reader(bridge_object *b, module_state *st)
+{
+    PyObject *fd = PyLong_FromLong(b->wake.read_fd);
+    PyObject *res = fd ? PyObject_CallMethodOneArg(b->loop, st->s_remove_reader, fd) : NULL;
+    Py_XDECREF(fd);
+    if (res == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
+}
+
+/* On the loop's thread: remove the reader, close the fd, switch to
+ * call_soon_threadsafe wakeups. Items already queued stay for this drain. */
+static void
+bridge_detach_here(bridge_object *b)
+{
+    module_state *st = state_of_type(Py_TYPE(b));
+    assert(bridge_is_current(b));
+    if (st == NULL || b->detached || b->closed) {
+        PyErr_Clear();
+        return;
+    }
+    if (bridge_loop_closed(b) == 0) {
+        bridge_remove_reader(b, st);
+    }
+    pthread_mutex_lock(&b->mu);
+    b->detached = 1;
+    int pending = b->len > 0;
+    b->signalled = pending; /* a drain is scheduled below if items wait */
+    pthread_mutex_unlock(&b->mu);
+    wakeup_close(&b->wake); /* GIL held: no pusher is inside wakeup_signal() */
+    if (pending && bridge_schedule_drain(b) < 0) {
+        bridge_close(b);
+    }
+}
+
+void
+bridge_release(bridge_object *b)
+{
+    if (b->loop == NULL || b->closed || b->detached) {
+        return;
+    }
+    if (bridge_loop_closed(b) == 1) {
+        bridge_close(b);
+    }
+    else if (bridge_is_current(b)) {
+        bridge_detach_here(b);
+    }
+    else if (bridge_push(b, BRIDGE_DETACH, Py_NewRef(Py_None)) < 0) {
+        PyErr_Clear();
+    }
 }
 
 static void
@@ -166,6 +242,9 @@ bridge_process(bridge_object *b, module_state *st, bridge_item *it)
         Py_XDECREF(res);
         break;
     }
+    case BRIDGE_DETACH:
+        bridge_detach_here(b);
+        break;
     }
 }
 
@@ -177,8 +256,10 @@ bridge_drain(bridge_object *b)
         PyErr_Clear();
         return;
     }
-    wakeup_clear(&b->wake);
     pthread_mutex_lock(&b->mu);
+    if (!b->detached) {
+        wakeup_clear(&b->wake); /* under mu: a detach can't close the fd meanwhile */
+    }
     bridge_item *items = b->items;
     size_t len = b->len;
     b->items = NULL;
@@ -242,6 +323,30 @@ bridge_fail_unstarted(task_object *t, PyObject *cause)
     task_finish_from_error(t);
 }
 
+/* Items that will never be processed (the bridge closed or is freed): an
+ * unstarted task fails with the reason, an awaiter's wakeup that can't
+ * arrive reports the failure it carried (nobody else will get it). */
+static void
+bridge_drop_items(module_state *st, bridge_item *items, size_t len, PyObject *cause)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* reports run Python code; keep the caller's error */
+    for (size_t i = 0; i < len; i++) {
+        if (items[i].kind == BRIDGE_START) {
+            task_object *t = (task_object *)items[i].obj;
+            if (!task_is_done(t)) {
+                bridge_fail_unstarted(t, cause);
+            }
+        }
+        else if (items[i].kind == BRIDGE_WAKE) {
+            awaiter_undeliverable(st, items[i].obj);
+        }
+        Py_DECREF(items[i].obj);
+    }
+    free(items);
+    PyErr_Restore(type, value, tb);
+}
+
 void
 bridge_close(bridge_object *b)
 {
@@ -256,27 +361,16 @@ bridge_close_with_cause(bridge_object *b, PyObject *cause)
         PyErr_Clear();
         return;
     }
-    if (b->loop != NULL && bridge_is_current(b) && bridge_loop_closed(b) == 0) {
-        PyObject *fd = PyLong_FromLong(b->wake.read_fd);
-        PyObject *res = fd ? PyObject_CallMethodOneArg(b->loop, st->s_remove_reader, fd) : NULL;
-        Py_XDECREF(fd);
-        if (res == NULL) {
-            PyErr_Clear();
-        }
-        Py_XDECREF(res);
+    if (b->loop != NULL && !b->detached && bridge_is_current(b) && bridge_loop_closed(b) == 0) {
+        bridge_remove_reader(b, st);
     }
+    int was_closed = b->closed;
     size_t len;
     bridge_item *items = bridge_take_all(b, &len);
-    for (size_t i = 0; i < len; i++) {
-        if (items[i].kind == BRIDGE_START) {
-            task_object *t = (task_object *)items[i].obj;
-            if (!task_is_done(t)) {
-                bridge_fail_unstarted(t, cause);
-            }
-        }
-        Py_DECREF(items[i].obj);
+    if (!was_closed) {
+        st->bridge_close_generation++;
     }
-    free(items);
+    bridge_drop_items(st, items, len, cause);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -317,10 +411,23 @@ Bridge_dealloc(bridge_object *b)
     if (b->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)b);
     }
-    for (size_t i = 0; i < b->len; i++) {
-        Py_DECREF(b->items[i].obj);
+    bridge_item *items = b->items;
+    size_t len = b->len;
+    b->items = NULL;
+    b->len = b->cap = 0;
+    module_state *st = state_of_type(tp);
+    if (st == NULL) {
+        PyErr_Clear();
     }
-    free(b->items);
+    if (st != NULL) {
+        bridge_drop_items(st, items, len, NULL);
+    }
+    else {
+        for (size_t i = 0; i < len; i++) {
+            Py_DECREF(items[i].obj);
+        }
+        free(items);
+    }
     wakeup_close(&b->wake);
     pthread_mutex_destroy(&b->mu);
     Bridge_clear(b);

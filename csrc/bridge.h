@@ -17,6 +17,7 @@ typedef enum {
     BRIDGE_WAKE,   /* obj: awaiter future to resolve */
     BRIDGE_CANCEL, /* obj: task whose runner must be cancelled */
     BRIDGE_STOP,   /* obj: None; stop the loop (background loops) */
+    BRIDGE_DETACH, /* obj: None; the runtime closed: give back the reader and fd */
 } bridge_kind;
 
 typedef struct {
@@ -36,6 +37,12 @@ typedef struct bridge_object {
     size_t len, cap;
     int signalled;             /* the fd is readable or about to be drained */
     int closed;
+    /* The runtime closed: reader removed and fd released (a long-lived loop
+     * must not keep one per runtime). Later items, rare (a thread stuck at
+     * shutdown finishing an awaited task), wake the loop through
+     * call_soon_threadsafe. Set on the loop thread with the GIL; pushers hold
+     * the GIL too, so no wakeup_signal() runs on a closed fd. */
+    int detached;
     PyObject *weakreflist;     /* engines hold bridges weakly (see engine.h) */
 } bridge_object;
 
@@ -45,8 +52,10 @@ int bridge_type_init(PyObject *module);
 bridge_object *bridge_new(PyObject *module_or_type_owner);
 /* Register the wakeup fd with `loop` (the running loop of this thread). */
 int bridge_attach(bridge_object *b, PyObject *loop);
-/* Queue an item (steals a reference to obj). GIL held. -1 on MemoryError or
- * if the bridge is closed (obj is released in both cases). */
+/* Queue an item (steals a reference to obj). GIL held, no engine mutex held:
+ * on a detached bridge the wakeup is loop.call_soon_threadsafe (Python code).
+ * -1 on MemoryError or if the bridge is closed, or its loop turned out closed
+ * (then it is closed here, its items dropped and reported); obj is released. */
 int bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj);
 /* True when the caller is on the bridge's loop thread. */
 static inline int
@@ -67,5 +76,10 @@ void bridge_close(bridge_object *b);
 void bridge_close_with_cause(bridge_object *b, PyObject *cause);
 /* Whether the attached loop is closed (1), open (0), or unknown (-1, error cleared). */
 int bridge_loop_closed(bridge_object *b);
+/* The runtime that made this bridge closed: release its reader and fd. On
+ * the loop's thread at once; from another thread through the inbox (a
+ * stopped loop gives them back when it runs again, or closes); a closed
+ * loop's bridge is closed, its undelivered items reported. GIL held. */
+void bridge_release(bridge_object *b);
 
 #endif

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "deadline.h" /* every wait built from a double of seconds */
+
 #if PY_VERSION_HEX < 0x030A0000
 #error "offload needs CPython 3.10 or newer"
 #endif
@@ -36,20 +38,26 @@ offload_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* An absolute CLOCK_REALTIME deadline `seconds` from now, for pthread_cond_timedwait. */
-static inline struct timespec
-offload_deadline(double seconds)
+/* repr(obj) for a message or a report, never failing on the user's account:
+ * a __repr__ that raises (or returns a non-str) gives "<TypeName object at
+ * 0x...>" and its error is dropped (a report must not depend on user code).
+ * New reference; NULL only if even that can't be built (MemoryError). */
+static inline PyObject *
+offload_safe_repr(PyObject *obj)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t whole = (int64_t)seconds;
-    ts.tv_sec += whole;
-    ts.tv_nsec += (long)((seconds - (double)whole) * 1e9);
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec += 1;
-        ts.tv_nsec -= 1000000000;
+    PyObject *r = PyObject_Repr(obj);
+    if (r != NULL) {
+        return r;
     }
-    return ts;
+    PyErr_Clear();
+    return PyUnicode_FromFormat("<%.100s object at %p>", Py_TYPE(obj)->tp_name, (void *)obj);
+}
+
+/* A str subclass (whose __repr__/__str__ are user code) as an exact str. */
+static inline PyObject *
+offload_exact_str(PyObject *s)
+{
+    return PyUnicode_CheckExact(s) ? Py_NewRef(s) : PyUnicode_FromObject(s);
 }
 
 /* A live task's asyncio.Task and coroutine are hidden from the collector:

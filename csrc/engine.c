@@ -36,8 +36,25 @@ engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
 }
 
 int
+engine_check_ready(engine_object *e)
+{
+    if (!e->initialised) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "this %.100s was never initialised: its __init__ must call "
+                     "super().__init__(...) before the runtime is used",
+                     Py_TYPE(e)->tp_name);
+        return -1;
+    }
+    assert(e->n_bg > 0 && e->bg != NULL);
+    return 0;
+}
+
+int
 engine_check_open(engine_object *e)
 {
+    if (engine_check_ready(e) < 0) {
+        return -1;
+    }
     if (e->closed) {
         PyErr_SetString(e->st->Closed, ENGINE_CLOSED_MESSAGE);
         return -1;
@@ -58,6 +75,11 @@ opt_ssize(PyObject *d, const char *key, Py_ssize_t dflt, Py_ssize_t *out)
     }
     *out = PyLong_AsSsize_t(v);
     if (*out == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { /* name the option */
+            PyErr_Clear();
+            PyErr_Format(PyExc_OverflowError, "%s is too large (at most %zd)", key,
+                         PY_SSIZE_T_MAX);
+        }
         return -1;
     }
     if (*out < 0) {
@@ -92,7 +114,12 @@ parse_on_full(PyObject *v, on_full_policy *out)
         *out = ON_FULL_BLOCK;
     }
     else {
-        PyErr_Format(PyExc_ValueError, "on_full must be 'reject', 'drop' or 'block', not %R", v);
+        PyObject *what = offload_safe_repr(v);
+        if (what != NULL) {
+            PyErr_Format(PyExc_ValueError, "on_full must be 'reject', 'drop' or 'block', not %U",
+                         what);
+            Py_DECREF(what);
+        }
         return -1;
     }
     return 0;
@@ -160,10 +187,12 @@ engine_apply_options(engine_object *e, PyObject *opts)
     Py_ssize_t cap = e->lanes[LANE_THREADS].max_running;
     e->pool.max_threads = (int)(cap < threads ? cap : threads);
     e->pool.min_threads = (int)(min_threads < e->pool.max_threads ? min_threads : e->pool.max_threads);
-    e->pool.idle_timeout = idle > 0 ? idle : 0.001;
+    e->pool.idle_timeout = offload_idle_seconds(idle);
     PyObject *factory = PyDict_GetItemString(opts, "loop_factory");
     Py_XSETREF(e->loop_factory, (factory && factory != Py_None) ? Py_NewRef(factory) : NULL);
     free(e->bg);
+    e->n_bg = 0;
+    e->initialised = 0;
     e->bg = calloc((size_t)loops, sizeof(background_loop));
     if (e->bg == NULL) {
         PyErr_NoMemory();
@@ -174,6 +203,7 @@ engine_apply_options(engine_object *e, PyObject *opts)
         e->bg[i].engine = e;
         e->bg[i].index = i;
     }
+    e->initialised = 1;
     return 0;
 }
 
@@ -588,24 +618,36 @@ Engine_dealloc(engine_object *e)
 static PyObject *
 Engine_spawn(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return lane_spawn(e, -1, NULL, SPAWN_DETACHED, args, nargs, kwnames);
 }
 
 static PyObject *
 Engine_run(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return lane_spawn(e, -1, NULL, SPAWN_DEFERRED, args, nargs, kwnames);
 }
 
 static PyObject *
 Engine_options(engine_object *e, PyObject *args, PyObject *kwds)
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return lane_options(e, -1, NULL, args, kwds);
 }
 
 static PyObject *
 Engine_stats(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     PyObject *d = PyDict_New();
     if (d == NULL) {
         return NULL;
@@ -684,6 +726,9 @@ Engine_start(engine_object *e, PyObject *args, PyObject *kwds)
 static PyObject *
 Engine_background_loops(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     PyObject *list = PyList_New(0);
     for (int i = 0; list && i < e->n_bg; i++) {
         if (e->bg[i].loop != NULL && PyList_Append(list, e->bg[i].loop) < 0) {
@@ -713,6 +758,9 @@ Engine_configure(engine_object *e, PyObject *opts)
 static PyObject *
 Engine_set_lane_starter(engine_object *e, PyObject *args)
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     PyObject *name, *fn, *prepare = Py_None;
     int kind = -1;
     if (!PyArg_ParseTuple(args, "OO|O:_set_lane_starter", &name, &fn, &prepare)) {
@@ -762,13 +810,31 @@ live_tasks_of(engine_object *e, int first, int last)
 static PyObject *
 Engine_live_tasks(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return live_tasks_of(e, 0, LANE_COUNT - 1);
+}
+
+/* Whether a task's loop is gone for good. The bridge is held across the
+ * check: is_closed() is Python code, which may finish the task and drop
+ * t->bridge. */
+static int
+task_loop_is_dead(task_object *t)
+{
+    if (t->bridge == NULL || task_is_done(t)) {
+        return 0;
+    }
+    bridge_object *b = (bridge_object *)Py_NewRef(t->bridge);
+    int dead = b->closed || bridge_loop_closed(b) == 1;
+    Py_DECREF(b);
+    return dead && !task_is_done(t);
 }
 
 PyObject *
 engine_abandon_dead_loops(engine_object *e, int first, int last)
 {
-    PyObject *live = live_tasks_of(e, first, last);
+    PyObject *live = live_tasks_of(e, first, last); /* owns the tasks */
     PyObject *out = live ? PyList_New(0) : NULL;
     if (out == NULL) {
         Py_XDECREF(live);
@@ -776,11 +842,17 @@ engine_abandon_dead_loops(engine_object *e, int first, int last)
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(live); i++) {
         task_object *t = (task_object *)PyList_GET_ITEM(live, i);
-        if (t->bridge == NULL || task_is_done(t)) {
-            continue;
-        }
-        if (bridge_loop_closed((bridge_object *)t->bridge) == 1) {
+        if (task_loop_is_dead(t)) {
+            /* Its coroutine will never be resumed: close it, or its frame (the
+             * future it awaits -> the asyncio.Task -> the Runner, which the GC
+             * can't see -> the coroutine) would keep the whole cycle, task and
+             * runtime included, alive for good. */
+            PyObject *coro = (t->flags & TF_IS_CORO) ? Py_XNewRef(t->target) : NULL;
             task_finish(t, TASK_CANCELLED, NULL);
+            if (coro != NULL) {
+                task_close_coroutine(e->st, coro);
+                Py_DECREF(coro);
+            }
             if (PyList_Append(out, (PyObject *)t) < 0) {
                 Py_DECREF(live);
                 Py_DECREF(out);
@@ -790,6 +862,70 @@ engine_abandon_dead_loops(engine_object *e, int first, int last)
     }
     Py_DECREF(live);
     return out;
+}
+
+/* The bridges of every loop this engine touched, as a list that owns them:
+ * checking or releasing one runs Python code, which may add bridges to (or
+ * sweep) the registry, so it is never iterated across such calls. */
+static PyObject *
+engine_bridges_snapshot(engine_object *e)
+{
+    PyObject *list = PyList_New(0);
+    Py_ssize_t pos = 0;
+    PyObject *key, *ref;
+    while (list != NULL && PyDict_Next(e->bridges, &pos, &key, &ref)) {
+        bridge_object *b = bridge_of_ref(ref);
+        if (b != NULL && PyList_Append(list, (PyObject *)b) < 0) { /* a realloc: no GC */
+            Py_CLEAR(list);
+        }
+    }
+    for (int i = 0; list != NULL && i < e->n_bg; i++) {
+        if (e->bg[i].bridge != NULL && PyList_Append(list, (PyObject *)e->bg[i].bridge) < 0) {
+            Py_CLEAR(list);
+        }
+    }
+    return list;
+}
+
+int
+engine_close_dead_bridges(engine_object *e)
+{
+    PyObject *bridges = engine_bridges_snapshot(e);
+    if (bridges == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(bridges); i++) {
+        bridge_object *b = (bridge_object *)PyList_GET_ITEM(bridges, i);
+        if (!b->closed && bridge_loop_closed(b) == 1) {
+            bridge_close(b);
+        }
+    }
+    Py_DECREF(bridges);
+    return 0;
+}
+
+/* The runtime is stopping: give back the reader and fd it added to each
+ * loop it touched (a long-lived loop would keep one per Runtime); the
+ * background loops close their own. */
+static void
+engine_release_bridges(engine_object *e)
+{
+    PyObject *bridges = engine_bridges_snapshot(e);
+    if (bridges == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(bridges); i++) {
+        bridge_object *b = (bridge_object *)PyList_GET_ITEM(bridges, i);
+        int is_background = 0;
+        for (int k = 0; k < e->n_bg; k++) {
+            is_background |= b == e->bg[k].bridge;
+        }
+        if (!is_background) {
+            bridge_release(b);
+        }
+    }
+    Py_DECREF(bridges);
 }
 
 static void
@@ -805,6 +941,9 @@ engine_wake_blocked_spawners(engine_object *e)
 static PyObject *
 Engine_close(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     for (int k = 0; k < LANE_COUNT; k++) {
         pthread_mutex_lock(&e->lanes[k].mu);
     }
@@ -819,6 +958,9 @@ Engine_close(engine_object *e, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Engine_request_stop(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     e->stop_requested = 1;
     pool_request_stop(&e->pool);
     for (int i = 0; i < e->n_bg; i++) {
@@ -828,19 +970,21 @@ Engine_request_stop(engine_object *e, PyObject *Py_UNUSED(ignored))
             }
         }
     }
+    engine_release_bridges(e);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 Engine_join(engine_object *e, PyObject *arg)
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     double timeout = PyFloat_AsDouble(arg);
     if (timeout == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    if (timeout < 0) {
-        timeout = 0;
-    }
+    timeout = offload_wait_seconds(timeout); /* nan, negative: 0; inf: saturates */
     int pool_done = pool_join(&e->pool, timeout);
     int bg_done;
     Py_BEGIN_ALLOW_THREADS
@@ -860,6 +1004,9 @@ Engine_join(engine_object *e, PyObject *arg)
 static PyObject *
 Engine_stuck_threads(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     PyObject *list = PyList_New(0);
     if (list == NULL) {
         return NULL;
@@ -878,10 +1025,12 @@ Engine_stuck_threads(engine_object *e, PyObject *Py_UNUSED(ignored))
     }
     pthread_mutex_unlock(&l->mu);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(running); i++) {
-        PyObject *t = PyList_GET_ITEM(running, i);
-        PyObject *s = PyUnicode_FromFormat(
-            "a pool thread is still running task %R at shutdown; it was not waited for "
-            "(a sync callable can't be interrupted)", t);
+        PyObject *what = offload_safe_repr(PyList_GET_ITEM(running, i));
+        PyObject *s = what ? PyUnicode_FromFormat(
+                                 "a pool thread is still running task %U at shutdown; it was "
+                                 "not waited for (a sync callable can't be interrupted)", what)
+                           : NULL;
+        Py_XDECREF(what);
         if (s == NULL || PyList_Append(list, s) < 0) {
             Py_XDECREF(s);
             Py_DECREF(running);
@@ -913,12 +1062,18 @@ Engine_stuck_threads(engine_object *e, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Engine_abandon_dead_loops(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return engine_abandon_dead_loops(e, LANE_LOOP, LANE_BACKGROUND);
 }
 
 static PyObject *
 Engine_reset_after_fork(engine_object *e, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     /* In the child only the forking thread exists. Drop every link to the
      * parent's threads and loops (leaking them: their locks may be held) and
      * start fresh; the options stay. */
@@ -957,18 +1112,27 @@ Engine_get_views(engine_object *e, void *closure)
 static PyObject *
 Engine_get_started(engine_object *e, void *Py_UNUSED(c))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return PyBool_FromLong(e->started);
 }
 
 static PyObject *
 Engine_get_closed(engine_object *e, void *Py_UNUSED(c))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     return PyBool_FromLong(e->closed);
 }
 
 static PyObject *
 Engine_get_home_loop(engine_object *e, void *Py_UNUSED(c))
 {
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     if (e->home_loop == NULL || (e->home_bridge && bridge_loop_closed(e->home_bridge) == 1)) {
         Py_RETURN_NONE;
     }

@@ -43,6 +43,7 @@ typedef struct engine_object {
     pthread_cond_t bg_cv;
     int bg_alive;
     /* life cycle */
+    int initialised;             /* options applied (Engine.__init__ ran): n_bg > 0 */
     int started;
     int closed;
     int stop_requested;
@@ -64,11 +65,18 @@ bridge_object *engine_background_bridge(engine_object *e);
 void engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc);
 /* Raise Closed/RuntimeError if the engine can't accept work; -1 on error. */
 int engine_check_open(engine_object *e);
+/* RuntimeError (-1) for an engine whose __init__ never ran (a Runtime subclass
+ * that forgot super().__init__()): every entry point calls it first. */
+int engine_check_ready(engine_object *e);
 
 /* Finish as cancelled the live tasks of lanes [first, last] whose event loop
  * has closed under them (they can never run again, yet hold their slots).
  * Returns a new list of those tasks. */
 PyObject *engine_abandon_dead_loops(engine_object *e, int first, int last);
+/* Close the bridges of this engine's loops that are closed (their items will
+ * never run: unstarted tasks fail, undelivered failures are reported). -1 on
+ * error. GIL held. */
+int engine_close_dead_bridges(engine_object *e);
 
 /* The message of offload.Closed: what happened, then what to do. */
 #define ENGINE_CLOSED_MESSAGE                                                     \

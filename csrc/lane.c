@@ -300,7 +300,10 @@ lane_label(lane *l)
 
 /* A loop lane at max_running may be full of tasks whose loop has closed (a
  * short-lived asyncio.run() ended with them): free their slots, naming
- * each, before deciding the new task must wait. */
+ * each, before deciding the new task must wait. Cheap when nothing closed:
+ * one is_closed() per loop this runtime knows (closing the bridges of dead
+ * loops bumps the generation), and the walk over every live task only when
+ * a bridge closed since the last walk (it was O(N) per spawn: O(N^2)). */
 static void
 lane_reclaim_dead_loop_slots(lane *l)
 {
@@ -310,6 +313,14 @@ lane_reclaim_dead_loop_slots(lane *l)
     if (!full) {
         return;
     }
+    module_state *st = l->engine->st;
+    if (engine_close_dead_bridges(l->engine) < 0) {
+        PyErr_Clear();
+    }
+    if (l->reclaim_generation == st->bridge_close_generation) {
+        return;
+    }
+    l->reclaim_generation = st->bridge_close_generation;
     PyObject *dead = engine_abandon_dead_loops(l->engine, l->kind, l->kind);
     if (dead == NULL) {
         PyErr_Clear();
@@ -365,6 +376,20 @@ lane_submit(lane *l, task_object *t)
     }
 }
 
+/* 1 if the (open) home loop is not running, 0 if it runs, -1 unknown. */
+static int
+home_loop_stopped(engine_object *e, bridge_object *home)
+{
+    PyObject *res = PyObject_CallMethodNoArgs(home->loop, e->st->s_is_running);
+    if (res == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int running = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return running == 0;
+}
+
 /* Loop lane: the caller's running loop, else the home loop, else background. */
 static int
 lane_pick_loop(engine_object *e, task_object *t)
@@ -377,10 +402,23 @@ lane_pick_loop(engine_object *e, task_object *t)
     if (PyErr_Occurred()) {
         return -1;
     }
-    if (e->home_bridge != NULL && bridge_loop_closed(e->home_bridge) == 0) {
-        t->bridge = Py_NewRef((PyObject *)e->home_bridge);
+    /* Held: is_closed()/is_running() are Python code (start() may swap it). */
+    bridge_object *home = (bridge_object *)Py_XNewRef((PyObject *)e->home_bridge);
+    if (home != NULL && bridge_loop_closed(home) == 0) {
+        if (home_loop_stopped(e, home) == 1) {
+            Py_DECREF(home);
+            PyErr_SetString(PyExc_RuntimeError,
+                            "offload: the home loop (the one Runtime.start() was called on) is "
+                            "stopped but not closed, so a coroutine sent to it from this thread "
+                            "would only wait, maybe forever (offload.call() without a timeout "
+                            "would block); run that loop again, close it (then coroutines go to "
+                            "offload.background), or spawn on offload.background explicitly");
+            return -1;
+        }
+        t->bridge = (PyObject *)home; /* our reference moves to the task */
         return 0;
     }
+    Py_XDECREF(home);
     t->lane = &e->lanes[LANE_BACKGROUND];
     return 0;
 }
@@ -451,10 +489,14 @@ is_async_function(module_state *st, PyObject *fn)
             return 1;
         }
         if (code->co_flags & CO_ASYNC_GENERATOR) {
-            PyErr_Format(PyExc_TypeError,
-                         "%R is an async generator function, which offload can't run as a "
-                         "task; pass an async function that iterates it instead "
-                         "(async for item in gen(): ...)", fn);
+            PyObject *what = offload_safe_repr(fn);
+            if (what != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "%U is an async generator function, which offload can't run as a "
+                             "task; pass an async function that iterates it instead "
+                             "(async for item in gen(): ...)", what);
+                Py_DECREF(what);
+            }
             return -1;
         }
         /* Plain functions can still be marked (inspect.markcoroutinefunction
@@ -521,10 +563,14 @@ check_fresh_coroutine(module_state *st, PyObject *coro)
     }
 #endif
     if (closed || started) {
-        PyErr_Format(PyExc_ValueError,
-                     "coroutine %R has already %s; pass a new coroutine object "
-                     "(call the async function again)",
-                     coro, closed ? "finished" : "started");
+        PyObject *what = offload_safe_repr(coro);
+        if (what != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "coroutine %U has already %s; pass a new coroutine object "
+                         "(call the async function again)",
+                         what, closed ? "finished" : "started");
+            Py_DECREF(what);
+        }
         return -1;
     }
     return 0;
@@ -560,10 +606,12 @@ classify_target(module_state *st, PyObject *target, Py_ssize_t n_extra, target_k
         }
         int claimed = PySet_Contains(st->claimed_coros, target);
         if (claimed != 0) {
-            if (claimed > 0) {
+            PyObject *what = claimed > 0 ? offload_safe_repr(target) : NULL;
+            if (what != NULL) {
                 PyErr_Format(PyExc_ValueError,
-                             "coroutine %R is already spawned as another task; pass a new "
-                             "coroutine object (call the async function again)", target);
+                             "coroutine %U is already spawned as another task; pass a new "
+                             "coroutine object (call the async function again)", what);
+                Py_DECREF(what);
             }
             return -1;
         }
@@ -584,21 +632,30 @@ resolve_lane(int kind, target_kind tk, PyObject *target)
     if (kind < 0) {
         return tk == TARGET_SYNC ? LANE_THREADS : LANE_LOOP;
     }
-    if ((kind == LANE_LOOP || kind == LANE_BACKGROUND) && tk == TARGET_SYNC) {
+    int wrong_for_loop = (kind == LANE_LOOP || kind == LANE_BACKGROUND) && tk == TARGET_SYNC;
+    int wrong_for_sync = (kind == LANE_THREADS || kind == LANE_PROCESSES) && tk != TARGET_SYNC;
+    if (!wrong_for_loop && !wrong_for_sync) {
+        return kind;
+    }
+    PyObject *what = offload_safe_repr(target); /* the user's __repr__ may raise */
+    if (what == NULL) {
+        return -1;
+    }
+    if (wrong_for_loop) {
         PyErr_Format(PyExc_TypeError,
-                     "offload.%s runs coroutines, and %R is a sync callable; "
+                     "offload.%s runs coroutines, and %U is a sync callable; "
                      "send it to offload.threads (or offload.spawn, which picks the lane)",
-                     kind == LANE_LOOP ? "loop" : "background", target);
-        return -1;
+                     kind == LANE_LOOP ? "loop" : "background", what);
     }
-    if ((kind == LANE_THREADS || kind == LANE_PROCESSES) && tk != TARGET_SYNC) {
+    else {
         PyErr_Format(PyExc_TypeError,
-                     "offload.%s runs sync callables, and %R is %s; "
+                     "offload.%s runs sync callables, and %U is %s; "
                      "send it to offload.loop or offload.background",
-                     kind == LANE_THREADS ? "threads" : "processes", target,
+                     kind == LANE_THREADS ? "threads" : "processes", what,
                      tk == TARGET_CORO ? "a coroutine" : "an async function");
-        return -1;
     }
+    Py_DECREF(what);
+    return -1;
     return kind;
 }
 
@@ -638,6 +695,9 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
 {
     int deferred = mode == SPAWN_DEFERRED;
     module_state *st = e->st;
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "spawn()/run() missing the target to run");
         return NULL;
@@ -782,8 +842,13 @@ lane_parse_name(PyObject *obj, int *kind)
             }
         }
     }
-    PyErr_Format(PyExc_ValueError,
-                 "lane must be 'loop', 'background', 'threads', 'processes' or None, not %R", obj);
+    PyObject *what = offload_safe_repr(obj);
+    if (what != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "lane must be 'loop', 'background', 'threads', 'processes' or None, not %U",
+                     what);
+        Py_DECREF(what);
+    }
     return -1;
 }
 
@@ -792,6 +857,9 @@ lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
 {
     static char *kwlist[] = {"name", "lane", NULL};
     PyObject *name = default_name, *lane_obj = NULL;
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
     if (PyTuple_GET_SIZE(args)) {
         PyErr_SetString(PyExc_TypeError, "options() takes keyword arguments only: name=, lane=");
         return NULL;
@@ -810,7 +878,15 @@ lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
     if (lane_parse_name(lane_obj, &kind) < 0) {
         return NULL;
     }
-    return lane_view_new(e, kind, name);
+    /* A str subclass's __repr__/__str__ are user code: keep an exact str, so
+     * reporting the task never depends on them. */
+    PyObject *exact = name ? offload_exact_str(name) : NULL;
+    if (name != NULL && exact == NULL) {
+        return NULL;
+    }
+    PyObject *view = lane_view_new(e, kind, exact);
+    Py_XDECREF(exact);
+    return view;
 }
 
 static PyObject *
@@ -824,6 +900,9 @@ PyObject *lane_stats_dict(lane *l);
 static PyObject *
 Lane_stats(lane_view *v, PyObject *Py_UNUSED(ignored))
 {
+    if (engine_check_ready(v->engine) < 0) {
+        return NULL;
+    }
     if (v->kind < 0) {
         PyErr_SetString(PyExc_TypeError, "stats() of automatic dispatch: use runtime.stats()");
         return NULL;

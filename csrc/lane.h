@@ -45,6 +45,9 @@ typedef struct lane {
     struct task_object *live_head;
     Py_ssize_t n_pending, n_running;
     lane_stats stats;
+    /* loop lanes: module_state.bridge_close_generation at the last scan for
+     * dead-loop slots (GIL held) */
+    uint64_t reclaim_generation;
 } lane;
 
 void lane_init(lane *l, lane_kind kind, struct engine_object *engine);

@@ -114,9 +114,29 @@ init_exceptions(PyObject *module, module_state *st)
     return 0;
 }
 
+/* Sub-interpreters are refused: the pool and background threads enter the
+ * main interpreter (PyGILState_Ensure), so a task spawned in another one would
+ * run there with that interpreter's objects (and keep running after it is
+ * destroyed). 3.12+ also declares it with Py_mod_multiple_interpreters. */
+static int
+refuse_subinterpreter(void)
+{
+    if (PyInterpreterState_Get() == PyInterpreterState_Main()) {
+        return 0;
+    }
+    PyErr_SetString(PyExc_ImportError,
+                    "offload can't be imported in a sub-interpreter: its thread pool and "
+                    "background loops run in the main interpreter; use it from the main "
+                    "interpreter (or run the work in a subprocess)");
+    return -1;
+}
+
 static int
 offload_exec(PyObject *module)
 {
+    if (refuse_subinterpreter() < 0) {
+        return -1;
+    }
     module_state *st = state_of_module(module);
     st->next_task_id = 0;
     st->claimed_coros = PySet_New(NULL);
@@ -202,6 +222,9 @@ static PyMethodDef offload_methods[] = {
 
 static PyModuleDef_Slot offload_slots[] = {
     {Py_mod_exec, offload_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
     {0, NULL},
 };
 

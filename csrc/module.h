@@ -47,6 +47,10 @@ typedef struct module_state {
     PyObject *state_names[5];
     /* process-wide task ids (incremented with the GIL held) */
     uint64_t next_task_id;
+    /* Bumped whenever a bridge closes (its loop will never run its items):
+     * a full loop lane rescans its tasks for dead-loop slots only when it
+     * moved. GIL held. */
+    uint64_t bridge_close_generation;
 } module_state;
 
 extern struct PyModuleDef offload_module_def;

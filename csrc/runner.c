@@ -56,14 +56,19 @@ runner_start(task_object *t)
         Py_XDECREF(name);
     }
 #else
-    /* 3.10: no context= argument; the Task copies the current context. */
-    if (PyContext_Enter(t->context) < 0) {
+    /* 3.10: no context= argument; the Task copies the current context. Held:
+     * a task factory is Python code and may finish the task (which releases
+     * t->context) before we exit it. */
+    PyObject *context = Py_NewRef(t->context);
+    if (PyContext_Enter(context) < 0) {
+        Py_DECREF(context);
         Py_DECREF(runner);
         task_finish_from_error(t);
         return;
     }
     aio = PyObject_CallMethod(b->loop, "create_task", "O", runner);
-    PyContext_Exit(t->context);
+    PyContext_Exit(context);
+    Py_DECREF(context);
 #endif
     Py_DECREF(runner);
     if (aio == NULL) {
@@ -227,7 +232,13 @@ runner_getattro(runner_object *r, PyObject *name)
 static PyObject *
 runner_repr(runner_object *r)
 {
-    return PyUnicode_FromFormat("<offload runner of %R>", r->coro);
+    PyObject *what = offload_safe_repr(r->coro);
+    if (what == NULL) {
+        return NULL;
+    }
+    PyObject *s = PyUnicode_FromFormat("<offload runner of %U>", what);
+    Py_DECREF(what);
+    return s;
 }
 
 static void

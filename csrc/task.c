@@ -94,7 +94,10 @@ task_derive_name(task_object *t)
     }
     PyObject *qn = PyObject_GetAttr(t->target, t->engine->st->s_qualname);
     if (qn != NULL && PyUnicode_Check(qn)) {
-        return qn;
+        Py_SETREF(qn, offload_exact_str(qn)); /* a str subclass's repr is user code */
+        if (qn != NULL) {
+            return qn;
+        }
     }
     Py_XDECREF(qn);
     PyErr_Clear();
@@ -249,8 +252,11 @@ task_notify(task_object *t)
                     task_resolve_future(st, fut);
                 }
             }
-            else {
-                bridge_push(b, BRIDGE_WAKE, Py_NewRef(fut));
+            else if (bridge_push(b, BRIDGE_WAKE, Py_NewRef(fut)) < 0) {
+                /* Its loop is closed: the wakeup can't arrive (fut stays
+                 * alive in `waiters` until the end of this loop). */
+                PyErr_Clear();
+                awaiter_undeliverable(st, fut);
             }
             continue;
         }
@@ -491,7 +497,8 @@ static int
 task_wait_blocking(task_object *t, double timeout)
 {
     lane *l = t->lane;
-    int64_t deadline = timeout < 0 ? INT64_MAX : offload_now_ns() + (int64_t)(timeout * 1e9);
+    int64_t deadline =
+        timeout < 0 ? INT64_MAX : offload_ns_add(offload_now_ns(), offload_seconds_to_ns(timeout));
     while (!task_is_done(t)) {
         int64_t left = deadline - offload_now_ns();
         if (left <= 0) {
@@ -530,8 +537,16 @@ parse_timeout(PyObject *obj, double *out)
     if (v == -1.0 && PyErr_Occurred()) {
         return -1;
     }
+    if (v != v) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a number of seconds, not nan");
+        return -1;
+    }
     if (v < 0) {
-        PyErr_Format(PyExc_ValueError, "timeout must be >= 0, got %R", obj);
+        PyObject *what = offload_safe_repr(obj); /* a float/int subclass's __repr__ */
+        if (what != NULL) {
+            PyErr_Format(PyExc_ValueError, "timeout must be >= 0, got %U", what);
+            Py_DECREF(what);
+        }
         return -1;
     }
     *out = v;
@@ -682,6 +697,22 @@ Task_exception(task_object *t, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+static void
+task_call_done_callback_now(task_object *t, PyObject *fn)
+{
+    PyObject *res = PyObject_CallOneArg(fn, (PyObject *)t);
+    if (res == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    Py_XDECREF(res);
+}
+
 static PyObject *
 Task_add_done_callback(task_object *t, PyObject *fn)
 {
@@ -690,49 +721,83 @@ Task_add_done_callback(task_object *t, PyObject *fn)
                      Py_TYPE(fn)->tp_name);
         return NULL;
     }
-    if (task_is_done(t)) {
-        PyObject *res = PyObject_CallOneArg(fn, (PyObject *)t);
-        if (res == NULL) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, value);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
+    /* Allocate first (a GC pass may run finalizers that finish the task),
+     * then check and append back to back, as task_add_waiter does: a callback
+     * added to the list after task_notify took it would never be called. */
+    if (t->waiters == NULL && !task_is_done(t)) {
+        PyObject *fresh = PyList_New(0);
+        if (fresh == NULL) {
+            return NULL;
         }
-        Py_XDECREF(res);
+        if (t->waiters == NULL) {
+            t->waiters = fresh;
+        }
+        else {
+            Py_DECREF(fresh);
+        }
+    }
+    if (task_is_done(t)) {
+        task_call_done_callback_now(t, fn);
         Py_RETURN_NONE;
     }
-    if (t->waiters == NULL && (t->waiters = PyList_New(0)) == NULL) {
-        return NULL;
-    }
-    if (PyList_Append(t->waiters, fn) < 0) {
+    if (PyList_Append(t->waiters, fn) < 0) { /* a realloc: runs no Python code */
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
+/* Python code runs inside the comparisons (a user __eq__), and it may finish
+ * the task (task_notify takes the list away and releases it) or add and
+ * remove callbacks. So: compare against a snapshot that owns its items, then
+ * delete the matches from the list as it is now, by identity, in one pass
+ * that runs no Python code (the snapshot still owns every deleted item, so
+ * no refcount reaches zero until the snapshot goes, after the last touch). */
 static PyObject *
 Task_remove_done_callback(task_object *t, PyObject *fn)
 {
-    Py_ssize_t removed = 0;
-    if (t->waiters != NULL) {
-        for (Py_ssize_t i = PyList_GET_SIZE(t->waiters) - 1; i >= 0; i--) {
-            PyObject *w = PyList_GET_ITEM(t->waiters, i);
-            if (PyTuple_CheckExact(w)) {
-                continue;
-            }
-            int eq = PyObject_RichCompareBool(w, fn, Py_EQ);
-            if (eq < 0) {
-                return NULL;
-            }
-            if (eq && PySequence_DelItem(t->waiters, i) < 0) {
-                return NULL;
-            }
-            removed += eq;
+    if (t->waiters == NULL) {
+        return PyLong_FromSsize_t(0);
+    }
+    /* Held: the allocation below may run the GC, whose finalizers may finish the task. */
+    PyObject *current = Py_NewRef(t->waiters);
+    PyObject *snapshot = PyList_GetSlice(current, 0, PY_SSIZE_T_MAX); /* owns its items */
+    Py_DECREF(current); /* not the last reference unless the task finished: no code runs */
+    PyObject *matches = snapshot ? PyList_New(0) : NULL;
+    if (matches == NULL) {
+        Py_XDECREF(snapshot);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snapshot); i++) {
+        PyObject *w = PyList_GET_ITEM(snapshot, i); /* the snapshot never changes */
+        if (PyTuple_CheckExact(w)) {
+            continue; /* an awaiter's (bridge, future): not a callback */
+        }
+        int eq = PyObject_RichCompareBool(w, fn, Py_EQ);
+        if (eq < 0 || (eq && PyList_Append(matches, w) < 0)) {
+            Py_DECREF(matches);
+            Py_DECREF(snapshot);
+            return NULL;
         }
     }
+    Py_ssize_t removed = 0;
+    PyObject *waiters = t->waiters; /* NULL if the task finished meanwhile */
+    for (Py_ssize_t i = waiters ? PyList_GET_SIZE(waiters) - 1 : -1; i >= 0; i--) {
+        PyObject *w = PyList_GET_ITEM(waiters, i);
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(matches); j++) {
+            if (PyList_GET_ITEM(matches, j) == w) {
+                assert(Py_REFCNT(w) > 1); /* matches owns it: deleting runs no __del__ */
+                if (PyList_SetSlice(waiters, i, i + 1, NULL) < 0) {
+                    Py_DECREF(matches);
+                    Py_DECREF(snapshot);
+                    return NULL;
+                }
+                removed++;
+                break;
+            }
+        }
+    }
+    Py_DECREF(matches); /* may run finalizers: the list is no longer touched */
+    Py_DECREF(snapshot);
     return PyLong_FromSsize_t(removed);
 }
 
@@ -953,11 +1018,13 @@ Task_dealloc(task_object *t)
     PyObject_GC_UnTrack(t);
     if ((t->flags & TF_DEFERRED) && !task_is_done(t) && t->target != NULL) {
         /* run() was called but never awaited: nothing ran, say so. */
-        if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                             "offload run() of %R was never awaited; nothing ran",
-                             t->name ? t->name : t->target) < 0) {
+        PyObject *what = offload_safe_repr(t->name ? t->name : t->target);
+        if (what == NULL ||
+            PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                             "offload run() of %U was never awaited; nothing ran", what) < 0) {
             PyErr_WriteUnraisable((PyObject *)t);
         }
+        Py_XDECREF(what);
         if (t->flags & TF_IS_CORO) {
             PyObject *res = PyObject_CallMethod(t->target, "close", NULL);
             if (res == NULL) {

@@ -887,6 +887,64 @@ def _(env: Env) -> Any:
     return offload.loop_local(object).instance()
 
 
+# issue 10, part A (the engine's edges): appended here to ease merging
+
+
+class _ForgetfulRuntime(offload.Runtime):
+    def __init__(self) -> None:  # no super().__init__()
+        pass
+
+
+@case(
+    "uninitialised-Runtime-subclass:background.spawn",
+    RuntimeError,
+    r"was never initialised: its __init__ must call super\(\)\.__init__",
+)
+def _(env: Env) -> Any:
+    return _ForgetfulRuntime().background.spawn(env.coro())
+
+
+@case(
+    "home-loop-stopped-but-open:loop.spawn-from-a-thread",
+    RuntimeError,
+    r"the home loop .* is stopped but not closed.* run that loop again, close it",
+)
+def _(env: Env) -> Any:
+    rt = env.rt()
+    loop = asyncio.new_event_loop()
+
+    async def start() -> None:
+        rt.start()
+
+    loop.run_until_complete(start())
+    try:
+        return in_thread(lambda: rt.loop.spawn(async_fn))
+    finally:
+        loop.close()
+
+
+@case("Task.result(timeout=nan)", ValueError, r"timeout must be a number of seconds, not nan")
+def _(env: Env) -> Any:
+    return env.done_task().result(timeout=float("nan"))
+
+
+class _ReprRaises:
+    def __call__(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr raised")
+
+
+@case(
+    "loop.spawn(sync-callable-whose-repr-raises)",
+    TypeError,
+    r"offload\.loop runs coroutines, and <.*_ReprRaises object at 0x[0-9a-f]+> is a sync callable",
+)
+def _(env: Env) -> Any:
+    return env.rt().loop.spawn(_ReprRaises())
+
+
 # --- the tests -------------------------------------------------------------------------------
 
 

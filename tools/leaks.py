@@ -313,6 +313,57 @@ def scenario_processes() -> int:
     return 110
 
 
+_long_lived_loop: list[asyncio.AbstractEventLoop] = []
+
+
+def scenario_edges() -> int:
+    """Issue 10's paths: runtimes on one long-lived loop giving back their bridges; a
+    failure awaited from a loop closed under the await (reported, not delivered); a
+    full loop lane reclaiming a closed loop's slots; remove_done_callback."""
+    if not _long_lived_loop:
+        _long_lived_loop.append(asyncio.new_event_loop())
+    loop = _long_lived_loop[0]
+
+    async def a_runtime() -> None:
+        async with offload.Runtime(threads=1, error_handler=quiet) as rt:
+            await rt.loop.run(async_work, 1)
+            await rt.threads.run(sync_work, 1)
+
+    for _ in range(3):
+        loop.run_until_complete(a_runtime())
+    with offload.Runtime(threads=1, error_handler=quiet, lanes={"loop": {"max_running": 2}}) as rt:
+        gate = threading.Event()
+        failing = rt.threads.spawn(lambda: gate.wait(10) and int("x"))
+        dead = asyncio.new_event_loop()
+
+        async def awaiter() -> None:
+            await failing
+
+        async def fill() -> None:
+            for _ in range(2):
+                rt.loop.spawn(asyncio.sleep, 3600)
+
+        waiting = dead.create_task(awaiter())
+        dead.run_until_complete(fill())
+        dead.run_until_complete(asyncio.sleep(0.01))
+        for task in asyncio.all_tasks(dead):
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+        dead.close()
+        gate.set()
+        failing.exception(timeout=10)
+        loop.run_until_complete(rt.loop.run(async_work, 2))  # reclaims the dead slots
+        callback_task = rt.threads.spawn(sync_work, 3)
+        callback_task.add_done_callback(quiet_callback)
+        callback_task.remove_done_callback(quiet_callback)
+        callback_task.result(timeout=10)
+        del waiting
+    return 9
+
+
+def quiet_callback(task: object) -> None:
+    pass
+
+
 SCENARIOS: dict[str, Callable[[], int]] = {
     fn.__name__.removeprefix("scenario_"): fn
     for fn in (
@@ -324,6 +375,7 @@ SCENARIOS: dict[str, Callable[[], int]] = {
         scenario_dropped_runtime,
         scenario_uvloop,
         scenario_processes,
+        scenario_edges,
     )
     if fn is not scenario_uvloop or uvloop is not None
 }

@@ -8,13 +8,14 @@ sequences drain/shutdown from the C primitives.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _engine
 from ._local import close_loop_locals
@@ -45,9 +46,28 @@ _COMPLETED = frozenset({"succeeded", "failed"})
 
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
+#: Attributes Runtime.__init__ sets: missing means it never ran.
+_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned"})
+
+
+def _safe_repr(obj: object) -> str:
+    """repr() for reports: a user's __repr__ that raises must not hide the report."""
+    try:
+        return repr(obj)
+    except Exception:  # noqa: BLE001 (any failure of user code: fall back to the type)
+        return f"<{type(obj).__name__} object at {id(obj):#x}>"
+
 
 def _describe(task: Task[Any]) -> str:
-    return f"{task.name!r} (id={task.id}, lane={task.lane}, state={task.state})"
+    return f"{_safe_repr(task.name)} (id={task.id}, lane={task.lane}, state={task.state})"
+
+
+def _thread_wait(timeout: float) -> float:
+    """A timeout `threading`/`concurrent.futures` waits accept: at least 0.1 s, and
+    inf (or anything past threading.TIMEOUT_MAX, which raises OverflowError) clamped."""
+    if not timeout >= 0.1:  # also nan
+        return 0.1
+    return min(timeout, threading.TIMEOUT_MAX)
 
 
 class Runtime(_engine.Engine):
@@ -65,6 +85,20 @@ class Runtime(_engine.Engine):
         #: app's loop is gone at interpreter exit); shutdown names them as unfinished.
         self._abandoned: set[Task[Any]] = set()
         _live_runtimes.add(self)
+
+    if not TYPE_CHECKING:  # (invisible to mypy, which keeps checking attribute names)
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only when an attribute is missing: __init__ never ran (a subclass
+            # that forgot super().__init__()); the engine's entry points say the same.
+            if name in _SET_BY_INIT:
+                raise RuntimeError(
+                    f"this {type(self).__name__} was never initialised: its __init__ must"
+                    " call super().__init__(...) before the runtime is used"
+                )
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
 
     # -- options ---------------------------------------------------------------
     @property
@@ -292,10 +326,21 @@ class Runtime(_engine.Engine):
             if not loop.is_running():
                 continue
             future = asyncio.run_coroutine_threadsafe(close_loop_locals(loop), loop)
+            wait = _thread_wait(timeout)
             try:
-                self._log_close_errors(future.result(max(timeout, 0.1)))
-            except Exception:  # noqa: BLE001 (a timeout or a stopped loop: log, keep shutting down)
-                logger.warning("offload: closing loop_local instances on %r timed out", loop)
+                self._log_close_errors(future.result(wait))
+            except concurrent.futures.TimeoutError:
+                logger.warning(
+                    "offload: closing loop_local instances on %s timed out after %.3g s",
+                    _safe_repr(loop),
+                    wait,
+                )
+            except Exception as exc:  # log the real cause, keep shutting down
+                logger.error(
+                    "offload: closing loop_local instances on %s failed",
+                    _safe_repr(loop),
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
 
     @staticmethod
     def _log_close_errors(errors: list[BaseException]) -> None:
