@@ -5,7 +5,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
+# (test-upstream: see below)
+.PHONY: test-upstream all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
 
 all: build
 
@@ -30,6 +31,14 @@ build: $(STAMP)
 # --- tests -----------------------------------------------------------------
 test: build system-deps
 	$(PY) -m pytest -q
+
+# FastAPI's and Starlette's own background-task tests with the BackgroundTasks import
+# swapped for offload's (tools/upstream.py: downloads the pinned sdists into build/upstream,
+# prints pass/fail per test id; intended differences are listed, never dropped).
+# UPSTREAM_REPEAT=200 runs each test 200 times.
+UPSTREAM_REPEAT ?= 1
+test-upstream: build
+	$(PY) tools/upstream.py --repeat $(UPSTREAM_REPEAT)
 
 # --- reliability (issue 5; docs/reliability.md) --------------------------------
 # Sanitizer builds get their own virtualenvs (build/venv-asan, build/venv-tsan) with the

@@ -12,6 +12,7 @@ marks an app whose stock `fastapi.BackgroundTasks` parameters should run on offl
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the adopter's annotations.
+import asyncio
 import functools
 import logging
 import types
@@ -76,6 +77,9 @@ class BackgroundTasks(fastapi.BackgroundTasks):
 
     async def __call__(self) -> None:
         runtime = self.runtime if self.runtime is not None else default_runtime()
+        if not _on_asyncio():
+            await self._call_without_asyncio(runtime)
+            return
         if self.detach and not _drained_at_shutdown(runtime):
             _warn_detach_undrained()
         elif self.detach:
@@ -92,6 +96,31 @@ class BackgroundTasks(fastapi.BackgroundTasks):
         else:
             await _wait_for(self._spawn_all(runtime))
 
+    async def _call_without_asyncio(self, runtime: Runtime) -> None:
+        """Under trio (e.g. hypercorn --worker-class trio): offload's loop lanes are asyncio,
+        so async tasks run on the request's own loop (concurrently, failures logged);
+        sync tasks still run on the offload thread pool. Always request-scoped."""
+        import anyio
+
+        async def run_one(task: BackgroundTask) -> None:
+            if getattr(task, "is_async", False):
+                try:
+                    await task.func(*task.args, **task.kwargs)
+                except Exception:
+                    logger.exception("offload: background task %r failed", _name_of(task.func))
+                return
+            spawned = self._keep(_spawn(runtime, task))
+            if spawned is not None:
+                await anyio.to_thread.run_sync(spawned._wait, None, abandon_on_cancel=True)
+
+        if self.sequential:
+            for task in list(self.tasks):
+                await run_one(task)
+            return
+        async with anyio.create_task_group() as group:
+            for task in list(self.tasks):
+                group.start_soon(run_one, task)
+
     def _spawn_all(self, runtime: Runtime) -> list[Task[Any]]:
         started = [self._keep(_spawn(runtime, task)) for task in self.tasks]
         return [task for task in started if task is not None]
@@ -104,6 +133,14 @@ class BackgroundTasks(fastapi.BackgroundTasks):
 
 #: The name the docs used before it was a class; the same class.
 OffloadBackgroundTasks = BackgroundTasks
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _prepare(tasks: BackgroundTasks, runtime: Runtime | None) -> None:
