@@ -5,8 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-# (test-upstream: see below)
-.PHONY: test-upstream all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
+.PHONY: all venv build test test-upstream demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
 
 all: build
 
