@@ -11,7 +11,11 @@ offload's intended differences (docs/fastapi.md): they run and are reported as
 "intended difference", never dropped, and don't fail the run.
 
     python tools/upstream.py              # one run
-    python tools/upstream.py --repeat 200 # each test 200 times in one pytest session
+    python tools/upstream.py --repeat 200 # 200 fresh pytest sessions per project
+
+Each repetition is a fresh pytest process: the upstream tests keep state in their
+modules (FastAPI's test_dependency_contextmanager.py asserts on a module-level dict), so
+repeating them inside one session would fail them with FastAPI's own class too.
 """
 
 from __future__ import annotations
@@ -67,20 +71,10 @@ INTENDED = {
 
 SWAP_LINE = "from offload.fastapi import BackgroundTasks  # swapped in by offload's tools/upstream.py"
 
-#: Repeats each collected test N times in one session (ids get a `[r<i>]` suffix).
-REPEAT_PLUGIN = '''
+#: FastAPI's tests mark some tests for pytest-xdist, which these runs don't use.
+MARKERS_PLUGIN = '''
 def pytest_configure(config):
-    # FastAPI's tests mark some tests for pytest-xdist, which this run doesn't need.
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist grouping")
-
-def pytest_addoption(parser):
-    parser.addoption("--offload-repeat", type=int, default=1)
-
-def pytest_generate_tests(metafunc):
-    count = metafunc.config.getoption("offload_repeat")
-    if count > 1:
-        metafunc.fixturenames.append("offload_repeat_index")
-        metafunc.parametrize("offload_repeat_index", range(count), ids=lambda i: f"r{i}")
 '''
 
 #: What those tests need beyond this venv: Starlette's test client and test types import
@@ -144,7 +138,7 @@ def unpack(project: str, version: str) -> Path:
     shutil.rmtree(tree, ignore_errors=True)
     with tarfile.open(sdist) as archive:
         archive.extractall(WORK / "src", filter="data")
-    (tree / "offload_repeat_plugin.py").write_text(REPEAT_PLUGIN, encoding="utf-8")
+    (tree / "offload_markers_plugin.py").write_text(MARKERS_PLUGIN, encoding="utf-8")
     return tree
 
 
@@ -168,26 +162,30 @@ def swap_import(path: Path) -> None:
 
 
 def run_tests(project: str, tree: Path, repeat: int) -> dict[str, list[str]]:
-    """Outcomes per test id (one per repetition)."""
+    """Outcomes per test id (one per repetition, each a fresh pytest process)."""
     junit = tree / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", *TESTS[project], "-q", "-p", "no:cacheprovider"]
-    cmd += ["-p", "offload_repeat_plugin", f"--offload-repeat={repeat}", f"--junitxml={junit}"]
-    cmd += ["-o", "junit_family=xunit1"]
-    print(f"== {project}: {' '.join(cmd[3:])}", flush=True)
+    cmd += ["-p", "offload_markers_plugin", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    print(f"== {project} x{repeat}: {' '.join(cmd[3:])}", flush=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(SITE)]))
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    if not junit.exists():
-        print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
-        sys.exit(f"tools/upstream.py: pytest did not run the {project} tests")
-    if proc.returncode not in (0, 1):
-        print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
-    return outcomes(junit)
+    results: dict[str, list[str]] = defaultdict(list)
+    for _ in range(repeat):
+        junit.unlink(missing_ok=True)
+        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+        if not junit.exists():
+            print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
+            sys.exit(f"tools/upstream.py: pytest did not run the {project} tests")
+        if proc.returncode not in (0, 1):
+            print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
+        for test_id, outcome in outcomes(junit).items():
+            results[test_id].extend(outcome)
+    return results
 
 
 def outcomes(junit: Path) -> dict[str, list[str]]:
     results: dict[str, list[str]] = defaultdict(list)
     for case in ET.parse(junit).getroot().iter("testcase"):
-        test_id = f"{case.get('file')}::{base_name(case.get('name', ''))}"
+        test_id = f"{case.get('file')}::{case.get('name', '')}"
         if case.find("skipped") is not None:
             outcome = "skipped"
         elif case.find("failure") is not None or case.find("error") is not None:
@@ -196,15 +194,6 @@ def outcomes(junit: Path) -> dict[str, list[str]]:
             outcome = "passed"
         results[test_id].append(outcome)
     return results
-
-
-def base_name(name: str) -> str:
-    """The test name without the repetition parameter (other parameters kept)."""
-    if "[" not in name:
-        return name
-    head, params = name[:-1].split("[", 1)
-    kept = [p for p in params.split("-") if not (p.startswith("r") and p[1:].isdigit())]
-    return f"{head}[{'-'.join(kept)}]" if kept else head
 
 
 def report(results: dict[str, list[str]], repeat: int) -> int:
