@@ -80,8 +80,8 @@ soak: build
 	$(PY) tools/soak.py --tasks 1000000
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench examples
-	$(PY) -m ruff format --check src tests bench examples
+	$(PY) -m ruff check src tests bench examples tools/upstream.py
+	$(PY) -m ruff format --check src tests bench examples tools/upstream.py
 	$(PY) -m mypy
 
 # --- main job ----------------------------------------------------------------

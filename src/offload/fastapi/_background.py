@@ -59,6 +59,8 @@ class BackgroundTasks(fastapi.BackgroundTasks):
     detach: bool = False
     #: The runtime to spawn on; None: the app's when injected, else the default runtime.
     runtime: Runtime | None = None
+    #: The `offload.Task` of each task spawned (set per instance).
+    spawned: list[Task[Any]]
 
     def __init__(
         self,
