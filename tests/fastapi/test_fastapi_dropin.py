@@ -312,7 +312,11 @@ def test_detach_without_a_lifespan_warns_and_stays_request_scoped(
     assert "detach needs the app to drain at shutdown" in caplog.text
 
 
-def test_the_default_runtime_restarts_with_each_app_start() -> None:
+LOOPS = pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+
+
+@LOOPS
+def test_the_default_runtime_restarts_with_each_app_start(use_uvloop: bool) -> None:
     """TestClient per test: lifespan start, stop, start... on the default runtime."""
     child = run_python(
         """
@@ -339,10 +343,10 @@ def test_the_default_runtime_restarts_with_each_app_start() -> None:
 
         seen = []
         for n in range(3):
-            with TestClient(app) as client:
+            with TestClient(app, backend_options={"use_uvloop": USE_UVLOOP}) as client:
                 seen.append(client.post("/go", params={"n": n}).json())
         print(json.dumps(seen))
-        """
+        """.replace("USE_UVLOOP", repr(use_uvloop))
     )
     assert child.returncode == 0, child.stderr
     seen = json.loads(child.stdout)
@@ -353,7 +357,8 @@ def test_the_default_runtime_restarts_with_each_app_start() -> None:
     assert child.stderr.count("'forever'") >= 3, child.stderr
 
 
-def test_install_covers_routes_made_before_offload_was_imported() -> None:
+@LOOPS
+def test_install_covers_routes_made_before_offload_was_imported(use_uvloop: bool) -> None:
     child = run_python(
         """
         import threading
@@ -370,9 +375,45 @@ def test_install_covers_routes_made_before_offload_was_imported() -> None:
 
         import offload.fastapi  # after the route exists
         offload.fastapi.install(app)
-        with TestClient(app) as client:
+        with TestClient(app, backend_options={"use_uvloop": USE_UVLOOP}) as client:
             print(client.post("/go").json(), names[0].rsplit("-", 1)[0])
-        """
+        """.replace("USE_UVLOOP", repr(use_uvloop))
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.split() == ["offload.fastapi._background", "offload-threads"]
+
+
+@pytest.mark.anyio
+async def test_detached_in_order_outlives_the_request_and_is_drained(
+    runtime: offload.Runtime,
+) -> None:
+    from offload_fastapi_support import serve
+
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime, drain_timeout=WAIT))
+    release = threading.Event()
+    log: list[str] = []
+
+    def write(line: str) -> None:
+        release.wait(WAIT)
+        log.append(line)
+
+    async def write_async(line: str) -> None:
+        log.append(line)
+
+    def fail() -> None:
+        raise RuntimeError("a failing step")
+
+    @app.post("/go")
+    async def go(tasks: BackgroundTasks) -> None:
+        tasks.detach = tasks.sequential = True
+        tasks.add_task(write, "one")
+        tasks.add_task(fail)
+        tasks.add_task(write_async, "two")
+        tasks.add_task(write, "three")
+
+    async with serve(app) as client:
+        assert (await client.post("/go")).status_code == 200
+        assert log == []  # the request ended before its tasks
+        release.set()
+    # the lifespan's shutdown drained them, in order
+    assert log == ["one", "two", "three"]

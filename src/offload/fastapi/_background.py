@@ -82,14 +82,11 @@ class BackgroundTasks(fastapi.BackgroundTasks):
         if not _on_asyncio():
             await self._call_without_asyncio(runtime)
             return
-        if self.detach and not _drained_at_shutdown(runtime):
-            _warn_detach_undrained()
-        elif self.detach:
-            if self.sequential:
-                self._keep(_spawn_sequence(runtime, list(self.tasks)))
-            else:
-                self._spawn_all(runtime)
+        if self.detach and _drained_at_shutdown(runtime):
+            self._spawn_detached(runtime)
             return
+        if self.detach:
+            _warn_detach_undrained()
         if self.sequential:
             for task in self.tasks:
                 spawned = self._keep(_spawn(runtime, task))
@@ -97,6 +94,12 @@ class BackgroundTasks(fastapi.BackgroundTasks):
                     await _wait_for([spawned])
         else:
             await _wait_for(self._spawn_all(runtime))
+
+    def _spawn_detached(self, runtime: Runtime) -> None:
+        if self.sequential:
+            self._keep(_spawn_sequence(runtime, list(self.tasks)))
+        else:
+            self._spawn_all(runtime)
 
     async def _call_without_asyncio(self, runtime: Runtime) -> None:
         """Under trio (e.g. hypercorn --worker-class trio): offload's loop lanes are asyncio,
@@ -186,19 +189,35 @@ def _spawn(runtime: Runtime, task: BackgroundTask) -> Task[Any] | None:
 
 
 def _spawn_sequence(runtime: Runtime, tasks: list[BackgroundTask]) -> Task[Any] | None:
-    """A detached, sequential request: one loop-lane task runs the sequence."""
+    """A detached, sequential request: one thread-lane task runs the steps in order.
 
-    async def run_in_order() -> None:
+    The steps run inside it (sync ones on its worker thread, async ones on the request's
+    loop) rather than being spawned one by one, so a shutdown that refuses new spawns
+    still drains the whole sequence. A failing step is logged and the next one runs.
+    """
+    loop = asyncio.get_running_loop()
+
+    def run_in_order() -> None:
         for task in tasks:
-            spawned = _spawn(runtime, task)
-            if spawned is not None:
-                await _wait_for([spawned])
+            try:
+                if getattr(task, "is_async", False):
+                    asyncio.run_coroutine_threadsafe(_run_async(task), loop).result()
+                else:
+                    task.func(*task.args, **task.kwargs)
+            except Exception:
+                logger.exception("offload: background task %r failed", _name_of(task.func))
 
     try:
-        return runtime.options(name="BackgroundTasks (in order)").spawn(run_in_order)
+        return runtime.options(name="BackgroundTasks (in order)", lane="threads").spawn(
+            run_in_order
+        )
     except Exception:
         logger.exception("offload: background tasks (in order) could not be started")
         return None
+
+
+async def _run_async(task: BackgroundTask) -> None:
+    await task.func(*task.args, **task.kwargs)
 
 
 def _name_of(func: Any) -> str:
