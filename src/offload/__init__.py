@@ -102,12 +102,20 @@ def stats() -> dict[str, dict[str, Any]]:
 
 
 class _DefaultLane:
-    """`offload.threads` and co.: the lane of whatever the default runtime is now."""
+    """`offload.threads` and co.: the lane of whatever the default runtime is now.
+
+    It passes for an `offload.Lane` (`isinstance` reads `__class__`), and forwards
+    every attribute to the current default runtime's lane.
+    """
 
     __slots__ = ("_lane",)
 
     def __init__(self, lane: str) -> None:
         self._lane = lane
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return Lane
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(getattr(_default, self._lane), attr)

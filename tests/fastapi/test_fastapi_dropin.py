@@ -32,10 +32,16 @@ def client_options(anyio_backend: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def default_runtime() -> offload.Runtime:
-    """What an app without offload's lifespan uses; fresh if another test shut it down."""
-    rt = offload.default_runtime()
-    return rt if not rt.closed else offload._renew_default_runtime()
+def default_runtime() -> Iterator[offload.Runtime]:
+    """What an app without offload's lifespan uses: the default runtime, stood in for by
+    a fresh one per test (the suite never starts this process's real one)."""
+    real = offload._default
+    offload._default = stand_in = offload.Runtime(threads=4)
+    try:
+        yield stand_in
+    finally:
+        offload._default = real
+        stand_in.close(WAIT)
 
 
 def test_yield_dependencies_and_the_client_wait_for_the_tasks(
