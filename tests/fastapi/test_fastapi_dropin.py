@@ -140,6 +140,7 @@ def test_every_way_to_write_it(
     assert isinstance(one, (BackgroundTasks, fastapi.BackgroundTasks))
     assert sorted(sink) == ["audited signup", "from a dependency", "plain"]
     assert [t.state for t in one.spawned] == ["succeeded"] * 3
+    assert default_runtime.stats()["threads"]["succeeded"] == 3  # the runtime saw them
 
 
 def test_response_background_and_middleware(
@@ -251,7 +252,9 @@ def test_bad_input_fails_where_it_is_written() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_client_disconnect_does_not_cancel_the_tasks(runtime: offload.Runtime) -> None:
+async def test_a_client_disconnect_does_not_cancel_the_tasks(
+    runtime: offload.Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
     app = FastAPI()
     sent, release = asyncio.Event(), threading.Event()
     done: list[str] = []
@@ -288,6 +291,9 @@ async def test_a_client_disconnect_does_not_cancel_the_tasks(runtime: offload.Ru
     call.cancel()  # ...until the server gives up on it (a disconnect, a timeout)
     with pytest.raises(asyncio.CancelledError):
         await call
+    # named, in case the server exits next
+    assert "stopped waiting for a request's background tasks" in caplog.text
+    assert "slow_sync" in caplog.text and "slow_async" in caplog.text
     release.set()
     assert not await runtime.drain(WAIT)
     assert sorted(done) == ["async", "sync"]

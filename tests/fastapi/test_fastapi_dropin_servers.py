@@ -27,8 +27,8 @@ SERVERS = {
 }
 
 
-def start(server: str, port: int, out: Path, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, *SERVERS[server], "testapp_dropin:app"]
+def start(server: str, port: int, out: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, *SERVERS[server], *extra, "testapp_dropin:app"]
     if server.startswith("uvicorn"):
         cmd += ["--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(port)]
     else:
@@ -79,3 +79,27 @@ def test_signal_after_the_response_lets_every_task_finish(
     done = sorted(out.read_text().split("\n")[:-1]) if out.exists() else []
     assert done == ["async a", "async b", "sync a", "sync b"], text
     assert "Traceback" not in text, text
+
+
+@pytest.mark.parametrize("server", ["uvicorn-asyncio", "uvicorn-uvloop"])
+def test_tasks_past_the_graceful_timeout_are_named(server: str, tmp_path: Path) -> None:
+    """`--timeout-graceful-shutdown 1`: uvicorn cancels the request, then exits by the
+    re-raised signal (no at-exit drain): what is still running is named first."""
+    out, log = tmp_path / "done.txt", tmp_path / "server.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(server, port, out, log, "--timeout-graceful-shutdown", "1")
+    try:
+        wait_ready(proc, url, log)
+        response = httpx.post(f"{url}/send/late", params={"seconds": 60.0}, timeout=WAIT)
+        assert response.status_code == 200
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=WAIT * 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "stopped waiting for a request's background tasks" in text, text
+    assert "'slow_sync'" in text and "'slow_async'" in text, text

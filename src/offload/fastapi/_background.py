@@ -26,6 +26,7 @@ from starlette.background import BackgroundTasks as StarletteBackgroundTasks
 from starlette.requests import HTTPConnection
 
 from .. import Runtime, Task, default_runtime
+from .._runtime import _describe
 from ._deps import runtime_of
 
 logger = logging.getLogger("offload")
@@ -165,12 +166,23 @@ def _check_flag(name: str, value: object) -> bool:
 async def _wait_for(tasks: list[Task[Any]]) -> None:
     """Wait for every task to end without taking its failure (the runtime reports it).
 
-    If this wait is cancelled (the server gave up on the request), the tasks go on:
-    they are the runtime's, and its drain or shutdown sees them.
+    If this wait is cancelled (the server gave up on the request: a graceful-shutdown
+    timeout, a disconnect), the tasks go on: they are the runtime's, and its drain or
+    shutdown sees them. Those still running are named, since the server may exit next.
     """
-    for task in tasks:
-        if not task.done():
-            await task._quiet_wait()
+    try:
+        for task in tasks:
+            if not task.done():
+                await task._quiet_wait()
+    except asyncio.CancelledError:
+        left = [task for task in tasks if not task.done()]
+        if left:
+            logger.warning(
+                "offload: the server stopped waiting for a request's background tasks;"
+                " still running: %s",
+                ", ".join(_describe(task) for task in left),
+            )
+        raise
 
 
 def _spawn(runtime: Runtime, task: BackgroundTask) -> Task[Any] | None:
