@@ -81,14 +81,17 @@ def test_signal_after_the_response_lets_every_task_finish(
     assert "Traceback" not in text, text
 
 
-@pytest.mark.parametrize("server", ["uvicorn-asyncio", "uvicorn-uvloop"])
+GRACEFUL_TIMEOUT = {"uvicorn": "--timeout-graceful-shutdown", "hypercorn": "--graceful-timeout"}
+
+
+@pytest.mark.parametrize("server", ["uvicorn-asyncio", "uvicorn-uvloop", "hypercorn-asyncio"])
 def test_tasks_past_the_graceful_timeout_are_named(server: str, tmp_path: Path) -> None:
-    """`--timeout-graceful-shutdown 1`: uvicorn cancels the request, then exits by the
-    re-raised signal (no at-exit drain): what is still running is named first."""
+    """A 1 s graceful timeout: the server cancels the request, then exits (uvicorn by
+    the re-raised signal: no at-exit drain): what is still running is named first."""
     out, log = tmp_path / "done.txt", tmp_path / "server.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(server, port, out, log, "--timeout-graceful-shutdown", "1")
+    proc = start(server, port, out, log, GRACEFUL_TIMEOUT[server.split("-")[0]], "1")
     try:
         wait_ready(proc, url, log)
         response = httpx.post(f"{url}/send/late", params={"seconds": 60.0}, timeout=WAIT)
