@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import fastapi
+from fastapi import params as _fastapi_params
 from fastapi.dependencies import utils as _fastapi_deps
 from starlette.background import BackgroundTask
 from starlette.background import BackgroundTasks as StarletteBackgroundTasks
@@ -327,7 +328,7 @@ def _adopter(annotation: type) -> Callable[..., Any]:
 
 def _adopter_dependant(annotation: type, dependant: Any) -> Any:
     return _fastapi_deps.get_parameterless_sub_dependant(
-        depends=fastapi.params.Depends(_adopter(annotation)), path=dependant.path
+        depends=_fastapi_params.Depends(_adopter(annotation)), path=dependant.path
     )
 
 
