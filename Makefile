@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-matrix dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-matrix test-upstream dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -42,6 +42,14 @@ test: build system-deps
 # interpreter. A claimed version that is absent fails the target (tools/matrix.py).
 test-matrix:
 	$(PYTHON) tools/matrix.py -- --ignore=tests/packaging
+
+# FastAPI's and Starlette's own background-task tests with the BackgroundTasks import
+# swapped for offload's (tools/upstream.py: downloads the pinned sdists into build/upstream,
+# prints pass/fail per test id; intended differences are listed, never dropped).
+# UPSTREAM_REPEAT=200 runs each test 200 times.
+UPSTREAM_REPEAT ?= 1
+test-upstream: build
+	$(PY) tools/upstream.py --repeat $(UPSTREAM_REPEAT)
 
 # --- packages a user installs ---------------------------------------------------
 # dist/: the sdist, and from it a manylinux wheel for every supported CPython found
@@ -108,8 +116,8 @@ soak: build
 	$(PY) tools/soak.py --tasks 1000000
 
 lint: build
-	$(PY) -m ruff check src tests bench examples
-	$(PY) -m ruff format --check src tests bench examples
+	$(PY) -m ruff check src tests bench examples tools/upstream.py
+	$(PY) -m ruff format --check src tests bench examples tools/upstream.py
 	$(PY) -m mypy
 	$(PY) tools/check_typing.py
 

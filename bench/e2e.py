@@ -1,7 +1,8 @@
 """End to end: one FastAPI endpoint under uvicorn (uvloop, one worker), driven by wrk.
 
 The app (bench/e2e_app.py) serves the endpoint plain and with one background call per
-request: FastAPI's BackgroundTasks, offload.fastapi.BackgroundTasks, offload.spawn;
+request: FastAPI's BackgroundTasks, offload.fastapi.BackgroundTasks (request-scoped, and
+detached), offload.spawn;
 the call is an async no-op or a blocking time.sleep(0.001). One server serves every
 variant; each sample is `wrk -t1 -c32 -d{seconds}s --latency` on one URL, after a
 GET /drain that waits until the previous run's background work is done. Requests/s
@@ -30,6 +31,7 @@ PLAIN = "plain"
 VARIANTS = {
     "FastAPI BackgroundTasks": "fastapi",
     "offload BackgroundTasks": "offload-background",
+    "offload BackgroundTasks, detached": "offload-detached",
     "offload.spawn": "offload-spawn",
 }
 WORK = {"async": "async no-op call", "blocking": "blocking 1 ms call"}

@@ -3,6 +3,7 @@
 GET /plain                      the endpoint alone
 GET /{work}/fastapi             + FastAPI's BackgroundTasks.add_task(work)
 GET /{work}/offload-background  + offload.fastapi.BackgroundTasks.add_task(work)
+GET /{work}/offload-detached    + the same, detached (the request ends right after spawning)
 GET /{work}/offload-spawn       + offload.spawn(work)
 GET /drain                      waits for offload's pending work (between wrk runs)
 
@@ -58,6 +59,11 @@ def _routes(name: str, work: Callable[[str], Any]) -> None:
         tasks.add_task(work, "hit")
         return body()
 
+    async def with_offload_detached(tasks: offload.fastapi.BackgroundTasks) -> dict[str, bool]:
+        tasks.detach = True
+        tasks.add_task(work, "hit")
+        return body()
+
     async def with_spawn() -> dict[str, bool]:
         offload.spawn(work, "hit")
         return body()
@@ -65,6 +71,7 @@ def _routes(name: str, work: Callable[[str], Any]) -> None:
     handlers: dict[str, Callable[..., Awaitable[dict[str, bool]]]] = {
         "fastapi": with_fastapi,
         "offload-background": with_offload,
+        "offload-detached": with_offload_detached,
         "offload-spawn": with_spawn,
     }
     for variant, handler in handlers.items():

@@ -25,6 +25,7 @@ pool_init(thread_pool *p, engine_object *engine)
     p->idle_timeout = 30.0;
     p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
     p->monitor_alive = p->monitor_watching = 0;
+    p->named = 0;
     p->engine = engine;
 }
 
@@ -109,6 +110,23 @@ run_burst(thread_pool *p, task_object *t)
     }
 }
 
+/* The worker's name as Python sees it (threading.current_thread().name, %(threadName)s
+ * in logs): offload-threads-N instead of Dummy-N. GIL held; p->named is GIL-protected. */
+static void
+name_python_thread(thread_pool *p)
+{
+    unsigned long n = ++p->named;
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *current = threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
+    PyObject *pyname = PyUnicode_FromFormat("offload-threads-%lu", n);
+    if (current == NULL || pyname == NULL || PyObject_SetAttrString(current, "name", pyname) < 0) {
+        PyErr_Clear(); /* a name is a nicety: never fail a worker over it */
+    }
+    Py_XDECREF(pyname);
+    Py_XDECREF(current);
+    Py_XDECREF(threading);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -116,6 +134,7 @@ worker_main(void *arg)
     engine_object *engine = p->engine;
     offload_name_thread("offload-worker");
     PyGILState_STATE gil = PyGILState_Ensure();
+    name_python_thread(p);
     PyThreadState *ts = PyEval_SaveThread();
     pthread_mutex_lock(&p->mu);
     p->starting--;

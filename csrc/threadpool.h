@@ -33,6 +33,7 @@ typedef struct {
     int wakeups;             /* signals sent but not yet consumed */
     int busy;                /* running a task */
     int starting;            /* created, not yet looking for work */
+    unsigned long named;     /* workers named so far (GIL held): offload-threads-N */
     int stopping;
     int monitor_alive;       /* the growth monitor thread runs */
     int monitor_watching;    /* it already re-checks within GROW_AFTER: don't signal it */

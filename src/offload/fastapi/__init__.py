@@ -4,6 +4,7 @@
     from offload.fastapi import BackgroundTasks, Offload, dashboard_router, metrics_router
 
     app = FastAPI(lifespan=offload.fastapi.lifespan(my_lifespan, drain_timeout=20))
+    offload.fastapi.install(app)  # or: existing `fastapi.BackgroundTasks` params run on offload
     app.include_router(dashboard_router(authorize=require_admin), prefix="/offload")
     app.include_router(metrics_router())          # needs the `metrics` extra
 
@@ -23,7 +24,7 @@ from ._background import BackgroundTasks, OffloadBackgroundTasks
 from ._dashboard import dashboard_router
 from ._deps import Offload, get_runtime, runtime_of
 from ._failures import Failure, FailureLog, failure_log
-from ._lifespan import DEFAULT_DRAIN_TIMEOUT, lifespan
+from ._lifespan import DEFAULT_DRAIN_TIMEOUT, install, lifespan
 from ._metrics import metrics_router
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "dashboard_router",
     "failure_log",
     "get_runtime",
+    "install",
     "lifespan",
     "metrics_router",
     "runtime_of",

@@ -1,16 +1,24 @@
-"""`lifespan(...)`: run an offload runtime for the life of a FastAPI (or Starlette) app."""
+"""`lifespan(...)` and `install(app)`: run an offload runtime for the life of an app.
+
+Each app start gets a runtime that accepts work; with the default runtime, a start after
+a shutdown (TestClient per test, uvicorn --reload) gets a fresh one, so nothing of one
+start leaks into the next.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 
-from .. import Runtime, default_runtime
+import offload
+
+from .. import Runtime
 from ._deps import STATE_ATTR
 
 logger = logging.getLogger("offload")
@@ -44,9 +52,10 @@ def lifespan(
 
     @asynccontextmanager
     async def offload_lifespan(app: AppT) -> AsyncIterator[Any]:
-        rt = runtime if runtime is not None else default_runtime()
+        rt = runtime if runtime is not None else _open_default_runtime()
         _start_on_running_loop(rt)
         setattr(app.state, STATE_ATTR, rt)
+        _managed.add(rt)
         try:
             if app_lifespan is None:
                 yield None
@@ -54,9 +63,55 @@ def lifespan(
                 async with app_lifespan(app) as state:
                     yield state
         finally:
+            _managed.discard(rt)
+            if getattr(app.state, STATE_ATTR, None) is rt:
+                delattr(app.state, STATE_ATTR)
             await _shutdown(rt, drain_timeout)
 
+    offload_lifespan._offload_lifespan = True  # type: ignore[attr-defined]
     return offload_lifespan
+
+
+#: Runtimes an offload lifespan is running now (it drains them at shutdown).
+_managed: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def manages(runtime: Runtime) -> bool:
+    """Whether an app's offload lifespan runs `runtime` (and so drains it at shutdown)."""
+    return runtime in _managed
+
+
+def _open_default_runtime() -> Runtime:
+    """The default runtime; a fresh one (same options) if an earlier app start shut it down."""
+    runtime = offload.default_runtime()
+    if runtime.closed:
+        runtime = offload._renew_default_runtime()
+        logger.debug("offload: a new default runtime for this app start")
+    return runtime
+
+
+def install(
+    app: Starlette,
+    *,
+    runtime: Runtime | None = None,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+) -> None:
+    """One line for an existing app: `offload.fastapi.install(app)`.
+
+    Its unchanged `fastapi.BackgroundTasks` parameters run on offload (as
+    `offload.fastapi.BackgroundTasks`), and its lifespan gets offload's around it
+    (unless it already is one): the runtime starts on the app's loop and is drained at
+    shutdown. The app's own lifespan runs inside, unchanged.
+    """
+    from ._background import install as install_background_tasks
+
+    _check_drain_timeout(drain_timeout)
+    install_background_tasks(app)
+    router = app.router
+    if not getattr(router.lifespan_context, "_offload_lifespan", False):
+        router.lifespan_context = lifespan(
+            router.lifespan_context, runtime=runtime, drain_timeout=drain_timeout
+        )
 
 
 def _check_drain_timeout(timeout: object) -> None:
