@@ -803,28 +803,75 @@ lane_view_new(engine_object *engine, int kind, PyObject *name)
         return NULL;
     }
     v->engine = (engine_object *)Py_NewRef((PyObject *)engine);
+    v->st = engine->st;
+    v->follows_default = 0;
     v->kind = kind;
     v->name = Py_XNewRef(name);
     PyObject_GC_Track((PyObject *)v);
     return (PyObject *)v;
 }
 
+PyObject *
+lane_view_new_following(module_state *st, int kind)
+{
+    lane_view *v = PyObject_GC_New(lane_view, st->LaneType);
+    if (v == NULL) {
+        return NULL;
+    }
+    v->engine = NULL;
+    v->st = st;
+    v->follows_default = 1;
+    v->kind = kind;
+    v->name = NULL;
+    PyObject_GC_Track((PyObject *)v);
+    return (PyObject *)v;
+}
+
+/* The engine a view works on (new reference): its own, or the default runtime
+ * now. Held across the call: spawning runs user code, which may replace the
+ * default runtime and drop the last other reference to this one. */
+static engine_object *
+view_engine(lane_view *v)
+{
+    PyObject *e = v->follows_default ? v->st->default_engine : (PyObject *)v->engine;
+    if (e == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, v->follows_default
+                                                ? "offload has no default runtime (import offload)"
+                                                : "this Lane view was cleared by the GC");
+        return NULL;
+    }
+    return (engine_object *)Py_NewRef(e);
+}
+
+static PyObject *
+view_spawn(lane_view *v, spawn_mode mode, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
+{
+    engine_object *e = view_engine(v);
+    if (e == NULL) {
+        return NULL;
+    }
+    PyObject *task = lane_spawn(e, v->kind, v->name, mode, args, nargs, kwnames);
+    Py_DECREF(e);
+    return task;
+}
+
 static PyObject *
 Lane_spawn(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(v->engine, v->kind, v->name, SPAWN_DETACHED, args, nargs, kwnames);
+    return view_spawn(v, SPAWN_DETACHED, args, nargs, kwnames);
 }
 
 static PyObject *
 Lane_run(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(v->engine, v->kind, v->name, SPAWN_DEFERRED, args, nargs, kwnames);
+    return view_spawn(v, SPAWN_DEFERRED, args, nargs, kwnames);
 }
 
 static PyObject *
 Lane_spawn_observed(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_spawn(v->engine, v->kind, v->name, SPAWN_OBSERVED, args, nargs, kwnames);
+    return view_spawn(v, SPAWN_OBSERVED, args, nargs, kwnames);
 }
 
 int
@@ -892,7 +939,17 @@ lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
 static PyObject *
 Lane_options(lane_view *v, PyObject *args, PyObject *kwds)
 {
-    return lane_options(v->engine, v->kind, v->name, args, kwds);
+    engine_object *e = view_engine(v);
+    if (e == NULL) {
+        return NULL;
+    }
+    lane_view *view = (lane_view *)lane_options(e, v->kind, v->name, args, kwds);
+    Py_DECREF(e);
+    if (view != NULL && v->follows_default) { /* options of a following view follow too */
+        Py_CLEAR(view->engine);
+        view->follows_default = 1;
+    }
+    return (PyObject *)view;
 }
 
 PyObject *lane_stats_dict(lane *l);
@@ -900,14 +957,22 @@ PyObject *lane_stats_dict(lane *l);
 static PyObject *
 Lane_stats(lane_view *v, PyObject *Py_UNUSED(ignored))
 {
-    if (engine_check_ready(v->engine) < 0) {
+    engine_object *e = view_engine(v);
+    if (e == NULL) {
         return NULL;
+    }
+    PyObject *stats = NULL;
+    if (engine_check_ready(e) < 0) {
+        goto done;
     }
     if (v->kind < 0) {
         PyErr_SetString(PyExc_TypeError, "stats() of automatic dispatch: use runtime.stats()");
-        return NULL;
+        goto done;
     }
-    return lane_stats_dict(&v->engine->lanes[v->kind]);
+    stats = lane_stats_dict(&e->lanes[v->kind]);
+done:
+    Py_DECREF(e);
+    return stats;
 }
 
 static PyObject *
@@ -916,7 +981,7 @@ Lane_get_name(lane_view *v, void *Py_UNUSED(c))
     if (v->kind < 0) {
         return PyUnicode_FromString("auto");
     }
-    return Py_NewRef(v->engine->st->lane_names[v->kind]);
+    return Py_NewRef(v->st->lane_names[v->kind]);
 }
 
 static PyObject *

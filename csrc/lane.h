@@ -78,14 +78,19 @@ void lane_dispatch(lane *l, struct task_object *t);
  * kind == -1) with per-call options such as the task name. */
 typedef struct {
     PyObject_HEAD
-    struct engine_object *engine; /* strong */
+    struct engine_object *engine; /* strong; NULL when following the default */
+    struct module_state *st;      /* borrowed: the view's type keeps its module alive */
+    int follows_default;          /* works on st->default_engine, read at each call */
     int kind;                     /* lane_kind, or -1 for automatic dispatch */
     PyObject *name;               /* task name override or NULL */
-    vectorcallfunc spawn_vc;
 } lane_view;
 
 int lane_type_init(PyObject *module);
 PyObject *lane_view_new(struct engine_object *engine, int kind, PyObject *name);
+/* A view of the module's default runtime, whichever it is at each call
+ * (`offload.spawn`, `offload.threads`, ...); its options() views follow too. */
+PyObject *lane_view_new_following(struct module_state *st, int kind);
+int lane_parse_name(PyObject *obj, int *kind);
 
 /* How lane_spawn hands the task back. */
 typedef enum {

@@ -155,7 +155,7 @@ offload_exec(PyObject *module)
     X(TaskType) X(AwaiterType) X(RunnerType) X(BridgeType) X(LaneType) X(EngineType) X(Full)   \
     X(Closed) X(get_running_loop) X(CancelledError) X(InvalidStateError) X(AsyncioTask)        \
     X(iscoroutine) X(iscoroutinefunction) X(new_event_loop) X(set_event_loop) X(all_tasks)     \
-    X(gather) X(kwnames_loop_context) X(claimed_coros) X(annotate_error)
+    X(gather) X(kwnames_loop_context) X(claimed_coros) X(annotate_error) X(default_engine)
 
 static int
 offload_traverse(PyObject *module, visitproc visit, void *arg)
@@ -214,9 +214,41 @@ set_error_annotator(PyObject *module, PyObject *fn)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+set_default_runtime(PyObject *module, PyObject *rt)
+{
+    module_state *st = state_of_module(module);
+    int ok = PyObject_TypeCheck(rt, st->EngineType);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "the default runtime must be an offload.Runtime, not %.100s",
+                     Py_TYPE(rt)->tp_name);
+        return NULL;
+    }
+    Py_XSETREF(st->default_engine, Py_NewRef(rt));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+default_lane(PyObject *module, PyObject *lane)
+{
+    int kind = -1;
+    if (lane_parse_name(lane, &kind) < 0) {
+        return NULL;
+    }
+    return lane_view_new_following(state_of_module(module), kind);
+}
+
 static PyMethodDef offload_methods[] = {
     {"_set_error_annotator", set_error_annotator, METH_O,
+     "_set_error_annotator($module, fn, /)\n--\n\n"
      "Install fn(exc), called on every task failure before it is reported."},
+    {"_set_default_runtime", set_default_runtime, METH_O,
+     "_set_default_runtime($module, runtime, /)\n--\n\n"
+     "Make `runtime` the one that views made by _default_lane() use."},
+    {"_default_lane", default_lane, METH_O,
+     "_default_lane($module, lane, /)\n--\n\n"
+     "A Lane view (lane name, or None for automatic dispatch) of whichever runtime\n"
+     "is the default at each call."},
     {NULL},
 };
 

@@ -35,6 +35,10 @@ typedef struct module_state {
     /* Python hook called with each task failure before it is reported or
      * raised (adds hints such as "use offload.loop_local"); may be NULL. */
     PyObject *annotate_error;
+    /* The process-wide default runtime (an Engine) behind `offload.spawn`,
+     * `offload.threads`...: views that follow it read it at each call, so a
+     * renewed default runtime is used by everyone who holds them. May be NULL. */
+    PyObject *default_engine;
     /* interned method/attribute names */
     PyObject *s_add_reader, *s_remove_reader, *s_create_future, *s_set_result, *s_done,
         *s_cancel, *s_throw, *s_close, *s_future_blocking, *s_report, *s_qualname,

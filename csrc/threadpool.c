@@ -127,6 +127,25 @@ name_python_thread(thread_pool *p)
     Py_XDECREF(threading);
 }
 
+/* Undo name_python_thread as the worker exits: threading keeps the _DummyThread
+ * of a foreign thread in threading._active until a new thread reuses the ident
+ * (3.10/3.11; 3.12+ drop it when the thread state goes, which this anticipates),
+ * so threading.enumerate() would list exited workers as alive. GIL held. */
+static void
+forget_python_thread(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *active = threading ? PyObject_GetAttrString(threading, "_active") : NULL;
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (active == NULL || ident == NULL || !PyDict_Check(active) ||
+        PyDict_DelItem(active, ident) < 0) {
+        PyErr_Clear(); /* a private detail of threading: never fail a worker over it */
+    }
+    Py_XDECREF(ident);
+    Py_XDECREF(active);
+    Py_XDECREF(threading);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -169,6 +188,7 @@ worker_main(void *arg)
     pthread_cond_broadcast(&p->exit_cv);
     pthread_mutex_unlock(&p->mu);
     PyEval_RestoreThread(ts);
+    forget_python_thread();
     Py_DECREF(engine); /* the reference taken when this thread was started */
     PyGILState_Release(gil);
     return NULL;

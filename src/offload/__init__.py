@@ -11,7 +11,8 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from typing import Any, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _engine
 from ._decorator import TaskFunction, task
@@ -49,11 +50,18 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 #: The process-wide runtime behind the module-level functions. Its threads and loops
 #: start on first use; `configure()` may change its options until then. After it was
 #: shut down, an app's offload lifespan starting again replaces it with a fresh one
-#: (`_renew_default_runtime`): so the functions and lanes below look it up on each call.
+#: (`_renew_default_runtime`). `spawn`, `run`, `options` and the lanes below are C views
+#: that read the current default runtime at each call (no Python frame in between), so
+#: whoever imported them keeps working across a renewal.
+_set_default_runtime = _engine._set_default_runtime
 _default = Runtime()
+_set_default_runtime(_default)
 _renew_lock = threading.Lock()
 
 
@@ -64,11 +72,19 @@ def default_runtime() -> Runtime:
 
 def _renew_default_runtime() -> Runtime:
     """Replace a shut-down default runtime with a fresh one of the same options."""
-    global _default
     with _renew_lock:
         if _default.closed:
-            _default = Runtime(**_default.options_in_effect)
+            _replace_default_runtime(Runtime(**_default.options_in_effect))
         return _default
+
+
+def _replace_default_runtime(runtime: Runtime) -> Runtime:
+    """Make `runtime` the default one (module functions and lanes included); return the
+    previous one. For the lifespan's renewal and for tests that stand one in."""
+    global _default
+    previous, _default = _default, runtime
+    _set_default_runtime(runtime)
+    return previous
 
 
 def configure(**options: Any) -> None:
@@ -76,58 +92,40 @@ def configure(**options: Any) -> None:
     _default.configure(**options)
 
 
-def spawn(target: Any, /, *args: Any, **kwargs: Any) -> Task[Any]:
-    """Spawn on the default runtime (see `Runtime.spawn`)."""
-    return _default.spawn(target, *args, **kwargs)
+_auto: Lane = _engine._default_lane(None)
+spawn = _auto.spawn
+run = _auto.run
+options = _auto.options
+loop: Lane = _engine._default_lane("loop")
+background: Lane = _engine._default_lane("background")
+threads: Lane = _engine._default_lane("threads")
+processes: Lane = _engine._default_lane("processes")
 
 
-def run(target: Any, /, *args: Any, **kwargs: Any) -> Task[Any]:
-    """Run on the default runtime and await the result (see `Runtime.run`)."""
-    return _default.run(target, *args, **kwargs)
-
-
-def call(target: Any, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+@overload
+def call(
+    target: Callable[_P, Coroutine[Any, Any, _R]], /, *args: _P.args, **kwargs: _P.kwargs
+) -> _R: ...
+@overload
+def call(  # type: ignore[valid-type]
+    target: Callable[_P, Coroutine[Any, Any, _R]],
+    /,
+    *args: _P.args,
+    timeout: float | None,
+    **kwargs: _P.kwargs,
+) -> _R: ...
+@overload
+def call(target: Coroutine[Any, Any, _R], /, *, timeout: float | None = None) -> _R: ...
+def call(  # type: ignore[misc]  # (see Runtime.call)
+    target: Any, /, *args: Any, timeout: float | None = None, **kwargs: Any
+) -> Any:
     """Run async code from sync code on the default runtime (see `Runtime.call`)."""
     return _default.call(target, *args, timeout=timeout, **kwargs)
-
-
-def options(**kwargs: Any) -> Lane:
-    """Per-call options on the default runtime: `name=`, `lane=` (see `Runtime.options`)."""
-    return _default.options(**kwargs)
 
 
 def stats() -> dict[str, dict[str, Any]]:
     """Per-lane statistics of the default runtime."""
     return _default.stats()
-
-
-class _DefaultLane:
-    """`offload.threads` and co.: the lane of whatever the default runtime is now.
-
-    It passes for an `offload.Lane` (`isinstance` reads `__class__`), and forwards
-    every attribute to the current default runtime's lane.
-    """
-
-    __slots__ = ("_lane",)
-
-    def __init__(self, lane: str) -> None:
-        self._lane = lane
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:
-        return Lane
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(getattr(_default, self._lane), attr)
-
-    def __repr__(self) -> str:
-        return repr(getattr(_default, self._lane))
-
-
-loop = cast(Lane, _DefaultLane("loop"))
-background = cast(Lane, _DefaultLane("background"))
-threads = cast(Lane, _DefaultLane("threads"))
-processes = cast(Lane, _DefaultLane("processes"))
 
 
 async def drain(timeout: float | None = None) -> set[Task[Any]]:

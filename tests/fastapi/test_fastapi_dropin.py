@@ -35,12 +35,12 @@ def client_options(anyio_backend: Any) -> dict[str, Any]:
 def default_runtime() -> Iterator[offload.Runtime]:
     """What an app without offload's lifespan uses: the default runtime, stood in for by
     a fresh one per test (the suite never starts this process's real one)."""
-    real = offload._default
-    offload._default = stand_in = offload.Runtime(threads=4)
+    stand_in = offload.Runtime(threads=4)
+    real = offload._replace_default_runtime(stand_in)
     try:
         yield stand_in
     finally:
-        offload._default = real
+        offload._replace_default_runtime(real)
         stand_in.close(WAIT)
 
 
