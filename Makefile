@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-matrix test-upstream dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-asyncio-debug test-matrix test-upstream dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -36,6 +36,11 @@ build: $(STAMP)
 # --- tests -----------------------------------------------------------------
 test: build system-deps
 	$(PY) -m pytest -q
+
+# The suite once more under asyncio's debug mode (slow callbacks, coroutines never
+# awaited, calls from the wrong thread) with every warning raised as an error.
+test-asyncio-debug: build
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -W error --ignore=tests/packaging --ignore-glob='*browser*'
 
 # The suite (without the browser and sanitizer runs) on every supported CPython found
 # here (pyenv, python3.X on PATH), each in its own venv under build/matrix/; one line per

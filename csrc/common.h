@@ -29,6 +29,42 @@ offload_name_thread(const char *name)
 #endif
 }
 
+/* The calling thread's name as Python sees it (threading.current_thread().name,
+ * %(threadName)s in logs): "<prefix>-<n>" instead of Dummy-N. GIL held; best
+ * effort (a name is a nicety, never a reason to fail a thread). */
+static inline void
+offload_name_python_thread(const char *prefix, long n)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *current = threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
+    PyObject *name = PyUnicode_FromFormat("%s-%ld", prefix, n);
+    if (current == NULL || name == NULL || PyObject_SetAttrString(current, "name", name) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(current);
+    Py_XDECREF(threading);
+}
+
+/* Undo the above as an engine thread exits: threading keeps the _DummyThread of a
+ * foreign thread in threading._active until a new thread reuses its ident
+ * (3.10/3.11; 3.12+ drop it with the thread state, which this anticipates), so
+ * threading.enumerate() would list exited threads as alive. GIL held. */
+static inline void
+offload_forget_python_thread(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *active = threading ? PyObject_GetAttrString(threading, "_active") : NULL;
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (active == NULL || ident == NULL || !PyDict_Check(active) ||
+        PyDict_DelItem(active, ident) < 0) {
+        PyErr_Clear(); /* a private detail of threading: never fail a thread over it */
+    }
+    Py_XDECREF(ident);
+    Py_XDECREF(active);
+    Py_XDECREF(threading);
+}
+
 /* Monotonic time in nanoseconds; vDSO-backed on Linux, so cheap on the hot path. */
 static inline int64_t
 offload_now_ns(void)

@@ -418,16 +418,7 @@ background_thread_main(void *arg)
     snprintf(name, sizeof(name), "offload-bg-%d", bg->index);
     offload_name_thread(name);
     PyGILState_STATE gil = PyGILState_Ensure();
-    /* Python-level name too, for logs (threading.current_thread().name). */
-    PyObject *threading = PyImport_ImportModule("threading");
-    PyObject *current = threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
-    PyObject *pyname = PyUnicode_FromFormat("offload-background-%d", bg->index);
-    if (current == NULL || pyname == NULL || PyObject_SetAttrString(current, "name", pyname) < 0) {
-        PyErr_Clear();
-    }
-    Py_XDECREF(pyname);
-    Py_XDECREF(current);
-    Py_XDECREF(threading);
+    offload_name_python_thread("offload-background", bg->index);
     background_loop_run(bg);
     PyThreadState *ts = PyEval_SaveThread();
     pthread_mutex_lock(&e->bg_mu);
@@ -436,6 +427,7 @@ background_thread_main(void *arg)
     pthread_cond_broadcast(&e->bg_cv);
     pthread_mutex_unlock(&e->bg_mu);
     PyEval_RestoreThread(ts);
+    offload_forget_python_thread();
     Py_DECREF(e); /* taken when the thread started */
     PyGILState_Release(gil);
     return NULL;
@@ -998,6 +990,19 @@ Engine_join(engine_object *e, PyObject *arg)
     bg_done = e->bg_alive == 0;
     pthread_mutex_unlock(&e->bg_mu);
     Py_END_ALLOW_THREADS
+    if (bg_done) {
+        /* The loops are closed and their threads gone: give the bridges' wakeup
+         * fds back now rather than when the runtime object is collected (a
+         * pusher still holding one keeps it until it lets go; none can start
+         * a loop again: stop_requested refuses it). */
+        for (int i = 0; i < e->n_bg; i++) {
+            Py_CLEAR(e->bg[i].bridge);
+        }
+        /* Likewise the home loop's bridge: spawns are refused from here on. */
+        if (e->closed) {
+            Py_CLEAR(e->home_bridge);
+        }
+    }
     return PyBool_FromLong(pool_done && bg_done);
 }
 

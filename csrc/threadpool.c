@@ -110,42 +110,6 @@ run_burst(thread_pool *p, task_object *t)
     }
 }
 
-/* The worker's name as Python sees it (threading.current_thread().name, %(threadName)s
- * in logs): offload-threads-N instead of Dummy-N. GIL held; p->named is GIL-protected. */
-static void
-name_python_thread(thread_pool *p)
-{
-    unsigned long n = ++p->named;
-    PyObject *threading = PyImport_ImportModule("threading");
-    PyObject *current = threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
-    PyObject *pyname = PyUnicode_FromFormat("offload-threads-%lu", n);
-    if (current == NULL || pyname == NULL || PyObject_SetAttrString(current, "name", pyname) < 0) {
-        PyErr_Clear(); /* a name is a nicety: never fail a worker over it */
-    }
-    Py_XDECREF(pyname);
-    Py_XDECREF(current);
-    Py_XDECREF(threading);
-}
-
-/* Undo name_python_thread as the worker exits: threading keeps the _DummyThread
- * of a foreign thread in threading._active until a new thread reuses the ident
- * (3.10/3.11; 3.12+ drop it when the thread state goes, which this anticipates),
- * so threading.enumerate() would list exited workers as alive. GIL held. */
-static void
-forget_python_thread(void)
-{
-    PyObject *threading = PyImport_ImportModule("threading");
-    PyObject *active = threading ? PyObject_GetAttrString(threading, "_active") : NULL;
-    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (active == NULL || ident == NULL || !PyDict_Check(active) ||
-        PyDict_DelItem(active, ident) < 0) {
-        PyErr_Clear(); /* a private detail of threading: never fail a worker over it */
-    }
-    Py_XDECREF(ident);
-    Py_XDECREF(active);
-    Py_XDECREF(threading);
-}
-
 static void *
 worker_main(void *arg)
 {
@@ -153,7 +117,7 @@ worker_main(void *arg)
     engine_object *engine = p->engine;
     offload_name_thread("offload-worker");
     PyGILState_STATE gil = PyGILState_Ensure();
-    name_python_thread(p);
+    offload_name_python_thread("offload-threads", (long)++p->named); /* GIL-protected */
     PyThreadState *ts = PyEval_SaveThread();
     pthread_mutex_lock(&p->mu);
     p->starting--;
@@ -188,7 +152,7 @@ worker_main(void *arg)
     pthread_cond_broadcast(&p->exit_cv);
     pthread_mutex_unlock(&p->mu);
     PyEval_RestoreThread(ts);
-    forget_python_thread();
+    offload_forget_python_thread();
     Py_DECREF(engine); /* the reference taken when this thread was started */
     PyGILState_Release(gil);
     return NULL;

@@ -213,7 +213,9 @@ def test_task_result_with_infinite_or_nan_timeout(runtime: MakeRuntime) -> None:
 
 def _counting_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A loop of `kind` that counts is_closed() calls (the engine's probe for dead loops)."""
-    base = type(loop_factory(kind)())
+    probe = loop_factory(kind)()
+    base = type(probe)
+    probe.close()
 
     class Counting(base):  # type: ignore[misc, valid-type]
         probes = 0

@@ -1,0 +1,216 @@
+"""Guards on every test of the suite, as CPython's asyncio tests and uvloop keep them.
+
+A test fails if, once it and its fixtures are done, it leaves behind:
+
+* a thread it started (offload's pool and loop threads included: a runtime the test
+  made must be shut down by it),
+* a child process (multiprocessing's forkserver and resource tracker, shared by the
+  whole session, excepted),
+* an open file descriptor,
+* an unfinished task of any offload runtime.
+
+Leftovers get a grace period to go away by themselves (a pool thread exits a moment
+after shutdown returns). The default runtime is process-wide: while it is started and
+open its own threads, fds and tasks belong to the session, not to the test that
+happened to start it (those tests are few and say so).
+
+Also here: the wait helpers every folder shares (`wait_until`, `async_wait_until`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+import offload
+from offload import _runtime
+
+#: How long leftovers get to go away by themselves.
+GRACE = float(os.environ.get("OFFLOAD_TEST_GRACE", "10"))
+#: What a test may leave when it asks (`@pytest.mark.leaves("threads", "fds", ...)`).
+KINDS = ("threads", "children", "fds", "tasks")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Let the libraries make what they keep for the whole process before the first
+    baseline: uvloop's libuv sets up global fds (epoll, io_uring, a signal pipe) and its
+    resolver threads on first use."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - the test extra has it
+        return
+
+    async def touch() -> None:
+        await asyncio.get_running_loop().getaddrinfo("127.0.0.1", 0)
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(touch())
+    finally:
+        loop.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "leaves(*kinds): the test leaves these resources behind on purpose"
+        f" (kinds: {', '.join(KINDS)}); say why beside the marker",
+    )
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = GRACE) -> bool:
+    """Poll `predicate` from a thread (never on a loop) until true or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+async def async_wait_until(predicate: Callable[[], bool], timeout: float = GRACE) -> bool:
+    """`wait_until` for coroutines: polls without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.005)
+    return predicate()
+
+
+def _fds() -> dict[int, str]:
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the fd listdir itself used, or closed meanwhile
+            pass
+    return found
+
+
+def _session_fds() -> set[int]:
+    """fds multiprocessing keeps for the whole session once used."""
+    keep = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    for owner, attr in (
+        (forkserver._forkserver, "_forkserver_alive_fd"),  # type: ignore[attr-defined]
+        (resource_tracker._resource_tracker, "_fd"),  # type: ignore[attr-defined]
+    ):
+        fd = getattr(owner, attr, None)
+        if isinstance(fd, int):
+            keep.add(fd)
+    return keep
+
+
+def _children() -> dict[int, str]:
+    """Live children of this process (zombies included: nobody reaped them)."""
+    me, found = os.getpid(), {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and "forkserver" not in cmdline and "resource_tracker" not in cmdline:
+            found[int(name)] = cmdline or stat.split()[1]
+    return found
+
+
+def _threads() -> dict[int, str]:
+    """The OS threads of this process (threading's view can list exited foreign threads
+    as alive), by native id, named as threading knows them or else by their comm."""
+    named = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # exited meanwhile
+            continue
+        found[int(tid)] = named.get(int(tid), comm)
+    return found
+
+
+def _default_in_use() -> bool:
+    rt = offload.default_runtime()
+    return rt.started and not rt.closed
+
+
+def _unfinished_tasks() -> dict[int, str]:
+    found = {}
+    for rt in list(_runtime._live_runtimes):
+        if rt is offload.default_runtime() and _default_in_use():
+            continue
+        try:
+            tasks = rt._live_tasks()
+        except RuntimeError:  # a subclass that never initialised its engine
+            continue
+        found.update({t.id: f"{t.name!r} ({t.lane}, {t.state})" for t in tasks})
+    return found
+
+
+@dataclass
+class _Snapshot:
+    threads: dict[int, str] = field(default_factory=_threads)
+    children: dict[int, str] = field(default_factory=_children)
+    fds: dict[int, str] = field(default_factory=_fds)
+
+
+def _leftovers(before: _Snapshot, allowed: set[str]) -> dict[str, list[str]]:
+    default_busy = _default_in_use()
+    left: dict[str, list[str]] = {}
+    if "threads" not in allowed:
+        left["threads"] = [
+            name
+            for ident, name in _threads().items()
+            if ident not in before.threads and not (default_busy and name.startswith("offload"))
+        ]
+    if "children" not in allowed:
+        left["children"] = [
+            f"{pid}: {cmd}" for pid, cmd in _children().items() if pid not in before.children
+        ]
+    if "fds" not in allowed and not default_busy:
+        session = _session_fds()
+        left["fds"] = [
+            f"{fd} -> {target}"
+            for fd, target in _fds().items()
+            if before.fds.get(fd) != target and fd not in session
+        ]
+    if "tasks" not in allowed:
+        left["tasks"] = list(_unfinished_tasks().values())
+    return {kind: items for kind, items in left.items() if items}
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if it leaves threads, children, fds or offload tasks behind."""
+    marker = request.node.get_closest_marker("leaves")
+    allowed = set(marker.args) if marker else set()
+    unknown = allowed - set(KINDS)
+    assert not unknown, f"unknown kinds in @pytest.mark.leaves: {unknown}"
+    before = _Snapshot()
+    yield
+    left: dict[str, list[str]] = {}
+
+    def clean() -> bool:
+        nonlocal left
+        gc.collect()
+        left = _leftovers(before, allowed)
+        return not left
+
+    if not clean() and not wait_until(clean, GRACE):
+        details = "; ".join(f"{kind}: {', '.join(items[:8])}" for kind, items in left.items())
+        pytest.fail(f"the test left resources behind (after {GRACE:.0f} s): {details}")
