@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import threading
 import time
 import weakref
@@ -18,7 +19,7 @@ from typing import Any
 
 from . import _engine
 from ._local import close_loop_locals
-from ._options import validate
+from ._options import safe_repr, validate
 from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
 
 logger = logging.getLogger("offload")
@@ -57,6 +58,9 @@ class Runtime(_engine.Engine):
 
     def __init__(self, **options: Any) -> None:
         self._options = validate(options)
+        #: The options as given: configure() merges into these, not into the resolved
+        #: ones (whose per-lane dict would override a new top-level max_pending).
+        self._given = dict(options)
         super().__init__(_engine_options(self._options))
         self._install_process_pool()
         #: Tasks cancelled because their event loop was closed under them (e.g. the
@@ -76,8 +80,9 @@ class Runtime(_engine.Engine):
                 "offload.configure() must be called before the runtime is first used"
                 " (before the first spawn/run/start); create an offload.Runtime(...) instead"
             )
-        merged = {**{k: v for k, v in self._options.items()}, **options}
+        merged = {**self._given, **options}
         self._options = validate(merged)
+        self._given = merged
         self._configure(_engine_options(self._options))
         self._install_process_pool()
 
@@ -135,7 +140,7 @@ class Runtime(_engine.Engine):
         Exceptions and cancellation cross over as they are; contextvars too. On timeout
         the coroutine is cancelled and TimeoutError raised.
         """
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -152,7 +157,7 @@ class Runtime(_engine.Engine):
             )
         if callable(target) and not _is_async_callable(target):
             raise TypeError(
-                f"offload.call() runs async code, and {target!r} is a sync callable;"
+                f"offload.call() runs async code, and {safe_repr(target)} is a sync callable;"
                 " call it directly"
             )
         task = self.loop._spawn_observed(target, *args, **kwargs)
@@ -168,7 +173,7 @@ class Runtime(_engine.Engine):
     # -- drain / shutdown ----------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> set[Task[Any]]:
         """Wait for every task spawned so far; return those still unfinished."""
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         self._abandoned.update(self._abandon_dead_loops())
         tasks = self._live_tasks()
         if not tasks:
@@ -190,7 +195,7 @@ class Runtime(_engine.Engine):
 
     def drain_sync(self, timeout: float | None = None) -> set[Task[Any]]:
         """`drain` for sync code (not on an event-loop thread)."""
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         _refuse_on_loop_thread("drain_sync")
         self._abandoned.update(self._abandon_dead_loops())
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -205,7 +210,7 @@ class Runtime(_engine.Engine):
 
         Returns the tasks that did not finish (each is also logged by name).
         """
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
         unfinished = await self.drain(drain_for)
@@ -226,7 +231,7 @@ class Runtime(_engine.Engine):
 
     def close(self, timeout: float | None = None) -> set[Task[Any]]:
         """Synchronous shutdown, for `with` blocks and interpreter exit."""
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         _refuse_on_loop_thread("close")
         drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
@@ -319,15 +324,22 @@ def _is_async_callable(target: Any) -> bool:
     return callable(target) and inspect.iscoroutinefunction(type(target).__call__)
 
 
-def _check_timeout(timeout: float | None) -> None:
+def _checked_timeout(timeout: float | None) -> float | None:
+    """A valid timeout in seconds; an infinite one (inf, or an int beyond any float)
+    is no timeout at all (None), so no deadline is ever computed from it."""
     if timeout is None:
-        return
+        return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
         )
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0, got {timeout}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout}")
+    return None if math.isinf(seconds) else seconds
 
 
 #: What to await instead of each blocking call, on an event-loop thread.
