@@ -161,9 +161,13 @@ class Runtime(_engine.Engine):
                 " call it directly"
             )
         task = self.loop._spawn_observed(target, *args, **kwargs)
-        if not task._wait(timeout):
-            task.cancel()
-            task._wait(1.0)
+        try:
+            finished = task._wait(timeout)
+        except BaseException:  # Ctrl-C in the wait: the coroutine must not run on unseen
+            _give_up(task)
+            raise
+        if not finished:
+            _give_up(task)
             raise TimeoutError(
                 f"offload.call() of {task.name!r} did not finish within {timeout} s;"
                 " it was cancelled"
@@ -315,6 +319,14 @@ class Runtime(_engine.Engine):
     async def __aexit__(self, *exc_info: object) -> None:
         if not self.closed:
             await self.shutdown(self._options["shutdown_timeout"])
+
+
+def _give_up(task: Task[Any]) -> None:
+    """offload.call() stops waiting: cancel the task, and since nobody will receive its
+    outcome any more, a failure it ends with (a cleanup raising) is reported."""
+    task.cancel()
+    task._unobserve()
+    task._wait(1.0)  # a moment for its `finally:` blocks (a second Ctrl-C ends it)
 
 
 def _is_async_callable(target: Any) -> bool:
