@@ -179,7 +179,8 @@ class Runtime(_engine.Engine):
         """Wait for every task spawned so far; return those still unfinished."""
         timeout = _checked_timeout(timeout)
         self._abandoned.update(self._abandon_dead_loops())
-        tasks = self._live_tasks()
+        caller = self._calling_task()
+        tasks = [t for t in self._live_tasks() if t is not caller]
         if not tasks:
             return set()
 
@@ -196,6 +197,26 @@ class Runtime(_engine.Engine):
         except asyncio.TimeoutError:
             pass
         return {t for t in tasks if not t.done()}
+
+    def _calling_task(self) -> Task[Any] | None:
+        """The offload task of this runtime whose coroutine is running this code, if
+        any: drain and shutdown must not wait for (or cancel) the task that awaits them.
+        Its asyncio.Task drives the engine's runner, which shows its coroutine's frame."""
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:
+            return None
+        frame = getattr(current.get_coro(), "cr_frame", None) if current is not None else None
+        if frame is None:
+            return None
+        for task in self._live_tasks():
+            if task.lane in ("loop", "background") and not task.done():
+                try:
+                    if getattr(task._target, "cr_frame", None) is frame:
+                        return task
+                except Exception:  # noqa: BLE001 (a user awaitable's attribute may raise)
+                    continue
+        return None
 
     def drain_sync(self, timeout: float | None = None) -> set[Task[Any]]:
         """`drain` for sync code (not on an event-loop thread)."""
@@ -215,6 +236,13 @@ class Runtime(_engine.Engine):
         Returns the tasks that did not finish (each is also logged by name).
         """
         timeout = _checked_timeout(timeout)
+        caller = self._calling_task()
+        if caller is not None and caller.lane == "background":
+            raise RuntimeError(
+                f"shutdown() called from task {caller.name!r} on offload's background lane"
+                " would stop the event loop that task runs on; await it from the home loop"
+                " (offload.loop) or call close() from a thread of your own"
+            )
         drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
         unfinished = await self.drain(drain_for)

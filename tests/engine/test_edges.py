@@ -194,3 +194,79 @@ def test_loop_local_refuses_an_async_factory() -> None:
     for factory in (make_client, AsyncCallable()):
         with pytest.raises(TypeError, match="async"):
             offload.loop_local(factory)
+
+
+# --- item 6: shutdown/drain from inside an offload task -------------------------------------
+
+
+def test_shutdown_awaited_inside_a_loop_task_completes(arun: Arun, runtime: MakeRuntime) -> None:
+    """`await rt.shutdown()` (no timeout) from an offload task on the home loop: it
+    doesn't wait for itself (it waited forever), drains the others, and the whole
+    sequence runs (background loops stopped); the task then ends normally."""
+    rt = runtime()
+
+    async def shut_down_from_inside() -> set[Any]:
+        return await rt.shutdown()
+
+    async def main() -> None:
+        rt.start()
+        other = rt.background.spawn(asyncio.sleep, 0.1)
+        task = rt.spawn(shut_down_from_inside)
+        assert await asyncio.wait_for(task, WAIT) == set()
+        assert other.state == "succeeded"
+        assert rt.closed and all(loop.is_closed() for loop in rt.background_loops())
+
+    arun(main(), timeout=WAIT * 2)
+
+
+def test_shutdown_with_a_timeout_inside_a_loop_task_does_not_cancel_itself(
+    arun: Arun, runtime: MakeRuntime
+) -> None:
+    """With a timeout, shutdown used to cancel its own caller after the drain share and
+    skip the rest of the sequence."""
+    rt = runtime()
+
+    async def shut_down_from_inside() -> str:
+        await rt.shutdown(1.0)
+        return "finished"
+
+    async def main() -> None:
+        rt.start()
+        rt.background.spawn(asyncio.sleep, WAIT * 3)
+        task = rt.spawn(shut_down_from_inside)
+        assert await asyncio.wait_for(task, WAIT) == "finished"
+        assert all(loop.is_closed() for loop in rt.background_loops())
+
+    arun(main(), timeout=WAIT * 2)
+
+
+def test_drain_inside_a_task_skips_itself(arun: Arun, runtime: MakeRuntime) -> None:
+    rt = runtime()
+
+    async def drain_from_inside() -> set[Any]:
+        return await rt.drain()
+
+    async def main() -> None:
+        rt.start()
+        done = rt.spawn(asyncio.sleep, 0.05)
+        task = rt.spawn(drain_from_inside)
+        assert await asyncio.wait_for(task, WAIT) == set()
+        assert done.state == "succeeded"
+
+    arun(main(), timeout=WAIT * 2)
+
+
+def test_shutdown_from_a_background_task_is_refused(arun: Arun, runtime: MakeRuntime) -> None:
+    """It would stop the loop it runs on: a clear RuntimeError instead."""
+    rt = runtime()
+
+    async def shut_down_from_inside() -> None:
+        await rt.shutdown(1.0)
+
+    async def main() -> None:
+        task = rt.background.spawn(shut_down_from_inside)
+        with pytest.raises(RuntimeError, match="background lane"):
+            await asyncio.wait_for(task, WAIT)
+        assert not rt.closed
+
+    arun(main(), timeout=WAIT * 2)
