@@ -283,7 +283,10 @@ class ProcessPool:
             with self._lock:
                 self._workers.append(worker)
                 self._wakeup.notify()
-            self._changed_w.send_bytes(b"")
+            try:
+                self._changed_w.send_bytes(b"")
+            except OSError:
+                pass  # the pool stopped meanwhile (stop() closed it)
 
     def _fail_queue_if_no_workers(self, exc: Exception) -> None:
         """Without any worker, queued tasks would wait forever: fail them, saying why."""
@@ -304,6 +307,7 @@ class ProcessPool:
         while True:
             try:
                 if not self._collect_once():
+                    self._changed_r.close()
                     return
             except Exception:
                 logger.exception("offload: the processes lane's collector failed; continuing")
@@ -354,6 +358,7 @@ class ProcessPool:
         self._read_results(worker)  # results it sent before dying still count
         worker.process.join(0)
         code = worker.process.exitcode
+        pid = worker.process.pid
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
@@ -361,6 +366,8 @@ class ProcessPool:
             worker.inflight.clear()
             stopping = self._stopping
         worker.conn.close()
+        if not stopping:  # stopping: stop() still joins it, and releases it after
+            _release(worker.process)
         if running:
             # It ran its batch in order: the first task without a result killed it; the
             # rest never started, so they go back to the front of the queue.
@@ -368,7 +375,7 @@ class ProcessPool:
             if stopping:
                 victim._set_exception(asyncio.CancelledError())
             else:
-                victim._set_exception(ProcessDied(_death_message(worker.process.pid, code)))
+                victim._set_exception(ProcessDied(_death_message(pid, code)))
             with self._lock:
                 self._queue.extendleft(reversed(unstarted))
                 self._wakeup.notify()
@@ -376,7 +383,7 @@ class ProcessPool:
                 return
             logger.warning(
                 "offload: worker process %s died (%s); task %r failed, %d requeued",
-                worker.process.pid,
+                pid,
                 _exit_reason(code),
                 victim.name,
                 len(unstarted),
@@ -409,7 +416,10 @@ class ProcessPool:
                 w.process.kill()
                 w.process.join(1.0)
         if started:
-            self._changed_w.send_bytes(b"")
+            try:
+                self._changed_w.send_bytes(b"")
+            except OSError:
+                pass  # the collector already ended (and closed the read end)
         for thread in self._threads:
             thread.join(1.0)
         with self._lock:
@@ -421,6 +431,9 @@ class ProcessPool:
             task._set_exception(asyncio.CancelledError())
         for w in workers:
             w.conn.close()
+            _release(w.process)
+        if started:
+            self._changed_w.close()  # the read end is the collector's to close, on its way out
         return stuck
 
     def forget_after_fork(self) -> None:
@@ -433,6 +446,15 @@ class ProcessPool:
         self._forked = True
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
+
+
+def _release(process: BaseProcess) -> None:
+    """Close an exited worker's Process object: its sentinel pipe would stay open (an fd
+    per worker ever started) until the object happened to be collected."""
+    try:
+        process.close()
+    except ValueError:
+        pass  # still running (a kill not yet reaped): the object closes it when collected
 
 
 def _unpickle_outcome(ok: bool, kind: str, data: bytes) -> tuple[bool, Any]:
