@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
+.PHONY: all venv build test test-property demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps
 
 all: build
 
@@ -28,8 +28,14 @@ build: $(STAMP)
 	$(PIP) install --no-deps --no-build-isolation --force-reinstall .
 
 # --- tests -----------------------------------------------------------------
+# The property-based search (tests/property) runs for OFFLOAD_PROPERTY_SECONDS of wall
+# time: 20 s by default (in `make test`), PROPERTY_SECONDS in `make test-property` (CI).
 test: build system-deps
 	$(PY) -m pytest -q
+
+PROPERTY_SECONDS ?= 150
+test-property: build
+	OFFLOAD_PROPERTY_SECONDS=$(PROPERTY_SECONDS) $(PY) -m pytest -q -p no:cacheprovider tests/property
 
 # --- reliability (issue 5; docs/reliability.md) --------------------------------
 # Sanitizer builds get their own virtualenvs (build/venv-asan, build/venv-tsan) with the
@@ -50,12 +56,15 @@ build/venv-%/.deps-stamp: pyproject.toml
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
 # Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
 # shows up only in an interleaving where nothing happened to order the two accesses.
-TSAN_TESTS = tests/reliability tests/test_reliability.py \
+# Both also run the property-based search (tests/property) for SANITIZE_PROPERTY_SECONDS.
+TSAN_TESTS = tests/reliability tests/test_reliability.py tests/property \
   $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py)
 TSAN_FUZZ_SEEDS ?= 0-199
+SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp
-	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --durations=15
-	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) \
+	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
+	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --durations=15
+	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 
 # Refleak hunt (tools/leaks.py: eight scenarios, live objects and allocated blocks must

@@ -52,9 +52,7 @@ def annotate_error(exc: BaseException) -> None:
 def _check_factory(kind: str, factory: object, close: object) -> None:
     if not callable(factory):
         raise TypeError(f"{kind} needs a factory callable, not {type(factory).__name__}")
-    if inspect.iscoroutinefunction(factory) or inspect.iscoroutinefunction(
-        getattr(type(factory), "__call__", None)
-    ):
+    if inspect.iscoroutinefunction(factory) or inspect.iscoroutinefunction(type(factory).__call__):
         raise TypeError(
             f"{kind} needs a sync factory that returns the object, and {safe_repr(factory)} is an"
             " async function (its coroutine would never be awaited); create async resources"

@@ -42,9 +42,12 @@ def _check_limit(
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where} must be an int or None, not {type(value).__name__}")
-    least = 0 if allow_zero else 1
-    if not least <= value <= most:
-        raise ValueError(f"{where} must be in {least}..{most} or None, got {value}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{where} must be {'>= 0' if allow_zero else '> 0'} or None, got {value}")
+    if value > most:
+        raise ValueError(
+            f"{where} must be in {0 if allow_zero else 1}..{most} or None, got {value}"
+        )
     return int(value)
 
 
@@ -63,8 +66,10 @@ def _check_seconds(where: str, value: Any, *, allow_none: bool = False) -> float
         seconds = float(value)
     except OverflowError:  # an int beyond any float: as good as forever
         seconds = math.inf
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{where} must be a number of seconds >= 0, got {value}")
+    if math.isnan(seconds):
+        raise ValueError(f"{where} must be a number of seconds >= 0, not nan")
+    if seconds < 0:
+        raise ValueError(f"{where} must be >= 0 seconds, got {value}")
     return seconds
 
 

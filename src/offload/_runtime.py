@@ -210,12 +210,8 @@ class Runtime(_engine.Engine):
         if frame is None:
             return None
         for task in self._live_tasks():
-            if task.lane in ("loop", "background") and not task.done():
-                try:
-                    if getattr(task._target, "cr_frame", None) is frame:
-                        return task
-                except Exception:  # noqa: BLE001 (a user awaitable's attribute may raise)
-                    continue
+            if task.lane in ("loop", "background") and _frame_of(task._target) is frame:
+                return task
         return None
 
     def drain_sync(self, timeout: float | None = None) -> set[Task[Any]]:
@@ -349,6 +345,13 @@ class Runtime(_engine.Engine):
             await self.shutdown(self._options["shutdown_timeout"])
 
 
+def _frame_of(coroutine: Any) -> Any:
+    try:
+        return getattr(coroutine, "cr_frame", None)
+    except Exception:  # noqa: BLE001 (a user awaitable's attribute may raise)
+        return None
+
+
 def _give_up(task: Task[Any]) -> None:
     """offload.call() stops waiting: cancel the task, and since nobody will receive its
     outcome any more, a failure it ends with (a cleanup raising) is reported."""
@@ -377,8 +380,10 @@ def _checked_timeout(timeout: float | None) -> float | None:
         seconds = float(timeout)
     except OverflowError:
         return None
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout}")
+    if math.isnan(seconds):
+        raise ValueError("timeout must be a number of seconds >= 0 or None, not nan")
+    if seconds < 0:
+        raise ValueError(f"timeout must be >= 0, got {timeout}")
     return None if math.isinf(seconds) else seconds
 
 

@@ -311,7 +311,7 @@ def spawn(rt: offload.Runtime, book: Book, op: tuple[Any, ...]) -> Any:
         if behaviour != "bad_target":
             book.problem(f"spawn({behaviour} on {lane}) raised {type(exc).__name__}: {exc}")
         return None
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
         book.problem(f"spawn({behaviour} on {lane}) raised {type(exc).__name__} (not clean)")
         return None
     if behaviour == "bad_target":
@@ -348,7 +348,7 @@ def callbacks(book: Book, task: Any, kind: str, remove: bool) -> None:
     except RuntimeError as exc:
         if "__eq__" not in str(exc):
             book.problem(f"done-callback op raised {exc!r}")
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
         book.problem(f"done-callback op raised {type(exc).__name__}: {exc!r}")
 
 
@@ -360,7 +360,7 @@ def configure(rt: offload.Runtime, book: Book, options: dict[str, Any]) -> None:
         rt.configure(**options, error_handler=book.on_failure)
     except (RuntimeError, *CLEAN):
         pass
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
         book.problem(f"configure raised {type(exc).__name__}: {exc!r}")
 
 
@@ -400,7 +400,7 @@ async def async_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]
                 await task
             except asyncio.TimeoutError:
                 pass
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
                 outcome_check(book, task, exc, "await")
         elif kind == "run":
             lane = getattr(rt, op[1])
@@ -409,7 +409,7 @@ async def async_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]
                 await lane.run(target, op[2])
             except BY_DESIGN:
                 pass
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
                 book.problem(f"await {op[1]}.run raised {type(exc).__name__}")
         elif kind == "drain":
             try:
@@ -448,7 +448,7 @@ def sync_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]]) -> N
             except CLEAN:
                 if not is_bad_timeout(timeout):
                     book.problem(f"{kind}({timeout!r}) refused a valid timeout")
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
                 if is_bad_timeout(timeout):
                     book.problem(f"{kind}({timeout!r}) raised {type(exc).__name__}, not clean")
                 else:
@@ -472,7 +472,7 @@ def sync_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]]) -> N
                 pass
             except (TimeoutError, asyncio.CancelledError, *targets.EXPECTED_FAILURES):
                 pass  # delivered: call's task is not in the book (it is observed)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
                 book.problem(f"call({behaviour}) raised {type(exc).__name__}")
         elif kind == "sleep":
             time.sleep(op[1])
@@ -711,11 +711,11 @@ def test_public_api_properties(capsys: pytest.CaptureFixture[str]) -> None:
     # So are uvloop's (libuv's) signal pipe, made on a first loop in a thread.
     with offload.Runtime(processes=1) as rt:
         assert rt.processes.spawn(targets.ret, 1).result(60) == 1
-    for kind in LOOPS:
+    for kind, factory in LOOPS.items():
         warm = threading.Thread(target=loop_thread_actor, args=(None, Book(), kind, []))
         warm.start()
         warm.join()
-        with asyncio.Runner(loop_factory=LOOPS[kind]) as runner:
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(asyncio.sleep(0))
     STATS.clear()
     started = time.monotonic()
