@@ -281,8 +281,16 @@ class ProcessPool:
                 self._fail_queue_if_no_workers(exc)
                 break
             with self._lock:
-                self._workers.append(worker)
-                self._wakeup.notify()
+                late = self._stopping
+                if not late:
+                    self._workers.append(worker)
+                    self._wakeup.notify()
+            if late:  # stop() ran while it started: it never saw this worker
+                worker.process.kill()
+                worker.process.join(1.0)
+                worker.conn.close()
+                _release(worker.process)
+                break
             try:
                 self._changed_w.send_bytes(b"")
             except OSError:

@@ -50,6 +50,7 @@ BATCH = int(os.environ.get("OFFLOAD_PROPERTY_BATCH", "25"))
 #: counts it. The lead removes an entry once the fix is merged.
 KNOWN_UNTIL_MERGE: dict[int, str] = {
     1: "remove_done_callback() of a callback whose __eq__ runs Python code (segfault)",
+    2: "a Runtime subclass whose __init__ skips super().__init__() (SIGFPE on spawn)",
     3: "idle_timeout=inf or beyond ~1e9 s (the pool worker spins holding its mutex)",
     11: "an eventfd of the engine's wakeup bridge per event loop, never closed (fd growth)",
     12: "a task name whose repr() raises (the real failure is hidden)",
@@ -95,14 +96,20 @@ options_strategy = st.fixed_dictionaries(
         "shutdown_timeout": sane_or_weird(st.sampled_from([0, 0.5, 2]), WEIRD_SECONDS),
         "lanes": st.one_of(
             st.none(),
-            st.dictionaries(
-                st.sampled_from(["loop", "background", "threads", "processes"]), lane_limits
-            ),
+            *[
+                st.dictionaries(
+                    st.sampled_from(["loop", "background", "threads", "processes"]), lane_limits
+                )
+            ]
+            * 6,
             st.sampled_from([{"nope": {}}, {"threads": 3}, []]),
         ),
         "loop_factory": st.sampled_from([None, asyncio.new_event_loop, uvloop.new_event_loop]),
-        "unknown_option": st.just(1),
     },
+)
+#: One option set in ten also has an unknown option.
+options_strategy = st.one_of(
+    *[options_strategy] * 9, options_strategy.map(lambda o: {**o, "unknown_option": 1})
 )
 
 LANES = ["loop", "background", "threads", "processes", None]
@@ -166,6 +173,7 @@ class Scenario:
     loop_threads: list[tuple[str, list[tuple[Any, ...]]]]
     shutdown_timeout: Any
     shutdown_from: str
+    uninitialised_subclass: bool
 
 
 scenarios = st.builds(
@@ -180,7 +188,8 @@ scenarios = st.builds(
         max_size=1,
     ),
     shutdown_timeout=sane_or_weird(st.sampled_from([0, 0.5, 2, None]), [NAN, -1, INF, "x"]),
-    shutdown_from=st.sampled_from(["loop", "thread"]),
+    shutdown_from=st.sampled_from(["loop", "thread", "inside a task"]),
+    uninitialised_subclass=st.booleans(),
 )
 
 # --- the bookkeeping of one example -----------------------------------------------------------
@@ -506,14 +515,25 @@ def resources() -> tuple[int, int, int]:
     fds = open_fds().values()
     kept = [fd for fd in fds if not (11 in KNOWN_UNTIL_MERGE and "eventfd" in fd)]
     threads = len(os.listdir("/proc/self/task"))
-    children = 0
-    for tid in os.listdir("/proc/self/task"):
+    return len(kept), threads, len(descendants(os.getpid()))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (workers are children of the forkserver, not ours)."""
+    found = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    for tid in tids:
         try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                children += len(f.read().split())
-        except FileNotFoundError:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
             continue
-    return len(kept), threads, children
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
 
 
 def eventfds() -> int:
@@ -582,7 +602,35 @@ def run_example(scenario: Scenario) -> None:
     )
 
 
+class Uninitialised(offload.Runtime):
+    def __init__(self) -> None:  # no super().__init__(): an engine never set up
+        pass
+
+
+def use_uninitialised(book: Book) -> None:
+    """Every entry point of a Runtime whose engine was never initialised must raise a
+    clear RuntimeError."""
+    rt = Uninitialised()
+    for name, call in (
+        ("spawn", lambda: rt.spawn(targets.ret, 1)),
+        ("background.spawn", lambda: rt.background.spawn(targets.aret, 1)),
+        ("threads.spawn", lambda: rt.threads.spawn(targets.ret, 1)),
+        ("stats", rt.stats),
+        ("close", lambda: rt.close(1)),
+    ):
+        try:
+            call()
+        except (RuntimeError, AttributeError, TypeError):
+            pass
+        except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
+            book.problem(f"uninitialised Runtime: {name} raised {type(exc).__name__}")
+        else:
+            book.problem(f"uninitialised Runtime: {name} was accepted")
+
+
 def run_scenario(scenario: Scenario, book: Book) -> None:
+    if scenario.uninitialised_subclass and not known(book, 2):
+        use_uninitialised(book)
     if options_are_known_bad(book, scenario.options):
         return
     options = {**scenario.options, "error_handler": book.on_failure}
@@ -619,6 +667,8 @@ def run_scenario(scenario: Scenario, book: Book) -> None:
                 book.problem("an actor thread hung")
         if scenario.shutdown_from == "loop":
             unfinished = await timed_shutdown(rt.shutdown, shutdown_timeout, book)
+        elif scenario.shutdown_from == "inside a task":
+            unfinished = await shutdown_inside_a_task(rt, shutdown_timeout, book)
 
     with asyncio.Runner(loop_factory=LOOPS[scenario.main_loop]) as runner:
         runner.run(main())
@@ -641,6 +691,27 @@ async def timed_shutdown(shutdown: Any, timeout: Any, book: Book) -> Any:
         book.problem(f"shutdown({timeout!r}) accepted a bad timeout")
     bound_check(book, "shutdown", timeout, time.monotonic() - started)
     return result
+
+
+async def shutdown_inside_a_task(rt: offload.Runtime, timeout: Any, book: Book) -> Any:
+    """`await rt.shutdown()` from an offload task on this loop: it must leave itself out
+    (not wait for itself, not cancel itself) and complete."""
+
+    async def shut_down() -> Any:
+        return await timed_shutdown(rt.shutdown, timeout, book)
+
+    try:
+        task = rt.loop.spawn(shut_down)
+    except BY_DESIGN:
+        return set()
+    limit = timeout if isinstance(timeout, (int, float)) and math.isfinite(timeout) else WAIT
+    try:
+        return await asyncio.wait_for(task, limit + MARGIN)
+    except asyncio.TimeoutError:
+        book.problem(f"shutdown({timeout!r}) inside a task did not return")
+    except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
+        book.problem(f"shutdown({timeout!r}) inside a task raised {type(exc).__name__}: {exc}")
+    return set()
 
 
 def timed_close(rt: offload.Runtime, timeout: Any, book: Book) -> Any:
