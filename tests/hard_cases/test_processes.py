@@ -265,3 +265,29 @@ def test_an_unpicklable_exception_whose_str_raises_names_its_type(rt: offload.Ru
     assert "UnpicklableStrRaises" in str(info.value)
     assert "not picklable" in str(info.value)
     assert rt.processes.spawn(targets.add, 1).result(30) == 2
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_closed_pool_leaves_no_fds_behind() -> None:
+    """Found by the property test (issue 10): each runtime that used the lane kept its
+    wakeup pipe and each exited worker's sentinel open (while the runtime was referenced),
+    and a worker started while stop() ran was never stopped. A closed runtime still
+    referenced must hold no fd of its pool."""
+    warm = offload.Runtime(processes=1)
+    warm.processes.spawn(targets.add, 1).result(WAIT)
+    warm.close(10)
+    before = _open_fds()
+    kept = []
+    for timeout in (10, 0):  # 0: workers killed at once, maybe while one starts
+        rt = offload.Runtime(processes=2)
+        assert rt.processes.spawn(targets.add, 1).result(WAIT) == 2
+        rt.close(timeout)
+        kept.append(rt)
+    deadline = time.monotonic() + WAIT
+    while _open_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= before, sorted(os.listdir("/proc/self/fd"))
