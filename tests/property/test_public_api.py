@@ -68,9 +68,14 @@ WEIRD_COUNTS = [0, -1, 2**31, 2**63, 2**70, True, 1.5, "2", NAN]
 WEIRD_SECONDS = [-1, -0.0, NAN, INF, 1e19, 10**30, True, "1", [1]]
 
 
+def mostly(usual: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`usual` nine draws in ten, else `rare` (st.one_of would merge repeated branches)."""
+    return st.integers(0, 9).flatmap(lambda n: rare if n == 0 else usual)
+
+
 def sane_or_weird(sane: st.SearchStrategy[Any], weird: list[Any]) -> st.SearchStrategy[Any]:
     """Mostly a sane value; one draw in ten a bad or extreme one."""
-    return st.one_of(*[sane] * 9, st.sampled_from(weird))
+    return mostly(sane, st.sampled_from(weird))
 
 
 counts = st.sampled_from([None, 0, 1, 2, 5, 100])
@@ -96,20 +101,19 @@ options_strategy = st.fixed_dictionaries(
         "shutdown_timeout": sane_or_weird(st.sampled_from([0, 0.5, 2]), WEIRD_SECONDS),
         "lanes": st.one_of(
             st.none(),
-            *[
+            mostly(
                 st.dictionaries(
                     st.sampled_from(["loop", "background", "threads", "processes"]), lane_limits
-                )
-            ]
-            * 6,
-            st.sampled_from([{"nope": {}}, {"threads": 3}, []]),
+                ),
+                st.sampled_from([{"nope": {}}, {"threads": 3}, []]),
+            ),
         ),
         "loop_factory": st.sampled_from([None, asyncio.new_event_loop, uvloop.new_event_loop]),
     },
 )
 #: One option set in ten also has an unknown option.
-options_strategy = st.one_of(
-    *[options_strategy] * 9, options_strategy.map(lambda o: {**o, "unknown_option": 1})
+options_strategy = mostly(
+    options_strategy, options_strategy.map(lambda o: {**o, "unknown_option": 1})
 )
 
 LANES = ["loop", "background", "threads", "processes", None]
