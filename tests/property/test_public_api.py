@@ -798,11 +798,14 @@ def test_public_api_properties(capsys: pytest.CaptureFixture[str]) -> None:
     batches = 0
     old_hooks = sys.unraisablehook, threading.excepthook
     sys.unraisablehook, threading.excepthook = on_unraisable, on_thread_error
+    targets.ARMED[0] = True
     try:
         while batches == 0 or time.monotonic() - started < BUDGET:
             _batch()
             batches += 1
     finally:
+        targets.ARMED[0] = False
+        gc.collect()
         sys.unraisablehook, threading.excepthook = old_hooks
     took = time.monotonic() - started
     with capsys.disabled():
