@@ -340,7 +340,8 @@ def outcome_check(book: Book, task: Any, exc: BaseException, what: str) -> None:
         return
     if isinstance(exc, asyncio.CancelledError):
         return
-    if isinstance(exc, (*targets.EXPECTED_FAILURES, offload.ProcessDied, targets.DelError)):
+    failures = (*targets.EXPECTED_FAILURES, offload.ProcessDied, targets.DelError)
+    if isinstance(exc, failures) and task.state == "failed":
         with book.lock:
             book.delivered.add(task.id)
         return
@@ -458,14 +459,11 @@ def sync_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]]) -> N
                 continue
             try:
                 got = getattr(task, kind)(timeout)
-            except CLEAN:
-                if not is_bad_timeout(timeout):
-                    book.problem(f"{kind}({timeout!r}) refused a valid timeout")
             except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
-                if is_bad_timeout(timeout):
+                if not is_bad_timeout(timeout):
+                    outcome_check(book, task, exc, kind)  # its failure may be a TypeError too
+                elif not isinstance(exc, CLEAN):
                     book.problem(f"{kind}({timeout!r}) raised {type(exc).__name__}, not clean")
-                else:
-                    outcome_check(book, task, exc, kind)
             else:
                 if is_bad_timeout(timeout):
                     book.problem(f"{kind}({timeout!r}) accepted a bad timeout")
