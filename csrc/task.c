@@ -824,6 +824,20 @@ Task_quiet_wait(task_object *t, PyObject *Py_UNUSED(ignored))
     return awaiter_new_quiet((PyObject *)t);
 }
 
+/* offload.call() gave up on the task (timeout, Ctrl-C): nobody will receive its
+ * outcome, so its failure, already there or still to come, is reported. */
+static PyObject *
+Task_unobserve(task_object *t, PyObject *Py_UNUSED(ignored))
+{
+    if (!task_is_done(t)) {
+        t->flags &= (uint8_t)~TF_OBSERVED;
+    }
+    else {
+        task_outcome_abandoned(t);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Task_wait(task_object *t, PyObject *timeout_obj)
 {
@@ -1059,6 +1073,7 @@ static PyMethodDef Task_methods[] = {
     {"_done_future", (PyCFunction)Task_done_future, METH_NOARGS, NULL},
     {"_quiet_wait", (PyCFunction)Task_quiet_wait, METH_NOARGS, NULL},
     {"_wait", (PyCFunction)Task_wait, METH_O, NULL},
+    {"_unobserve", (PyCFunction)Task_unobserve, METH_NOARGS, NULL},
     {"_set_running", (PyCFunction)Task_set_running, METH_NOARGS, NULL},
     {"_set_result", (PyCFunction)Task_set_result, METH_O, NULL},
     {"_set_exception", (PyCFunction)Task_set_exception, METH_O, NULL},

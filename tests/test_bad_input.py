@@ -222,7 +222,7 @@ OPTION_CASES: list[tuple[str, dict[str, Any], type[BaseException], str]] = [
         "background-loops-too-many",
         {"background_loops": 300},
         ValueError,
-        r"background_loops in 1\.\.256",
+        r"background_loops must be in 1\.\.256",
     ),
     (
         "max-pending-negative",
@@ -311,6 +311,29 @@ OPTION_CASES: list[tuple[str, dict[str, Any], type[BaseException], str]] = [
         {"lanes": {"background": {"on_full": "queue"}}},
         ValueError,
         r"lanes\['background'\]\['on_full'\] must be one of",
+    ),
+    # issue 10 item 15: beyond what the engine holds, named (not a bare OverflowError)
+    ("max-pending-huge", {"max_pending": 2**70}, ValueError, r"max_pending must be in 0\.\."),
+    ("max-running-huge", {"max_running": 2**63}, ValueError, r"max_running must be in 1\.\."),
+    ("threads-huge", {"threads": 2**70}, ValueError, r"threads must be in 1\.\.4096"),
+    ("processes-huge", {"processes": 2**70}, ValueError, r"processes must be in 1\.\.1024"),
+    (
+        "lanes-max-pending-huge",
+        {"lanes": {"threads": {"max_pending": 2**64}}},
+        ValueError,
+        r"lanes\['threads'\]\['max_pending'\] must be in 0\.\.",
+    ),
+    (
+        "idle-timeout-nan",
+        {"idle_timeout": float("nan")},
+        ValueError,
+        r"idle_timeout must be a number of seconds >= 0, not nan",
+    ),
+    (
+        "shutdown-timeout-nan",
+        {"shutdown_timeout": float("nan")},
+        ValueError,
+        r"shutdown_timeout must be a number of seconds >= 0, not nan",
     ),
 ]
 for _id, _opts, _exc, _match in OPTION_CASES:
@@ -574,6 +597,14 @@ for _name, _call in (
             lambda env, c=_call: c(env.rt(), "5"),
             TypeError,
             r"timeout must be a number of seconds or None, not str",
+        )
+    )
+    CASES.append(
+        Case(
+            f"{_name}(timeout=nan)",
+            lambda env, c=_call: c(env.rt(), float("nan")),
+            ValueError,
+            r"timeout must be a number of seconds >= 0 or None, not nan",
         )
     )
 for _name in ("result", "exception"):
@@ -943,6 +974,16 @@ class _ReprRaises:
 )
 def _(env: Env) -> Any:
     return env.rt().loop.spawn(_ReprRaises())
+
+
+@case("call(timeout=nan)", ValueError, r"timeout must be a number of seconds >= 0 or None, not nan")
+def _(env: Env) -> Any:
+    return env.rt().call(async_fn, timeout=float("nan"))
+
+
+@case("loop_local(async-factory)", TypeError, r"loop_local needs a sync factory .* is an async")
+def _(env: Env) -> Any:
+    return offload.loop_local(async_fn)
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from ._options import safe_repr
+
 T = TypeVar("T")
 
 #: Every live loop_local, so a runtime can close the instances of the loops it stops.
@@ -50,6 +52,12 @@ def annotate_error(exc: BaseException) -> None:
 def _check_factory(kind: str, factory: object, close: object) -> None:
     if not callable(factory):
         raise TypeError(f"{kind} needs a factory callable, not {type(factory).__name__}")
+    if inspect.iscoroutinefunction(factory) or inspect.iscoroutinefunction(type(factory).__call__):
+        raise TypeError(
+            f"{kind} needs a sync factory that returns the object, and {safe_repr(factory)} is an"
+            " async function (its coroutine would never be awaited); create async resources"
+            " lazily inside the object, or wrap them"
+        )
     if close is not None and not callable(close):
         raise TypeError(f"close must be callable or None, not {type(close).__name__}")
 

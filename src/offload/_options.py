@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -9,6 +11,13 @@ LANES = ("loop", "background", "threads", "processes")
 ON_FULL = ("reject", "drop", "block")
 
 _LANE_KEYS = ("max_pending", "max_running", "on_full")
+
+#: The largest value of each count the engine can hold (C: Py_ssize_t, its thread and
+#: loop arrays); a larger one is refused here with the option's name, not overflowed.
+MAX_THREADS = 4096
+MAX_BACKGROUND_LOOPS = 256
+MAX_PROCESSES = 1024
+MAX_LIMIT = sys.maxsize - 1  # sys.maxsize itself means "unbounded" inside the engine
 
 DEFAULTS: dict[str, Any] = {
     "threads": 32,
@@ -26,13 +35,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _check_limit(where: str, value: Any, *, allow_zero: bool = False) -> int | None:
+def _check_limit(
+    where: str, value: Any, *, allow_zero: bool = False, most: int = MAX_LIMIT
+) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where} must be an int or None, not {type(value).__name__}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{where} must be {'>= 0' if allow_zero else '> 0'} or None, got {value}")
+    if value > most:
+        raise ValueError(
+            f"{where} must be in {0 if allow_zero else 1}..{most} or None, got {value}"
+        )
     return int(value)
 
 
@@ -47,9 +62,15 @@ def _check_seconds(where: str, value: Any, *, allow_none: bool = False) -> float
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{where} must be a number of seconds, not {type(value).__name__}")
-    if value < 0:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float: as good as forever
+        seconds = math.inf
+    if math.isnan(seconds):
+        raise ValueError(f"{where} must be a number of seconds >= 0, not nan")
+    if seconds < 0:
         raise ValueError(f"{where} must be >= 0 seconds, got {value}")
-    return float(value)
+    return seconds
 
 
 def validate(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,17 +82,19 @@ def validate(options: Mapping[str, Any]) -> dict[str, Any]:
         )
     out = dict(DEFAULTS)
     out.update(options)
-    threads = _check_limit("threads", out["threads"])
+    threads = _check_limit("threads", out["threads"], most=MAX_THREADS)
     if threads is None:
         raise TypeError("threads must be a positive int")
-    out["min_threads"] = _check_limit("min_threads", out["min_threads"], allow_zero=True) or 0
+    out["min_threads"] = (
+        _check_limit("min_threads", out["min_threads"], allow_zero=True, most=MAX_THREADS) or 0
+    )
     if out["min_threads"] > threads:
         raise ValueError(f"min_threads ({out['min_threads']}) must not exceed threads ({threads})")
     out["idle_timeout"] = _check_seconds("idle_timeout", out["idle_timeout"])
-    loops = _check_limit("background_loops", out["background_loops"])
+    loops = _check_limit("background_loops", out["background_loops"], most=MAX_BACKGROUND_LOOPS)
     if loops is None:
         raise TypeError("background_loops must be a positive int")
-    _check_limit("processes", out["processes"])
+    _check_limit("processes", out["processes"], most=MAX_PROCESSES)
     _check_limit("max_pending", out["max_pending"], allow_zero=True)
     _check_limit("max_running", out["max_running"])
     _check_on_full("on_full", out["on_full"])
@@ -111,6 +134,15 @@ def _validate_lanes(lanes: Any, top: Mapping[str, Any]) -> dict[str, dict[str, A
         _check_limit(f"lanes[{name!r}]['max_running']", lane["max_running"])
         _check_on_full(f"lanes[{name!r}]['on_full']", lane["on_full"])
     return resolved
+
+
+def safe_repr(obj: object) -> str:
+    """repr(obj) for an error message; a user's __repr__ that raises must not replace
+    the error being reported."""
+    try:
+        return repr(obj)
+    except Exception:  # noqa: BLE001 (any failure of user code: describe by type)
+        return f"<{type(obj).__qualname__} object (its repr() failed)>"
 
 
 ErrorHandler = Callable[[Any, BaseException], object]

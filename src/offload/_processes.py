@@ -31,6 +31,8 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from ._options import safe_repr
+
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
@@ -67,7 +69,7 @@ def prepare(target: Any, args: tuple[Any, ...] | None, kwargs: dict[str, Any] | 
         return pickle.dumps((target, args or (), kwargs or {}), pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         raise TypeError(
-            f"offload.processes needs a picklable target and arguments, and {target!r} with"
+            f"offload.processes needs a picklable target and arguments, and {safe_repr(target)} with"
             f" its arguments is not ({type(exc).__name__}: {exc}); define the function at"
             " module level and pass plain data"
         ) from exc
@@ -76,15 +78,34 @@ def prepare(target: Any, args: tuple[Any, ...] | None, kwargs: dict[str, Any] | 
 # --- the worker process ---------------------------------------------------------------------
 
 
+def _safe_str(obj: object) -> str:
+    """str(obj) for a message; a user's __str__ that raises must not kill a worker."""
+    try:
+        return str(obj)
+    except BaseException:  # noqa: BLE001 (any failure of user code)
+        return f"<{_type_name(obj)} object (its str() failed)>"
+
+
+def _type_name(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _portable(exc: BaseException) -> tuple[BaseException, str]:
     """The exception, made picklable, and its traceback as text (pickle drops both
-    __traceback__ and __cause__, so the text travels beside it)."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    __traceback__ and __cause__, so the text travels beside it). Nothing of the user's
+    exception (its __str__, __reduce__, __init__) may raise out of here."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException:  # noqa: BLE001
+        text = f"{_type_name(exc)} (its traceback could not be formatted)\n"
     try:
         pickle.loads(pickle.dumps(exc))
         portable = exc
-    except Exception:  # noqa: BLE001 (any pickling failure: send a description instead)
-        portable = RuntimeError(f"{type(exc).__name__}: {exc} (the exception was not picklable)")
+    except BaseException:  # noqa: BLE001 (any pickling failure: send a description instead)
+        portable = RuntimeError(
+            f"{_type_name(exc)}: {_safe_str(exc)} (the exception was not picklable)"
+        )
     portable.__traceback__ = None
     return portable, text
 
@@ -95,17 +116,31 @@ def _with_remote_traceback(failure: tuple[BaseException, str]) -> BaseException:
     return exc
 
 
+#: A message from a worker: (task id, ok, the value's type name, the value pickled). The
+#: value is pickled on its own so that a value the parent can't unpickle (an exception
+#: class whose __init__ takes other arguments, a class the parent can't import) fails
+#: that task alone, naming the type, instead of the message.
+Message = tuple[int, bool, str, bytes]
+
+
 def _run_one(tid: int, payload: bytes) -> bytes:
     try:
         fn, args, kwargs = pickle.loads(payload)
-        outcome: tuple[int, bool, Any] = (tid, True, fn(*args, **kwargs))
+        ok, value = True, fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 (SystemExit, KeyboardInterrupt: fail the task)
-        outcome = (tid, False, _portable(exc))
+        ok, value = False, _portable(exc)
+    message: Message
     try:
-        return pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 (whatever pickling raised, the task fails with it)
-        error = TypeError(f"the task's result could not be pickled back: {exc}")
-        return pickle.dumps((tid, False, _portable(error)), pickle.HIGHEST_PROTOCOL)
+        kind = _type_name(value if ok else value[0])
+        message = (tid, ok, kind, pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+    except BaseException as exc:  # noqa: BLE001 (whatever pickling raised, the task fails with it)
+        error = TypeError(
+            f"the task's {'result' if ok else 'exception'}"
+            f" ({_type_name(value if ok else value[0])}) could not be"
+            f" pickled back: {_type_name(exc)}: {_safe_str(exc)}"
+        )
+        message = (tid, False, _type_name(error), pickle.dumps(_portable(error)))
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
 
 
 def worker_main(conn: Connection) -> None:
@@ -246,9 +281,20 @@ class ProcessPool:
                 self._fail_queue_if_no_workers(exc)
                 break
             with self._lock:
-                self._workers.append(worker)
-                self._wakeup.notify()
-            self._changed_w.send_bytes(b"")
+                late = self._stopping
+                if not late:
+                    self._workers.append(worker)
+                    self._wakeup.notify()
+            if late:  # stop() ran while it started: it never saw this worker
+                worker.process.kill()
+                worker.process.join(1.0)
+                worker.conn.close()
+                _release(worker.process)
+                break
+            try:
+                self._changed_w.send_bytes(b"")
+            except OSError:
+                pass  # the pool stopped meanwhile (stop() closed it)
 
     def _fail_queue_if_no_workers(self, exc: Exception) -> None:
         """Without any worker, queued tasks would wait forever: fail them, saying why."""
@@ -264,32 +310,47 @@ class ProcessPool:
 
     # -- collector thread ---------------------------------------------------------------------
     def _collect_loop(self) -> None:
+        """Never ends before the pool stops: without it every task of the lane would
+        stay running forever, so an unexpected error is logged and the loop goes on."""
         while True:
-            with self._lock:
-                if self._stopping and not any(w.inflight for w in self._workers):
+            try:
+                if not self._collect_once():
+                    self._changed_r.close()
                     return
-                workers = list(self._workers)
-            waitables: list[Any] = [self._changed_r]
-            for w in workers:
-                waitables += [w.conn, w.process.sentinel]
-            ready = multiprocessing.connection.wait(waitables, timeout=0.5)
-            if self._changed_r in ready:
-                self._changed_r.recv_bytes()
-            for w in workers:
-                if w.conn in ready:
-                    self._read_results(w)
-                if w.process.sentinel in ready:
-                    self._on_worker_exit(w)
+            except Exception:
+                logger.exception("offload: the processes lane's collector failed; continuing")
+                time.sleep(0.05)
+
+    def _collect_once(self) -> bool:
+        """Wait for results or worker exits and handle them; False when the pool stopped."""
+        with self._lock:
+            if self._stopping and not any(w.inflight for w in self._workers):
+                return False
+            workers = list(self._workers)
+        waitables: list[Any] = [self._changed_r]
+        for w in workers:
+            waitables += [w.conn, w.process.sentinel]
+        ready = multiprocessing.connection.wait(waitables, timeout=0.5)
+        if self._changed_r in ready:
+            self._changed_r.recv_bytes()
+        for w in workers:
+            if w.conn in ready:
+                self._read_results(w)
+            if w.process.sentinel in ready:
+                self._on_worker_exit(w)
+        return True
 
     def _read_results(self, worker: _Worker) -> None:
         try:
             while worker.conn.poll():
-                tid, ok, value = pickle.loads(worker.conn.recv_bytes())
+                tid, ok, kind, data = pickle.loads(worker.conn.recv_bytes())
+                ok, value = _unpickle_outcome(ok, kind, data)
                 self._settle(worker, tid, ok, value)
         except (EOFError, OSError):
             return  # it died; its sentinel says so
 
     def _settle(self, worker: _Worker, tid: int, ok: bool, value: Any) -> None:
+        """Give a task its outcome; `value` is the result, or (exception, traceback text)."""
         with self._lock:
             task = worker.inflight.pop(tid, None)
             if not worker.inflight:
@@ -305,6 +366,7 @@ class ProcessPool:
         self._read_results(worker)  # results it sent before dying still count
         worker.process.join(0)
         code = worker.process.exitcode
+        pid = worker.process.pid
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
@@ -312,6 +374,8 @@ class ProcessPool:
             worker.inflight.clear()
             stopping = self._stopping
         worker.conn.close()
+        if not stopping:  # stopping: stop() still joins it, and releases it after
+            _release(worker.process)
         if running:
             # It ran its batch in order: the first task without a result killed it; the
             # rest never started, so they go back to the front of the queue.
@@ -319,7 +383,7 @@ class ProcessPool:
             if stopping:
                 victim._set_exception(asyncio.CancelledError())
             else:
-                victim._set_exception(ProcessDied(_death_message(worker.process.pid, code)))
+                victim._set_exception(ProcessDied(_death_message(pid, code)))
             with self._lock:
                 self._queue.extendleft(reversed(unstarted))
                 self._wakeup.notify()
@@ -327,7 +391,7 @@ class ProcessPool:
                 return
             logger.warning(
                 "offload: worker process %s died (%s); task %r failed, %d requeued",
-                worker.process.pid,
+                pid,
                 _exit_reason(code),
                 victim.name,
                 len(unstarted),
@@ -360,7 +424,10 @@ class ProcessPool:
                 w.process.kill()
                 w.process.join(1.0)
         if started:
-            self._changed_w.send_bytes(b"")
+            try:
+                self._changed_w.send_bytes(b"")
+            except OSError:
+                pass  # the collector already ended (and closed the read end)
         for thread in self._threads:
             thread.join(1.0)
         with self._lock:
@@ -372,6 +439,9 @@ class ProcessPool:
             task._set_exception(asyncio.CancelledError())
         for w in workers:
             w.conn.close()
+            _release(w.process)
+        if started:
+            self._changed_w.close()  # the read end is the collector's to close, on its way out
         return stuck
 
     def forget_after_fork(self) -> None:
@@ -384,6 +454,30 @@ class ProcessPool:
         self._forked = True
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
+
+
+def _release(process: BaseProcess) -> None:
+    """Close an exited worker's Process object: its sentinel pipe would stay open (an fd
+    per worker ever started) until the object happened to be collected."""
+    try:
+        process.close()
+    except ValueError:
+        pass  # still running (a kill not yet reaped): the object closes it when collected
+
+
+def _unpickle_outcome(ok: bool, kind: str, data: bytes) -> tuple[bool, Any]:
+    """A worker's result or (exception, traceback text), unpickled here in the parent; one
+    that can't be becomes a failure naming its type and why (never an exception here)."""
+    try:
+        return ok, pickle.loads(data)
+    except BaseException as exc:  # noqa: BLE001 (user code runs in unpickling: any error)
+        error = TypeError(
+            f"the task's {'result' if ok else 'exception'} of type {kind} could not be"
+            f" unpickled in the parent process ({_type_name(exc)}: {_safe_str(exc)});"
+            " a result or exception must be picklable both ways (an exception class whose"
+            " __init__ takes other arguments than its args can't be rebuilt)"
+        )
+        return False, (error, f"{kind} (not rebuilt in the parent)\n")
 
 
 def _exit_reason(code: int | None) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import math
 import threading
 import time
 import weakref
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _engine
 from ._local import close_loop_locals
-from ._options import validate
+from ._options import safe_repr, validate
 from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
 
 logger = logging.getLogger("offload")
@@ -79,6 +80,9 @@ class Runtime(_engine.Engine):
 
     def __init__(self, **options: Any) -> None:
         self._options = validate(options)
+        #: The options as given: configure() merges into these, not into the resolved
+        #: ones (whose per-lane dict would override a new top-level max_pending).
+        self._given = dict(options)
         super().__init__(_engine_options(self._options))
         self._install_process_pool()
         #: Tasks cancelled because their event loop was closed under them (e.g. the
@@ -112,8 +116,9 @@ class Runtime(_engine.Engine):
                 "offload.configure() must be called before the runtime is first used"
                 " (before the first spawn/run/start); create an offload.Runtime(...) instead"
             )
-        merged = {**{k: v for k, v in self._options.items()}, **options}
+        merged = {**self._given, **options}
         self._options = validate(merged)
+        self._given = merged
         self._configure(_engine_options(self._options))
         self._install_process_pool()
 
@@ -193,7 +198,7 @@ class Runtime(_engine.Engine):
         Exceptions and cancellation cross over as they are; contextvars too. On timeout
         the coroutine is cancelled and TimeoutError raised.
         """
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -210,13 +215,17 @@ class Runtime(_engine.Engine):
             )
         if callable(target) and not _is_async_callable(target):
             raise TypeError(
-                f"offload.call() runs async code, and {target!r} is a sync callable;"
+                f"offload.call() runs async code, and {safe_repr(target)} is a sync callable;"
                 " call it directly"
             )
         task = self.loop._spawn_observed(target, *args, **kwargs)
-        if not task._wait(timeout):
-            task.cancel()
-            task._wait(1.0)
+        try:
+            finished = task._wait(timeout)
+        except BaseException:  # Ctrl-C in the wait: the coroutine must not run on unseen
+            _give_up(task)
+            raise
+        if not finished:
+            _give_up(task)
             raise TimeoutError(
                 f"offload.call() of {task.name!r} did not finish within {timeout} s;"
                 " it was cancelled"
@@ -226,9 +235,10 @@ class Runtime(_engine.Engine):
     # -- drain / shutdown ----------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> set[Task[Any]]:
         """Wait for every task spawned so far; return those still unfinished."""
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         self._abandoned.update(self._abandon_dead_loops())
-        tasks = self._live_tasks()
+        caller = self._calling_task()
+        tasks = [t for t in self._live_tasks() if t is not caller]
         if not tasks:
             return set()
 
@@ -246,9 +256,25 @@ class Runtime(_engine.Engine):
             pass
         return {t for t in tasks if not t.done()}
 
+    def _calling_task(self) -> Task[Any] | None:
+        """The offload task of this runtime whose coroutine is running this code, if
+        any: drain and shutdown must not wait for (or cancel) the task that awaits them.
+        Its asyncio.Task drives the engine's runner, which shows its coroutine's frame."""
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:
+            return None
+        frame = getattr(current.get_coro(), "cr_frame", None) if current is not None else None
+        if frame is None:
+            return None
+        for task in self._live_tasks():
+            if task.lane in ("loop", "background") and _frame_of(task._target) is frame:
+                return task
+        return None
+
     def drain_sync(self, timeout: float | None = None) -> set[Task[Any]]:
         """`drain` for sync code (not on an event-loop thread)."""
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         _refuse_on_loop_thread("drain_sync")
         self._abandoned.update(self._abandon_dead_loops())
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -263,7 +289,14 @@ class Runtime(_engine.Engine):
 
         Returns the tasks that did not finish (each is also logged by name).
         """
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
+        caller = self._calling_task()
+        if caller is not None and caller.lane == "background":
+            raise RuntimeError(
+                f"shutdown() called from task {caller.name!r} on offload's background lane"
+                " would stop the event loop that task runs on; await it from the home loop"
+                " (offload.loop) or call close() from a thread of your own"
+            )
         drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
         unfinished = await self.drain(drain_for)
@@ -284,7 +317,7 @@ class Runtime(_engine.Engine):
 
     def close(self, timeout: float | None = None) -> set[Task[Any]]:
         """Synchronous shutdown, for `with` blocks and interpreter exit."""
-        _check_timeout(timeout)
+        timeout = _checked_timeout(timeout)
         _refuse_on_loop_thread("close")
         drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
@@ -381,6 +414,21 @@ class Runtime(_engine.Engine):
             await self.shutdown(self._options["shutdown_timeout"])
 
 
+def _frame_of(coroutine: Any) -> Any:
+    try:
+        return getattr(coroutine, "cr_frame", None)
+    except Exception:  # noqa: BLE001 (a user awaitable's attribute may raise)
+        return None
+
+
+def _give_up(task: Task[Any]) -> None:
+    """offload.call() stops waiting: cancel the task, and since nobody will receive its
+    outcome any more, a failure it ends with (a cleanup raising) is reported."""
+    task.cancel()
+    task._unobserve()
+    task._wait(1.0)  # a moment for its `finally:` blocks (a second Ctrl-C ends it)
+
+
 def _is_async_callable(target: Any) -> bool:
     if inspect.iscoroutinefunction(target):
         return True
@@ -388,15 +436,24 @@ def _is_async_callable(target: Any) -> bool:
     return callable(target) and inspect.iscoroutinefunction(type(target).__call__)
 
 
-def _check_timeout(timeout: float | None) -> None:
+def _checked_timeout(timeout: float | None) -> float | None:
+    """A valid timeout in seconds; an infinite one (inf, or an int beyond any float)
+    is no timeout at all (None), so no deadline is ever computed from it."""
     if timeout is None:
-        return
+        return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
         )
-    if timeout < 0:
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        return None
+    if math.isnan(seconds):
+        raise ValueError("timeout must be a number of seconds >= 0 or None, not nan")
+    if seconds < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout}")
+    return None if math.isinf(seconds) else seconds
 
 
 #: What to await instead of each blocking call, on an event-loop thread.

@@ -44,3 +44,35 @@ def burn(n: int) -> int:
 
 def unpicklable_result() -> object:
     return lambda: None
+
+
+class TwoArgError(Exception):
+    """Pickles (args holds one message) but can't be rebuilt: __init__ needs two."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+
+
+def raise_two_arg_error() -> None:
+    raise TwoArgError(7, "bad")
+
+
+def return_two_arg_error() -> object:
+    return TwoArgError(7, "bad")
+
+
+class UnpicklableStrRaises(Exception):
+    """Can't be pickled (holds a lock) and whose str() raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def raise_unpicklable_str_raises() -> None:
+    raise UnpicklableStrRaises()

@@ -241,3 +241,55 @@ def test_fork_after_use_gives_the_child_a_working_lane(rt: offload.Runtime) -> N
     assert os.read(read_end, 100) == b"6"
     os.close(read_end)
     assert rt.processes.spawn(targets.add, 2).result(WAIT) == 3
+
+
+def test_a_result_the_parent_cant_unpickle_fails_only_its_task(rt: offload.Runtime) -> None:
+    """Issue 10 item 5: a result that pickles in the worker but can't be rebuilt in the
+    parent (an exception class whose __init__ takes two arguments) fails its task with
+    an error naming the type; the collector keeps serving every later task."""
+    task = rt.processes.spawn(targets.return_two_arg_error)
+    with pytest.raises(TypeError) as info:
+        task.result(30)
+    message = str(info.value)
+    assert "TwoArgError" in message and "could not be unpickled" in message
+    assert task.state == "failed"
+    later = [rt.processes.spawn(targets.add, i) for i in range(20)]
+    assert [t.result(30) for t in later] == [i + 1 for i in range(20)]
+
+
+def test_an_unpicklable_exception_whose_str_raises_names_its_type(rt: offload.Runtime) -> None:
+    """Issue 10 item 14: formatting the user's exception must never kill the worker;
+    the caller gets a failure naming the real exception type, not ProcessDied."""
+    task = rt.processes.spawn(targets.raise_unpicklable_str_raises)
+    with pytest.raises(Exception) as info:
+        task.result(30)
+    assert not isinstance(info.value, offload.ProcessDied), info.value
+    assert "UnpicklableStrRaises" in str(info.value)
+    assert "not picklable" in str(info.value)
+    assert rt.processes.spawn(targets.add, 1).result(30) == 2
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_closed_pool_leaves_no_fds_behind() -> None:
+    """Found by the property test (issue 10): each runtime that used the lane kept its
+    wakeup pipe and each exited worker's sentinel open (while the runtime was referenced),
+    and a worker started while stop() ran was never stopped. A closed runtime still
+    referenced must hold no fd of its pool."""
+    warm = offload.Runtime(processes=1)
+    warm.processes.spawn(targets.add, 1).result(WAIT)
+    warm.close(10)
+    before = _open_fds()
+    kept = []
+    for timeout in (10, 0):  # 0: workers killed at once, maybe while one starts
+        rt = offload.Runtime(processes=2)
+        assert rt.processes.spawn(targets.add, 1).result(WAIT) == 2
+        rt.close(timeout)
+        kept.append(rt)
+    deadline = time.monotonic() + WAIT
+    while _open_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= before, sorted(os.listdir("/proc/self/fd"))
