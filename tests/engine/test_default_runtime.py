@@ -174,3 +174,49 @@ def test_the_default_runtime_is_shut_down_at_interpreter_exit(loop_kind: str) ->
     for name in ("stuck-in-default", "sleepy-in-default"):
         assert any(name in line and "did not finish" in line for line in proc.stderr.splitlines())
     assert "Traceback" not in proc.stderr
+
+
+def test_module_functions_and_lanes_follow_a_renewed_default_runtime() -> None:
+    """What `from offload import ...` and module-level option views bound keep working
+    after the default runtime is shut down and renewed (an app's lifespan starting again),
+    and they are C methods: no Python frame on the spawn path."""
+    proc = run_python(
+        """
+        import asyncio, types, offload
+        from offload import spawn, run, threads, background, options
+
+        audit = offload.threads.options(name="audit")
+        assert isinstance(threads, offload.Lane) and threads.name == "threads"
+        assert isinstance(spawn, types.BuiltinMethodType), type(spawn)
+        first = offload.default_runtime()
+        assert spawn(sum, [1, 2]).result(10) == 3
+        asyncio.run(offload.shutdown(10))
+        try:
+            spawn(sum, [1])
+        except offload.Closed:
+            pass
+        else:
+            raise AssertionError("a shut-down default runtime took work")
+        second = offload._renew_default_runtime()
+        assert second is offload.default_runtime() and second is not first
+        assert spawn(sum, [1, 2]).result(10) == 3
+        assert threads.spawn(sum, [3]).result(10) == 3
+        task = audit.spawn(sum, [4])
+        assert (task.name, task.result(10)) == ("audit", 4)
+        assert options(name="x").spawn(sum, [5]).result(10) == 5
+
+        async def twice(x):
+            return 2 * x
+
+        async def main():
+            assert await run(twice, 21) == 42
+            assert await background.run(twice, 2) == 4
+            await offload.shutdown(10)
+
+        asyncio.run(main())
+        assert second.stats()["threads"]["succeeded"] == 4
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
