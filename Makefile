@@ -112,6 +112,7 @@ lint: build
 	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m mypy
 	$(PY) tools/check_typing.py
+	$(PY) tools/check_c.py
 
 # --- main job ----------------------------------------------------------------
 demo: build

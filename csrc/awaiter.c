@@ -136,10 +136,9 @@ awaiter_undeliverable(module_state *st, PyObject *obj)
 static void
 Awaiter_finalize(awaiter_object *a)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *saved = PyErr_GetRaisedException();
     awaiter_lost(a);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 static PyObject *

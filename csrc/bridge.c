@@ -329,8 +329,7 @@ bridge_fail_unstarted(task_object *t, PyObject *cause)
 static void
 bridge_drop_items(module_state *st, bridge_item *items, size_t len, PyObject *cause)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb); /* reports run Python code; keep the caller's error */
+    PyObject *saved = PyErr_GetRaisedException(); /* reports run Python code; keep the caller's error */
     for (size_t i = 0; i < len; i++) {
         if (items[i].kind == BRIDGE_START) {
             task_object *t = (task_object *)items[i].obj;
@@ -344,7 +343,7 @@ bridge_drop_items(module_state *st, bridge_item *items, size_t len, PyObject *ca
         Py_DECREF(items[i].obj);
     }
     free(items);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 void

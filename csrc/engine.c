@@ -10,11 +10,6 @@
 #include "runner.h"
 #include "task.h"
 
-PyObject *lane_stats_dict(lane *l);
-PyObject *lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
-                       PyObject *kwds);
-int lane_parse_name(PyObject *obj, int *kind);
-
 static const char *const lane_keys[LANE_COUNT] = {"loop", "background", "threads", "processes"};
 
 /* ------------------------------------------------------------------------ */
@@ -23,8 +18,7 @@ static const char *const lane_keys[LANE_COUNT] = {"loop", "background", "threads
 void
 engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
 {
-    PyObject *saved_type, *saved_value, *saved_tb;
-    PyErr_Fetch(&saved_type, &saved_value, &saved_tb);
+    PyObject *saved = PyErr_GetRaisedException();
     PyObject *res = PyObject_CallMethodObjArgs((PyObject *)e, e->st->s_report, kind,
                                                task ? task : Py_None, exc ? exc : Py_None, NULL);
     if (res == NULL) {
@@ -32,7 +26,7 @@ engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
         PyErr_WriteUnraisable((PyObject *)e);
     }
     Py_XDECREF(res);
-    PyErr_Restore(saved_type, saved_value, saved_tb);
+    PyErr_SetRaisedException(saved);
 }
 
 int
@@ -345,16 +339,9 @@ background_loop_run(background_loop *bg)
     if (loop == NULL) {
         /* No loop, no lane: the waiting tasks fail carrying the reason (each
          * reported once like any failure), later ones at the call site. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (value != NULL && tb != NULL) {
-            PyException_SetTraceback(value, tb);
-        }
-        bridge_close_with_cause(bg->bridge, value);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        PyObject *cause = PyErr_GetRaisedException();
+        bridge_close_with_cause(bg->bridge, cause);
+        Py_XDECREF(cause);
         return;
     }
     PyObject *res = PyObject_CallOneArg(st->set_event_loop, loop);

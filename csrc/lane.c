@@ -895,8 +895,6 @@ Lane_options(lane_view *v, PyObject *args, PyObject *kwds)
     return lane_options(v->engine, v->kind, v->name, args, kwds);
 }
 
-PyObject *lane_stats_dict(lane *l);
-
 static PyObject *
 Lane_stats(lane_view *v, PyObject *Py_UNUSED(ignored))
 {

@@ -98,4 +98,16 @@ typedef enum {
 PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, spawn_mode mode,
                      PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
+/* The options() view shared by Lane.options and Engine.options (kind == -1:
+ * automatic dispatch): a new Lane view with the given name and/or lane. */
+PyObject *lane_options(struct engine_object *e, int kind, PyObject *default_name, PyObject *args,
+                       PyObject *kwds);
+
+/* A lane name ("loop", "background", "threads", "processes") to its kind; -1
+ * with ValueError/TypeError set otherwise. */
+int lane_parse_name(PyObject *obj, int *kind);
+
+/* One lane's counters and percentiles as a new dict (GIL held). */
+PyObject *lane_stats_dict(lane *l);
+
 #endif

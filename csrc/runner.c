@@ -182,18 +182,14 @@ runner_throw(runner_object *r, PyObject *const *args, Py_ssize_t nargs)
     }
     runner_detach(r);
     if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        PyObject *result = value ? PyObject_GetAttrString(value, "value") : NULL;
+        PyObject *stop = PyErr_GetRaisedException();
+        PyObject *result = stop ? PyObject_GetAttrString(stop, "value") : NULL;
         if (result == NULL) {
             PyErr_Clear();
         }
         task_finish(r->task, TASK_SUCCEEDED, result ? result : Py_None);
         Py_XDECREF(result);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        Py_XDECREF(stop);
     }
     else {
         task_finish_from_error(r->task);

@@ -173,12 +173,11 @@ task_unclaim_coroutine(task_object *t)
         return;
     }
     t->claimed = 0;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *saved = PyErr_GetRaisedException();
     if (PySet_Discard(t->engine->st->claimed_coros, t->target) < 0) {
         PyErr_WriteUnraisable(t->target);
     }
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 void
@@ -186,14 +185,13 @@ task_close_coroutine(module_state *st, PyObject *coro)
 {
     /* Often called with an error set (a refused spawn): coroutine.close()
      * must neither clear nor replace it. */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *saved = PyErr_GetRaisedException();
     PyObject *res = PyObject_CallMethodNoArgs(coro, st->s_close);
     if (res == NULL) {
         PyErr_WriteUnraisable(coro);
     }
     Py_XDECREF(res);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 /* The task ended (or is being torn down) without its Runner finishing it:
@@ -262,16 +260,9 @@ task_notify(task_object *t)
         }
         PyObject *res = PyObject_CallOneArg(w, (PyObject *)t);
         if (res == NULL) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL) {
-                PyException_SetTraceback(value, tb);
-            }
-            engine_report(t->engine, st->s_callback, (PyObject *)t, value);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
+            PyObject *exc = PyErr_GetRaisedException();
+            engine_report(t->engine, st->s_callback, (PyObject *)t, exc);
+            Py_XDECREF(exc);
         }
         Py_XDECREF(res);
     }
@@ -348,15 +339,10 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
 void
 task_finish_from_error(task_object *t)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL) {
+    PyObject *value = PyErr_GetRaisedException();
+    if (value == NULL) {
         task_finish(t, TASK_FAILED, NULL);
         return;
-    }
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
     }
     module_state *st = t->engine->st;
     if (value != NULL && PyObject_TypeCheck(value, (PyTypeObject *)st->CancelledError)) {
@@ -372,9 +358,7 @@ task_finish_from_error(task_object *t)
         task_annotate_error(st, value);
         task_finish(t, TASK_FAILED, value);
     }
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    Py_DECREF(value);
 }
 
 /* Mark a task registered with its lane (called by lane_submit under mu). */
@@ -702,13 +686,9 @@ task_call_done_callback_now(task_object *t, PyObject *fn)
 {
     PyObject *res = PyObject_CallOneArg(fn, (PyObject *)t);
     if (res == NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, value);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        PyObject *exc = PyErr_GetRaisedException();
+        engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, exc);
+        Py_XDECREF(exc);
     }
     Py_XDECREF(res);
 }
