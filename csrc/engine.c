@@ -621,12 +621,12 @@ Engine_run(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *
 }
 
 static PyObject *
-Engine_options(engine_object *e, PyObject *args, PyObject *kwds)
+Engine_options(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    return lane_options(e, -1, NULL, args, kwds);
+    return lane_options(e, -1, NULL, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -678,11 +678,11 @@ Engine_stats(engine_object *e, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-Engine_start(engine_object *e, PyObject *args, PyObject *kwds)
+Engine_start(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"loop", NULL};
+    static const char *const params[] = {"loop"};
     PyObject *given = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &given)) {
+    if (offload_parse_args("start", args, nargs, kwnames, params, 1, 1, &given) < 0) {
         return NULL;
     }
     if (engine_check_open(e) < 0) {
@@ -1128,18 +1128,20 @@ Engine_get_home_loop(engine_object *e, void *Py_UNUSED(c))
 
 static PyMethodDef Engine_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))Engine_spawn, METH_FASTCALL | METH_KEYWORDS,
-     "spawn(target, /, *args, **kwargs) -> Task\n\nFire and forget: coroutines and async "
-     "functions go to the loop lane, sync callables to the thread pool."},
+     "spawn($self, target, /, *args, **kwargs)\n--\n\n"
+     "Fire and forget, returning the Task: coroutines and async functions go to the loop "
+     "lane, sync callables to the thread pool."},
     {"run", (PyCFunction)(void (*)(void))Engine_run, METH_FASTCALL | METH_KEYWORDS,
-     "run(target, /, *args, **kwargs) -> awaitable Task\n\nLike spawn, but await it for the "
-     "result; cancelling the await cancels the task."},
-    {"options", (PyCFunction)(void (*)(void))Engine_options, METH_VARARGS | METH_KEYWORDS,
-     "options(*, name=None, lane=None) -> Lane with per-call options."},
-    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Per-lane counters and percentiles."},
-    {"start", (PyCFunction)(void (*)(void))Engine_start, METH_VARARGS | METH_KEYWORDS,
-     "start(loop=None): make the running loop the home loop."},
+     "run($self, target, /, *args, **kwargs)\n--\n\n"
+     "Like spawn, but await the Task for the result; cancelling the await cancels the task."},
+    {"options", (PyCFunction)(void (*)(void))Engine_options, METH_FASTCALL | METH_KEYWORDS,
+     "options($self, /, *, name=None, lane=None)\n--\n\nA Lane with per-call options."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nPer-lane counters and percentiles."},
+    {"start", (PyCFunction)(void (*)(void))Engine_start, METH_FASTCALL | METH_KEYWORDS,
+     "start($self, /, loop=None)\n--\n\nMake the running loop the home loop."},
     {"background_loops", (PyCFunction)Engine_background_loops, METH_NOARGS,
-     "The background event loops started so far."},
+     "background_loops($self, /)\n--\n\nThe background event loops started so far."},
     {"_configure", (PyCFunction)Engine_configure, METH_O, NULL},
     {"_set_lane_starter", (PyCFunction)Engine_set_lane_starter, METH_VARARGS, NULL},
     {"_live_tasks", (PyCFunction)Engine_live_tasks, METH_NOARGS, NULL},

@@ -853,20 +853,22 @@ lane_parse_name(PyObject *obj, int *kind)
 }
 
 PyObject *
-lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args, PyObject *kwds)
+lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *const *args,
+             Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"name", "lane", NULL};
-    PyObject *name = default_name, *lane_obj = NULL;
+    static const char *const params[] = {"name", "lane"};
+    PyObject *given[2] = {default_name, NULL};
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    if (PyTuple_GET_SIZE(args)) {
+    if (nargs) {
         PyErr_SetString(PyExc_TypeError, "options() takes keyword arguments only: name=, lane=");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:options", kwlist, &name, &lane_obj)) {
+    if (offload_parse_args("options", args, nargs, kwnames, params, 2, 0, given) < 0) {
         return NULL;
     }
+    PyObject *name = given[0], *lane_obj = given[1];
     if (name == Py_None) {
         name = NULL;
     }
@@ -890,9 +892,9 @@ lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
 }
 
 static PyObject *
-Lane_options(lane_view *v, PyObject *args, PyObject *kwds)
+Lane_options(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return lane_options(v->engine, v->kind, v->name, args, kwds);
+    return lane_options(v->engine, v->kind, v->name, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -959,12 +961,16 @@ Lane_dealloc(lane_view *v)
 
 static PyMethodDef Lane_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))Lane_spawn, METH_FASTCALL | METH_KEYWORDS,
-     "spawn(target, /, *args, **kwargs) -> Task: start it in the background."},
+     "spawn($self, target, /, *args, **kwargs)\n--\n\n"
+     "Start target(*args, **kwargs) in the background; return its Task."},
     {"run", (PyCFunction)(void (*)(void))Lane_run, METH_FASTCALL | METH_KEYWORDS,
-     "run(target, /, *args, **kwargs) -> Task: await it for the result."},
-    {"options", (PyCFunction)(void (*)(void))Lane_options, METH_VARARGS | METH_KEYWORDS,
-     "options(*, name=None, lane=None) -> Lane with these per-call options."},
-    {"stats", (PyCFunction)Lane_stats, METH_NOARGS, "This lane's counters and percentiles."},
+     "run($self, target, /, *args, **kwargs)\n--\n\n"
+     "A Task to await for target(*args, **kwargs)'s result."},
+    {"options", (PyCFunction)(void (*)(void))Lane_options, METH_FASTCALL | METH_KEYWORDS,
+     "options($self, /, *, name=None, lane=None)\n--\n\n"
+     "A Lane with these per-call options."},
+    {"stats", (PyCFunction)Lane_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nThis lane's counters and percentiles."},
     {"_spawn_observed", (PyCFunction)(void (*)(void))Lane_spawn_observed,
      METH_FASTCALL | METH_KEYWORDS, NULL},
     {NULL},

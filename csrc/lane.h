@@ -100,8 +100,8 @@ PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, spa
 
 /* The options() view shared by Lane.options and Engine.options (kind == -1:
  * automatic dispatch): a new Lane view with the given name and/or lane. */
-PyObject *lane_options(struct engine_object *e, int kind, PyObject *default_name, PyObject *args,
-                       PyObject *kwds);
+PyObject *lane_options(struct engine_object *e, int kind, PyObject *default_name,
+                       PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 /* A lane name ("loop", "background", "threads", "processes") to its kind; -1
  * with ValueError/TypeError set otherwise. */

@@ -14,6 +14,56 @@ offload_running_loop(module_state *st)
     return PyObject_CallNoArgs(st->get_running_loop);
 }
 
+static Py_ssize_t
+parameter_index(PyObject *key, const char *const *names, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int
+offload_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                   const char *const *names, Py_ssize_t n, Py_ssize_t max_positional,
+                   PyObject **out)
+{
+    assert(max_positional <= n);
+    if (nargs > max_positional) {
+        if (max_positional == 0) {
+            PyErr_Format(PyExc_TypeError, "%s() takes no positional arguments", fname);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", fname,
+                         max_positional, max_positional == 1 ? "" : "s", nargs);
+        }
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = parameter_index(key, names, n);
+        if (i < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname,
+                         key);
+            return -1;
+        }
+        if (i < nargs) {
+            PyErr_Format(PyExc_TypeError,
+                         "argument for %s() given by name ('%s') and position (%zd)", fname,
+                         names[i], i + 1);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    return 0;
+}
+
 static int
 import_attr(PyObject **out, const char *module, const char *name)
 {

@@ -645,12 +645,13 @@ Task_cancel(task_object *t, PyObject *Py_UNUSED(ignored))
     return rc < 0 ? NULL : PyBool_FromLong(rc);
 }
 
+static const char *const timeout_param[] = {"timeout"};
+
 static PyObject *
-Task_result(task_object *t, PyObject *args, PyObject *kwds)
+Task_result(task_object *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:result", kwlist, &timeout)) {
+    if (offload_parse_args("result", args, nargs, kwnames, timeout_param, 1, 1, &timeout) < 0) {
         return NULL;
     }
     if (task_wait_for_caller(t, timeout, "result") < 0) {
@@ -660,11 +661,10 @@ Task_result(task_object *t, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-Task_exception(task_object *t, PyObject *args, PyObject *kwds)
+Task_exception(task_object *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:exception", kwlist, &timeout)) {
+    if (offload_parse_args("exception", args, nargs, kwnames, timeout_param, 1, 1, &timeout) < 0) {
         return NULL;
     }
     if (task_wait_for_caller(t, timeout, "exception") < 0) {
@@ -1024,18 +1024,26 @@ Task_dealloc(task_object *t)
 static PyMethodDef Task_methods[] = {
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
      "offload.Task[T] in annotations (PEP 585)."},
-    {"done", (PyCFunction)Task_done, METH_NOARGS, "Whether the task has finished."},
-    {"cancelled", (PyCFunction)Task_cancelled, METH_NOARGS, "Whether it ended cancelled."},
+    {"done", (PyCFunction)Task_done, METH_NOARGS,
+     "done($self, /)\n--\n\nWhether the task has finished."},
+    {"cancelled", (PyCFunction)Task_cancelled, METH_NOARGS,
+     "cancelled($self, /)\n--\n\nWhether it ended cancelled."},
     {"cancel", (PyCFunction)Task_cancel, METH_NOARGS,
+     "cancel($self, /)\n--\n\n"
      "Cancel: a pending task never starts; a running coroutine gets CancelledError.\n"
      "A running sync callable can't be interrupted (returns False)."},
-    {"result", (PyCFunction)(void (*)(void))Task_result, METH_VARARGS | METH_KEYWORDS,
+    {"result", (PyCFunction)(void (*)(void))Task_result, METH_FASTCALL | METH_KEYWORDS,
+     "result($self, /, timeout=None)\n--\n\n"
      "Block this (non-loop) thread until done; return the result or raise."},
-    {"exception", (PyCFunction)(void (*)(void))Task_exception, METH_VARARGS | METH_KEYWORDS,
+    {"exception", (PyCFunction)(void (*)(void))Task_exception, METH_FASTCALL | METH_KEYWORDS,
+     "exception($self, /, timeout=None)\n--\n\n"
      "Block this (non-loop) thread until done; return the exception or None."},
     {"add_done_callback", (PyCFunction)Task_add_done_callback, METH_O,
+     "add_done_callback($self, fn, /)\n--\n\n"
      "Call fn(task) when it finishes, in the thread where it finishes."},
-    {"remove_done_callback", (PyCFunction)Task_remove_done_callback, METH_O, NULL},
+    {"remove_done_callback", (PyCFunction)Task_remove_done_callback, METH_O,
+     "remove_done_callback($self, fn, /)\n--\n\n"
+     "Remove fn from the done callbacks; return how many were removed."},
     {"_done_future", (PyCFunction)Task_done_future, METH_NOARGS, NULL},
     {"_quiet_wait", (PyCFunction)Task_quiet_wait, METH_NOARGS, NULL},
     {"_wait", (PyCFunction)Task_wait, METH_O, NULL},

@@ -9,6 +9,7 @@ finish with ``await offload.shutdown(timeout=10)``.
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 from typing import Any
 
@@ -47,6 +48,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The exceptions take a message like any exception, but the C ones (and ProcessDied,
+# whose __init__ is BaseException's) have no signature inspect can find: give them one.
+_MESSAGE_ARGS = inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)])
+for _exc_type in (Closed, Full, ProcessDied):
+    _exc_type.__signature__ = _MESSAGE_ARGS  # type: ignore[union-attr]
+del _exc_type
 
 #: The process-wide runtime behind the module-level functions. Its threads and loops
 #: start on first use; `configure()` may change its options until then.
