@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-matrix dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-matrix dist demo serve showcase bench bench-quick test-sanitize test-debug test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -78,6 +78,15 @@ test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-dead
 	bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging --durations=15
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
+
+# The suite on a debug build of the engine (OFFLOAD_DEBUG=1: -O0 -g, assert() on), in
+# its own virtualenv (build/venv-debug): the invariants written as asserts in csrc/ (GIL
+# held, lane mutex held, the stats identity, ring bounds) are checked on every path the
+# tests take. Not the browser test nor tests/packaging (which build their own engines).
+test-debug: build/venv-debug/.deps-stamp
+	OFFLOAD_DEBUG=1 build/venv-debug/bin/python -m pip --disable-pip-version-check -q \
+	  install --no-deps --no-build-isolation --force-reinstall .
+	build/venv-debug/bin/python -m pytest -q --ignore-glob='*browser*' --ignore=tests/packaging
 
 # The deadline arithmetic and seconds options (csrc/deadline.h, the code the engine
 # compiles) fuzzed in plain C under ASan+UBSan (float-cast-overflow included, which

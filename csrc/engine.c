@@ -10,7 +10,6 @@
 #include "runner.h"
 #include "task.h"
 
-static const char *const lane_keys[LANE_COUNT] = {"loop", "background", "threads", "processes"};
 
 /* ------------------------------------------------------------------------ */
 /* reporting                                                                 */
@@ -18,6 +17,7 @@ static const char *const lane_keys[LANE_COUNT] = {"loop", "background", "threads
 void
 engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
 {
+    assert(PyGILState_Check());
     PyObject *saved = PyErr_GetRaisedException();
     PyObject *res = PyObject_CallMethodObjArgs((PyObject *)e, e->st->s_report, kind,
                                                task ? task : Py_None, exc ? exc : Py_None, NULL);
@@ -171,7 +171,7 @@ engine_apply_options(engine_object *e, PyObject *opts)
         return -1;
     }
     for (int k = 0; k < LANE_COUNT; k++) {
-        PyObject *lo = (lanes && lanes != Py_None) ? PyDict_GetItemString(lanes, lane_keys[k]) : NULL;
+        PyObject *lo = (lanes && lanes != Py_None) ? PyDict_GetItemString(lanes, lane_names[k]) : NULL;
         Py_ssize_t dflt = k == LANE_THREADS ? threads : PY_SSIZE_T_MAX;
         if (configure_lane(&e->lanes[k], lo, dflt) < 0) {
             return -1;
@@ -641,7 +641,7 @@ Engine_stats(engine_object *e, PyObject *Py_UNUSED(ignored))
     }
     for (int k = 0; k < LANE_COUNT; k++) {
         PyObject *ls = lane_stats_dict(&e->lanes[k]);
-        if (ls == NULL || PyDict_SetItemString(d, lane_keys[k], ls) < 0) {
+        if (ls == NULL || PyDict_SetItemString(d, lane_names[k], ls) < 0) {
             Py_XDECREF(ls);
             Py_DECREF(d);
             return NULL;

@@ -14,12 +14,22 @@
 /* ------------------------------------------------------------------------ */
 /* core                                                                      */
 
+const char *const lane_names[LANE_COUNT] = {"loop", "background", "threads", "processes"};
+
+/* Fresh locks, no task admitted, registered or counted: a new lane, and the
+ * child's lanes after fork. */
 static void
-lane_init_sync(lane *l)
+lane_reset(lane *l)
 {
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->room_cv, NULL);
     pthread_cond_init(&l->done_cv, NULL);
+    l->active = l->waiting = 0;
+    ring_init(&l->waiting_q);
+    ring_init(&l->trash);
+    l->live_head = NULL;
+    l->n_pending = l->n_running = 0;
+    lane_stats_reset(&l->stats);
 }
 
 void
@@ -27,16 +37,10 @@ lane_init(lane *l, lane_kind kind, engine_object *engine)
 {
     l->kind = kind;
     l->engine = engine;
-    lane_init_sync(l);
     l->max_running = PY_SSIZE_T_MAX;
     l->max_pending = PY_SSIZE_T_MAX;
     l->on_full = ON_FULL_REJECT;
-    l->active = l->waiting = 0;
-    ring_init(&l->waiting_q);
-    ring_init(&l->trash);
-    l->live_head = NULL;
-    l->n_pending = l->n_running = 0;
-    lane_stats_reset(&l->stats);
+    lane_reset(l);
 }
 
 void
@@ -44,13 +48,19 @@ lane_reset_after_fork(lane *l)
 {
     /* The parent's threads don't exist here; their records are abandoned
      * (leaked on purpose: touching them could deadlock on parent locks). */
-    lane_init_sync(l);
-    l->active = l->waiting = 0;
-    ring_init(&l->waiting_q);
-    ring_init(&l->trash);
-    l->live_head = NULL;
-    l->n_pending = l->n_running = 0;
-    lane_stats_reset(&l->stats);
+    lane_reset(l);
+}
+
+/* The stats identity (tests/engine/test_stats.py), at every release of `mu`. */
+static void
+lane_assert_accounted(lane *l)
+{
+    LANE_ASSERT_LOCKED(l);
+    assert(l->n_pending >= 0 && l->n_running >= 0 && l->active >= 0 && l->waiting >= 0);
+    assert(l->stats.submitted == l->stats.succeeded + l->stats.failed + l->stats.cancelled +
+                                     l->stats.rejected + l->stats.dropped +
+                                     (uint64_t)l->n_pending + (uint64_t)l->n_running);
+    (void)l;
 }
 
 void
@@ -111,9 +121,10 @@ waiting_pop_locked(lane *l)
     return NULL;
 }
 
-task_object *
+static task_object *
 lane_release_locked(lane *l, task_object *t)
 {
+    LANE_ASSERT_LOCKED(l);
     registry_unlink(l, t);
     if (!(t->flags & TF_HAS_SLOT)) {
         if (l->on_full == ON_FULL_BLOCK) {
@@ -132,6 +143,104 @@ lane_release_locked(lane *l, task_object *t)
         pthread_cond_signal(&l->room_cv);
     }
     return next;
+}
+
+int
+lane_start_task(lane *l, task_object *t)
+{
+    assert(PyGILState_Check());
+    pthread_mutex_lock(&l->mu);
+    if (t->state != TASK_PENDING) {
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    t->state = TASK_RUNNING;
+    t->t_start = offload_now_ns();
+    l->n_pending--;
+    l->n_running++;
+    hist_record(&l->stats.queue_wait, t->t_start - t->t_submit);
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
+    return 1;
+}
+
+/* Under `mu`: the task's final state and the lane's counters; returns the task
+ * that inherits the freed slot (new reference) or NULL. */
+static task_object *
+lane_finish_locked(lane *l, task_object *t, task_state state)
+{
+    LANE_ASSERT_LOCKED(l);
+    int64_t now = offload_now_ns();
+    if (t->state == TASK_RUNNING) {
+        l->n_running--;
+        hist_record(&l->stats.run_time, now - t->t_start);
+    }
+    else {
+        l->n_pending--;
+        if (t->flags & TF_WAITING) {
+            l->waiting--; /* its entry in waiting_q is skipped when popped */
+        }
+    }
+    t->state = (uint8_t)state;
+    t->t_end = now;
+    switch (state) {
+    case TASK_SUCCEEDED: l->stats.succeeded++; break;
+    case TASK_FAILED: l->stats.failed++; break;
+    default: l->stats.cancelled++; break;
+    }
+    task_object *next = lane_release_locked(l, t);
+    lane_assert_accounted(l);
+    return next;
+}
+
+int
+lane_finish_task(lane *l, task_object *t, int state, task_object **next)
+{
+    assert(PyGILState_Check());
+    assert(state == TASK_SUCCEEDED || state == TASK_FAILED || state == TASK_CANCELLED);
+    *next = NULL;
+    pthread_mutex_lock(&l->mu);
+    if (task_is_done(t)) {
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    /* Wake blocked result() callers only for a task one of them waits on:
+     * waking them on every completion would ping-pong the GIL. */
+    int wake_sync = t->sync_waited;
+    *next = lane_finish_locked(l, t, (task_state)state);
+    pthread_mutex_unlock(&l->mu);
+    if (wake_sync) {
+        pthread_cond_broadcast(&l->done_cv);
+    }
+    return 1;
+}
+
+void
+lane_finish_dispatch(lane *l, task_object *next)
+{
+    assert(PyGILState_Check());
+    if (next != NULL) {
+        lane_dispatch(l, next);
+        Py_DECREF(next);
+    }
+    pthread_mutex_lock(&l->mu);
+    int has_trash = ring_len(&l->trash) > 0;
+    pthread_mutex_unlock(&l->mu);
+    if (has_trash) {
+        lane_sweep_trash(l);
+    }
+}
+
+void
+lane_wait_done_unlocked(lane *l, task_object *t, double slice)
+{
+    pthread_mutex_lock(&l->mu);
+    t->sync_waited = 1;
+    if (!task_is_done(t)) {
+        struct timespec ts = offload_deadline(slice);
+        pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 void
@@ -153,6 +262,7 @@ lane_sweep_trash(lane *l)
 void
 lane_dispatch(lane *l, task_object *t)
 {
+    assert(PyGILState_Check());
     engine_object *e = l->engine;
     switch (l->kind) {
     case LANE_LOOP:
@@ -287,6 +397,7 @@ lane_admit(lane *l, task_object *t, int may_block)
     Py_INCREF(t); /* the registry's reference: the task can't be collected mid-flight */
     l->n_pending++;
     int dispatch = (t->flags & TF_HAS_SLOT) != 0;
+    lane_assert_accounted(l);
     pthread_mutex_unlock(&l->mu);
     return dispatch ? ADMIT_DISPATCH : ADMIT_QUEUED;
 }
@@ -294,8 +405,7 @@ lane_admit(lane *l, task_object *t, int may_block)
 static const char *
 lane_label(lane *l)
 {
-    static const char *const names[] = {"loop", "background", "threads", "processes"};
-    return names[l->kind];
+    return lane_names[l->kind];
 }
 
 /* A loop lane at max_running may be full of tasks whose loop has closed (a
@@ -335,6 +445,7 @@ lane_reclaim_dead_loop_slots(lane *l)
 int
 lane_submit(lane *l, task_object *t)
 {
+    assert(PyGILState_Check());
     int may_block = 1;
     if (l->kind == LANE_LOOP || l->kind == LANE_BACKGROUND) {
         lane_reclaim_dead_loop_slots(l);
@@ -830,13 +941,12 @@ Lane_spawn_observed(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObj
 int
 lane_parse_name(PyObject *obj, int *kind)
 {
-    static const char *const names[] = {"loop", "background", "threads", "processes"};
     if (obj == NULL || obj == Py_None) {
         return 0;
     }
     if (PyUnicode_Check(obj)) {
         for (int i = 0; i < LANE_COUNT; i++) {
-            if (PyUnicode_CompareWithASCIIString(obj, names[i]) == 0) {
+            if (PyUnicode_CompareWithASCIIString(obj, lane_names[i]) == 0) {
                 *kind = i;
                 return 0;
             }

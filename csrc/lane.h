@@ -10,6 +10,7 @@
 #define OFFLOAD_LANE_H
 
 #include "common.h"
+#include <errno.h>
 #include "ring.h"
 #include "stats.h"
 
@@ -50,6 +51,12 @@ typedef struct lane {
     uint64_t reclaim_generation;
 } lane;
 
+/* The lane names, indexed by lane_kind: written once, here. */
+extern const char *const lane_names[LANE_COUNT];
+
+/* Debug builds: `mu` is held (trylock can only tell that someone holds it). */
+#define LANE_ASSERT_LOCKED(l) assert(pthread_mutex_trylock(&(l)->mu) == EBUSY)
+
 void lane_init(lane *l, lane_kind kind, struct engine_object *engine);
 /* After fork in the child: fresh locks and an empty registry (old records leak). */
 void lane_reset_after_fork(lane *l);
@@ -63,10 +70,24 @@ int lane_submit(lane *l, struct task_object *t);
 /* Submit a task created by run() on its first await (GIL held). */
 int lane_submit_deferred(struct task_object *t);
 
-/* Called by task_finish with `mu` held: unlink from registry, release the
- * slot. Returns a task (new reference) that just got the freed slot and must
- * be dispatched by the caller once `mu` is released, or NULL. */
-struct task_object *lane_release_locked(lane *l, struct task_object *t);
+/* The lane's half of starting a task (GIL held): pending -> running under `mu`,
+ * with its counters. 0 if the task was no longer pending (cancelled). */
+int lane_start_task(lane *l, struct task_object *t);
+
+/* The lane's half of finishing a registered task (GIL held, `mu` not held):
+ * under `mu`, its state and counters, the registry, the slot handed to the next
+ * waiting task; then blocked result() callers are woken. Returns 0 if the task
+ * was already done, else 1 with *next set to the task that inherited the slot
+ * (new reference, or NULL): the caller passes it to lane_finish_dispatch once
+ * the task's own notifications are out. */
+int lane_finish_task(lane *l, struct task_object *t, int state, struct task_object **next);
+
+/* After lane_finish_task: dispatch `next` (stolen, may be NULL) and release
+ * stale queue references. */
+void lane_finish_dispatch(lane *l, struct task_object *next);
+
+/* Block (GIL released by the caller) up to `slice` seconds for `t` to finish. */
+void lane_wait_done_unlocked(lane *l, struct task_object *t, double slice);
 
 /* Release stale queue references (GIL held, `mu` not held). */
 void lane_sweep_trash(lane *l);

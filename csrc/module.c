@@ -86,11 +86,10 @@ intern(PyObject **out, const char *s)
 static int
 init_names(module_state *st)
 {
-    static const char *const lanes[] = {"loop", "background", "threads", "processes"};
     static const char *const states[] = {"pending", "running", "succeeded", "failed",
                                          "cancelled"};
-    for (int i = 0; i < 4; i++) {
-        if (intern(&st->lane_names[i], lanes[i]) < 0) {
+    for (int i = 0; i < LANE_COUNT; i++) {
+        if (intern(&st->lane_names[i], lane_names[i]) < 0) {
             return -1;
         }
     }

@@ -67,19 +67,7 @@ task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObj
 int
 task_mark_running(task_object *t)
 {
-    lane *l = t->lane;
-    pthread_mutex_lock(&l->mu);
-    if (t->state != TASK_PENDING) {
-        pthread_mutex_unlock(&l->mu);
-        return 0;
-    }
-    t->state = TASK_RUNNING;
-    t->t_start = offload_now_ns();
-    l->n_pending--;
-    l->n_running++;
-    hist_record(&l->stats.queue_wait, t->t_start - t->t_submit);
-    pthread_mutex_unlock(&l->mu);
-    return 1;
+    return lane_start_task(t->lane, t);
 }
 
 /* The display name: the override, else the target's __qualname__. */
@@ -102,41 +90,6 @@ task_derive_name(task_object *t)
     Py_XDECREF(qn);
     PyErr_Clear();
     return PyUnicode_FromString(Py_TYPE(t->target)->tp_name);
-}
-
-/* Lane bookkeeping for a finishing task; returns the task that inherits the
- * freed slot (new reference) or NULL. Returns -1 in *already if it was done. */
-static task_object *
-task_finish_locked(task_object *t, task_state state, int *already, int *wake_sync)
-{
-    lane *l = t->lane;
-    *already = 0;
-    if (task_is_done(t)) {
-        *already = 1;
-        return NULL;
-    }
-    int64_t now = offload_now_ns();
-    if (t->state == TASK_RUNNING) {
-        l->n_running--;
-        hist_record(&l->stats.run_time, now - t->t_start);
-    }
-    else {
-        l->n_pending--;
-        if (t->flags & TF_WAITING) {
-            l->waiting--; /* its entry in waiting_q is skipped when popped */
-        }
-    }
-    t->state = (uint8_t)state;
-    t->t_end = now;
-    switch (state) {
-    case TASK_SUCCEEDED: l->stats.succeeded++; break;
-    case TASK_FAILED: l->stats.failed++; break;
-    default: l->stats.cancelled++; break;
-    }
-    /* Wake blocked result() callers only for a task one of them waits on:
-     * waking them on every completion would ping-pong the GIL. */
-    *wake_sync = t->sync_waited;
-    return lane_release_locked(l, t);
 }
 
 static PyObject *Task_get_name(task_object *t, void *c);
@@ -272,22 +225,14 @@ task_notify(task_object *t)
 int
 task_finish(task_object *t, task_state state, PyObject *outcome)
 {
+    assert(PyGILState_Check());
     lane *l = t->lane;
     int registered = (t->flags & TF_REGISTERED) != 0;
     int never_started = t->state == TASK_PENDING;
     task_object *next = NULL;
-    int has_trash = 0;
     if (registered) {
-        int already = 0, wake_sync = 0;
-        pthread_mutex_lock(&l->mu);
-        next = task_finish_locked(t, state, &already, &wake_sync);
-        has_trash = ring_len(&l->trash) > 0;
-        pthread_mutex_unlock(&l->mu);
-        if (already) {
+        if (!lane_finish_task(l, t, state, &next)) {
             return 0;
-        }
-        if (wake_sync) {
-            pthread_cond_broadcast(&l->done_cv);
         }
     }
     else {
@@ -325,12 +270,8 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
         t->delivered = 1;
         engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, outcome);
     }
-    if (next != NULL) {
-        lane_dispatch(l, next);
-        Py_DECREF(next);
-    }
-    if (registered && has_trash) {
-        lane_sweep_trash(l);
+    if (registered) {
+        lane_finish_dispatch(l, next);
     }
     Py_DECREF(t);
     return 1;
@@ -490,13 +431,7 @@ task_wait_blocking(task_object *t, double timeout)
         }
         double slice = left > 100000000 ? 0.1 : (double)left / 1e9;
         Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&l->mu);
-        t->sync_waited = 1;
-        if (!task_is_done(t)) {
-            struct timespec ts = offload_deadline(slice);
-            pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
-        }
-        pthread_mutex_unlock(&l->mu);
+        lane_wait_done_unlocked(l, t, slice);
         Py_END_ALLOW_THREADS
         if (PyErr_CheckSignals() < 0) {
             return -1;
