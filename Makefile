@@ -83,9 +83,17 @@ test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-dead
 # its own virtualenv (build/venv-debug): the invariants written as asserts in csrc/ (GIL
 # held, lane mutex held, the stats identity, ring bounds) are checked on every path the
 # tests take. Not the browser test nor tests/packaging (which build their own engines).
+# Built from a fresh copy of the sources (build/debug/src), as the sanitizer builds are:
+# the in-tree build/ cache could hand it an object file compiled without the asserts,
+# which the nm check (a call to __assert_fail) refuses.
 test-debug: build/venv-debug/.deps-stamp
+	rm -rf build/debug && mkdir -p build/debug/src
+	cp -r setup.py pyproject.toml README.md csrc src build/debug/src/
+	build/venv-debug/bin/python -m pip --disable-pip-version-check -q uninstall -y offload
 	OFFLOAD_DEBUG=1 build/venv-debug/bin/python -m pip --disable-pip-version-check -q \
-	  install --no-deps --no-build-isolation --force-reinstall .
+	  install --no-deps --no-build-isolation --force-reinstall build/debug/src
+	nm -D --undefined-only build/venv-debug/lib/python3*/site-packages/offload/_engine*.so \
+	  | grep -q __assert_fail || { echo "test-debug: the engine has no assert()"; exit 1; }
 	build/venv-debug/bin/python -m pytest -q --ignore-glob='*browser*' --ignore=tests/packaging
 
 # The deadline arithmetic and seconds options (csrc/deadline.h, the code the engine

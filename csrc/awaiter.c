@@ -510,18 +510,10 @@ static PyType_Slot Awaiter_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec Awaiter_spec = {
+PyType_Spec Awaiter_spec = {
     .name = "offload._engine.TaskAwaiter",
     .basicsize = sizeof(awaiter_object),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = Awaiter_slots,
 };
-
-int
-awaiter_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->AwaiterType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Awaiter_spec, NULL);
-    return st->AwaiterType ? 0 : -1;
-}

@@ -12,7 +12,7 @@
 #include "common.h"
 #include "module.h"
 
-int awaiter_type_init(PyObject *module);
+extern PyType_Spec Awaiter_spec; /* created by module.c's exec slot */
 /* Task.__await__ (the am_await slot). */
 PyObject *awaiter_new(PyObject *task);
 /* An awaitable that completes (with None, never raising) when the task ends;

@@ -453,18 +453,10 @@ static PyType_Slot Bridge_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec Bridge_spec = {
+PyType_Spec Bridge_spec = {
     .name = "offload._engine.LoopBridge",
     .basicsize = sizeof(bridge_object),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = Bridge_slots,
 };
-
-int
-bridge_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->BridgeType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Bridge_spec, NULL);
-    return st->BridgeType ? 0 : -1;
-}

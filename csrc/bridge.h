@@ -46,7 +46,7 @@ typedef struct bridge_object {
     PyObject *weakreflist;     /* engines hold bridges weakly (see engine.h) */
 } bridge_object;
 
-int bridge_type_init(PyObject *module);
+extern PyType_Spec Bridge_spec; /* created by module.c's exec slot */
 
 /* A detached bridge (inbox + fd); attach it from the loop's own thread. */
 bridge_object *bridge_new(PyObject *module_or_type_owner);

@@ -1187,21 +1187,10 @@ static PyType_Slot Engine_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec Engine_spec = {
+PyType_Spec Engine_spec = {
     .name = "offload._engine.Engine",
     .basicsize = sizeof(engine_object),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = Engine_slots,
 };
-
-int
-engine_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->EngineType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Engine_spec, NULL);
-    if (st->EngineType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->EngineType);
-}

@@ -51,7 +51,7 @@ typedef struct engine_object {
     PyObject *weakreflist;
 } engine_object;
 
-int engine_type_init(PyObject *module);
+extern PyType_Spec Engine_spec; /* created by module.c's exec slot */
 
 /* The bridge of the loop running on this thread, created on first use (borrowed). */
 bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);

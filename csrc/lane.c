@@ -1102,24 +1102,13 @@ static PyType_Slot Lane_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec Lane_spec = {
+PyType_Spec Lane_spec = {
     .name = "offload.Lane",
     .basicsize = sizeof(lane_view),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = Lane_slots,
 };
-
-int
-lane_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->LaneType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Lane_spec, NULL);
-    if (st->LaneType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->LaneType);
-}
 
 /* ------------------------------------------------------------------------ */
 /* statistics snapshot                                                       */

@@ -105,7 +105,7 @@ typedef struct {
     vectorcallfunc spawn_vc;
 } lane_view;
 
-int lane_type_init(PyObject *module);
+extern PyType_Spec Lane_spec; /* created by module.c's exec slot */
 PyObject *lane_view_new(struct engine_object *engine, int kind, PyObject *name);
 
 /* How lane_spawn hands the task back. */

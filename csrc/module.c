@@ -144,6 +144,35 @@ init_asyncio(module_state *st)
     return 0;
 }
 
+/* Every engine type: its spec, the module state field that keeps it, and whether
+ * it is public (added to the module: offload re-exports it). None has a C base. */
+static const struct {
+    PyType_Spec *spec;
+    size_t state_field;
+    int public;
+} engine_types[] = {
+    {&Task_spec, offsetof(module_state, TaskType), 1},
+    {&Awaiter_spec, offsetof(module_state, AwaiterType), 0},
+    {&runner_spec, offsetof(module_state, RunnerType), 0},
+    {&Bridge_spec, offsetof(module_state, BridgeType), 0},
+    {&Lane_spec, offsetof(module_state, LaneType), 1},
+    {&Engine_spec, offsetof(module_state, EngineType), 1},
+};
+
+static int
+init_types(PyObject *module, module_state *st)
+{
+    for (size_t i = 0; i < sizeof(engine_types) / sizeof(engine_types[0]); i++) {
+        PyTypeObject **field = (PyTypeObject **)((char *)st + engine_types[i].state_field);
+        assert(*field == NULL);
+        *field = (PyTypeObject *)PyType_FromModuleAndSpec(module, engine_types[i].spec, NULL);
+        if (*field == NULL || (engine_types[i].public && PyModule_AddType(module, *field) < 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 init_exceptions(PyObject *module, module_state *st)
 {
@@ -192,12 +221,7 @@ offload_exec(PyObject *module)
     if (st->claimed_coros == NULL || init_names(st) < 0 || init_asyncio(st) < 0 || init_exceptions(module, st) < 0) {
         return -1;
     }
-    if (task_type_init(module) < 0 || awaiter_type_init(module) < 0 || runner_type_init(module) < 0 ||
-        bridge_type_init(module) < 0 || lane_type_init(module) < 0 ||
-        engine_type_init(module) < 0) {
-        return -1;
-    }
-    return 0;
+    return init_types(module, st);
 }
 
 #define STATE_OBJECTS(X)                                                                       \

@@ -274,17 +274,9 @@ static PyType_Slot runner_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec runner_spec = {
+PyType_Spec runner_spec = {
     .name = "offload._engine.Runner",
     .basicsize = sizeof(runner_object),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = runner_slots,
 };
-
-int
-runner_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->RunnerType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &runner_spec, NULL);
-    return st->RunnerType ? 0 : -1;
-}

@@ -11,7 +11,7 @@
 #include "common.h"
 #include "task.h"
 
-int runner_type_init(PyObject *module);
+extern PyType_Spec runner_spec; /* created by module.c's exec slot */
 /* Start `t` on the current thread's loop (the one `bridge` is attached to). */
 void runner_start(task_object *t);
 

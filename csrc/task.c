@@ -1015,21 +1015,10 @@ static PyType_Slot Task_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec Task_spec = {
+PyType_Spec Task_spec = {
     .name = "offload.Task",
     .basicsize = sizeof(task_object),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = Task_slots,
 };
-
-int
-task_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->TaskType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Task_spec, NULL);
-    if (st->TaskType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->TaskType);
-}
