@@ -496,7 +496,9 @@ static PyGetSetDef Awaiter_getset[] = {
     {NULL},
 };
 
-static PyType_Slot Awaiter_slots[] = {
+const int awaiter_basicsize = sizeof(awaiter_object);
+
+PyType_Slot Awaiter_slots[] = {
     {Py_tp_finalize, Awaiter_finalize},
     {Py_tp_dealloc, Awaiter_dealloc},
     {Py_tp_traverse, Awaiter_traverse},
@@ -508,12 +510,4 @@ static PyType_Slot Awaiter_slots[] = {
     {Py_am_send, awaiter_send},
     {Py_am_await, Awaiter_await},
     {0, NULL},
-};
-
-PyType_Spec Awaiter_spec = {
-    .name = "offload._engine.TaskAwaiter",
-    .basicsize = sizeof(awaiter_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Awaiter_slots,
 };

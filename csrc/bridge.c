@@ -444,19 +444,11 @@ static PyMethodDef Bridge_methods[] = {
     {NULL},
 };
 
-static PyType_Slot Bridge_slots[] = {
+PyType_Slot Bridge_slots[] = {
     {Py_tp_dealloc, Bridge_dealloc},
     {Py_tp_traverse, Bridge_traverse},
     {Py_tp_clear, Bridge_clear},
     {Py_tp_methods, Bridge_methods},
     {Py_tp_members, Bridge_members},
     {0, NULL},
-};
-
-PyType_Spec Bridge_spec = {
-    .name = "offload._engine.LoopBridge",
-    .basicsize = sizeof(bridge_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Bridge_slots,
 };

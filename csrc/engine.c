@@ -534,25 +534,32 @@ Engine_init(engine_object *e, PyObject *args, PyObject *kwds)
     return engine_apply_options(e, opts);
 }
 
+/* Every object reference the engine holds: the one list its traverse and clear
+ * walk (a field added here is visited and cleared, never only one of them). */
+#define ENGINE_FOR_EACH_OBJECT(e, DO)                                                          \
+    do {                                                                                       \
+        for (int k_ = 0; k_ < LANE_COUNT; k_++) {                                              \
+            DO((e)->views[k_]);                                                                \
+            DO((e)->starters[k_]);                                                             \
+            DO((e)->preparers[k_]);                                                            \
+        }                                                                                      \
+        DO((e)->auto_view);                                                                    \
+        DO((e)->home_loop);                                                                    \
+        DO((e)->home_bridge);                                                                  \
+        DO((e)->bridges);                                                                      \
+        DO((e)->last_bridge_ref);                                                              \
+        DO((e)->loop_factory);                                                                 \
+        for (int i_ = 0; i_ < (e)->n_bg; i_++) {                                               \
+            DO((e)->bg[i_].bridge);                                                            \
+            DO((e)->bg[i_].loop);                                                              \
+        }                                                                                      \
+    } while (0)
+
 static int
 Engine_traverse(engine_object *e, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(e));
-    for (int k = 0; k < LANE_COUNT; k++) {
-        Py_VISIT(e->views[k]);
-        Py_VISIT(e->starters[k]);
-        Py_VISIT(e->preparers[k]);
-    }
-    Py_VISIT(e->auto_view);
-    Py_VISIT(e->home_loop);
-    Py_VISIT(e->home_bridge);
-    Py_VISIT(e->bridges);
-    Py_VISIT(e->last_bridge_ref);
-    Py_VISIT(e->loop_factory);
-    for (int i = 0; i < e->n_bg; i++) {
-        Py_VISIT(e->bg[i].bridge);
-        Py_VISIT(e->bg[i].loop);
-    }
+    ENGINE_FOR_EACH_OBJECT(e, Py_VISIT);
     /* A subclass's __dict__ is visited by the subclass's own traverse. */
     return 0;
 }
@@ -560,21 +567,7 @@ Engine_traverse(engine_object *e, visitproc visit, void *arg)
 static int
 Engine_clear(engine_object *e)
 {
-    for (int k = 0; k < LANE_COUNT; k++) {
-        Py_CLEAR(e->views[k]);
-        Py_CLEAR(e->starters[k]);
-        Py_CLEAR(e->preparers[k]);
-    }
-    Py_CLEAR(e->auto_view);
-    Py_CLEAR(e->home_loop);
-    Py_CLEAR(e->home_bridge);
-    Py_CLEAR(e->bridges);
-    Py_CLEAR(e->last_bridge_ref);
-    Py_CLEAR(e->loop_factory);
-    for (int i = 0; i < e->n_bg; i++) {
-        Py_CLEAR(e->bg[i].bridge);
-        Py_CLEAR(e->bg[i].loop);
-    }
+    ENGINE_FOR_EACH_OBJECT(e, Py_CLEAR);
     return 0;
 }
 
@@ -1174,7 +1167,7 @@ static PyMemberDef Engine_members[] = {
     {NULL},
 };
 
-static PyType_Slot Engine_slots[] = {
+PyType_Slot Engine_slots[] = {
     {Py_tp_doc, "The C core of an offload runtime (subclassed by offload.Runtime)."},
     {Py_tp_new, Engine_new},
     {Py_tp_init, Engine_init},
@@ -1185,12 +1178,4 @@ static PyType_Slot Engine_slots[] = {
     {Py_tp_getset, Engine_getset},
     {Py_tp_members, Engine_members},
     {0, NULL},
-};
-
-PyType_Spec Engine_spec = {
-    .name = "offload._engine.Engine",
-    .basicsize = sizeof(engine_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = Engine_slots,
 };

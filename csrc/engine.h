@@ -51,7 +51,8 @@ typedef struct engine_object {
     PyObject *weakreflist;
 } engine_object;
 
-extern PyType_Spec Engine_spec; /* created by module.c's exec slot */
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Engine_slots[];
 
 /* The bridge of the loop running on this thread, created on first use (borrowed). */
 bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);

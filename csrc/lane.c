@@ -1091,7 +1091,7 @@ static PyGetSetDef Lane_getset[] = {
     {NULL},
 };
 
-static PyType_Slot Lane_slots[] = {
+PyType_Slot Lane_slots[] = {
     {Py_tp_doc, "A lane of an offload runtime: where and how tasks run."},
     {Py_tp_dealloc, Lane_dealloc},
     {Py_tp_traverse, Lane_traverse},
@@ -1100,14 +1100,6 @@ static PyType_Slot Lane_slots[] = {
     {Py_tp_methods, Lane_methods},
     {Py_tp_getset, Lane_getset},
     {0, NULL},
-};
-
-PyType_Spec Lane_spec = {
-    .name = "offload.Lane",
-    .basicsize = sizeof(lane_view),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Lane_slots,
 };
 
 /* ------------------------------------------------------------------------ */

@@ -105,7 +105,8 @@ typedef struct {
     vectorcallfunc spawn_vc;
 } lane_view;
 
-extern PyType_Spec Lane_spec; /* created by module.c's exec slot */
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Lane_slots[];
 PyObject *lane_view_new(struct engine_object *engine, int kind, PyObject *name);
 
 /* How lane_spawn hands the task back. */

@@ -144,34 +144,57 @@ init_asyncio(module_state *st)
     return 0;
 }
 
-/* Every engine type: its spec, the module state field that keeps it, and whether
- * it is public (added to the module: offload re-exports it). None has a C base. */
-static const struct {
-    PyType_Spec *spec;
+/* Every engine type: its name, size, flags (besides Py_TPFLAGS_DEFAULT and
+ * Py_TPFLAGS_IMMUTABLETYPE, which all have), slots, the module state field that
+ * keeps it, and whether it is public (added to the module: offload re-exports it).
+ * None has a C base. */
+typedef struct {
+    const char *name; /* a literal: the type keeps pointing at it */
+    int basicsize;
+    unsigned int flags;
+    PyType_Slot *slots;
     size_t state_field;
     int public;
-} engine_types[] = {
-    {&Task_spec, offsetof(module_state, TaskType), 1},
-    {&Awaiter_spec, offsetof(module_state, AwaiterType), 0},
-    {&runner_spec, offsetof(module_state, RunnerType), 0},
-    {&Bridge_spec, offsetof(module_state, BridgeType), 0},
-    {&Lane_spec, offsetof(module_state, LaneType), 1},
-    {&Engine_spec, offsetof(module_state, EngineType), 1},
-};
+} engine_type;
+
+#define NOT_INSTANTIABLE (Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION)
 
 static int
 init_types(PyObject *module, module_state *st)
 {
-    for (size_t i = 0; i < sizeof(engine_types) / sizeof(engine_types[0]); i++) {
-        PyTypeObject **field = (PyTypeObject **)((char *)st + engine_types[i].state_field);
+    const engine_type types[] = {
+        {"offload.Task", sizeof(task_object), NOT_INSTANTIABLE, Task_slots,
+         offsetof(module_state, TaskType), 1},
+        {"offload._engine.TaskAwaiter", awaiter_basicsize, NOT_INSTANTIABLE, Awaiter_slots,
+         offsetof(module_state, AwaiterType), 0},
+        {"offload._engine.Runner", runner_basicsize, Py_TPFLAGS_DISALLOW_INSTANTIATION,
+         runner_slots, offsetof(module_state, RunnerType), 0},
+        {"offload._engine.LoopBridge", sizeof(bridge_object), NOT_INSTANTIABLE, Bridge_slots,
+         offsetof(module_state, BridgeType), 0},
+        {"offload.Lane", sizeof(lane_view), NOT_INSTANTIABLE, Lane_slots,
+         offsetof(module_state, LaneType), 1},
+        {"offload._engine.Engine", sizeof(engine_object),
+         Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, Engine_slots,
+         offsetof(module_state, EngineType), 1},
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        PyType_Spec spec = {
+            .name = types[i].name,
+            .basicsize = types[i].basicsize,
+            .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | types[i].flags,
+            .slots = types[i].slots,
+        };
+        PyTypeObject **field = (PyTypeObject **)((char *)st + types[i].state_field);
         assert(*field == NULL);
-        *field = (PyTypeObject *)PyType_FromModuleAndSpec(module, engine_types[i].spec, NULL);
-        if (*field == NULL || (engine_types[i].public && PyModule_AddType(module, *field) < 0)) {
+        *field = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL);
+        if (*field == NULL || (types[i].public && PyModule_AddType(module, *field) < 0)) {
             return -1;
         }
     }
     return 0;
 }
+
+#undef NOT_INSTANTIABLE
 
 static int
 init_exceptions(PyObject *module, module_state *st)

@@ -262,7 +262,9 @@ static PyMethodDef runner_methods[] = {
     {NULL},
 };
 
-static PyType_Slot runner_slots[] = {
+const int runner_basicsize = sizeof(runner_object);
+
+PyType_Slot runner_slots[] = {
     {Py_tp_dealloc, runner_dealloc},
     {Py_tp_repr, runner_repr},
     {Py_tp_getattro, runner_getattro},
@@ -272,11 +274,4 @@ static PyType_Slot runner_slots[] = {
     {Py_am_await, runner_await},
     {Py_am_send, runner_send},
     {0, NULL},
-};
-
-PyType_Spec runner_spec = {
-    .name = "offload._engine.Runner",
-    .basicsize = sizeof(runner_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = runner_slots,
 };

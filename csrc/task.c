@@ -1003,7 +1003,7 @@ static PyGetSetDef Task_getset[] = {
     {NULL},
 };
 
-static PyType_Slot Task_slots[] = {
+PyType_Slot Task_slots[] = {
     {Py_tp_doc, "A unit of background work (created by spawn/run; not instantiable)."},
     {Py_tp_dealloc, Task_dealloc},
     {Py_tp_traverse, Task_traverse},
@@ -1013,12 +1013,4 @@ static PyType_Slot Task_slots[] = {
     {Py_tp_getset, Task_getset},
     {Py_am_await, awaiter_new},
     {0, NULL},
-};
-
-PyType_Spec Task_spec = {
-    .name = "offload.Task",
-    .basicsize = sizeof(task_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Task_slots,
 };
