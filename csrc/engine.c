@@ -11,24 +11,6 @@
 #include "task.h"
 
 
-/* ------------------------------------------------------------------------ */
-/* reporting                                                                 */
-
-void
-engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
-{
-    assert(PyGILState_Check());
-    PyObject *saved = PyErr_GetRaisedException();
-    PyObject *res = PyObject_CallMethodObjArgs((PyObject *)e, e->st->s_report, kind,
-                                               task ? task : Py_None, exc ? exc : Py_None, NULL);
-    if (res == NULL) {
-        /* The reporter itself failed: the last resort is sys.unraisablehook. */
-        PyErr_WriteUnraisable((PyObject *)e);
-    }
-    Py_XDECREF(res);
-    PyErr_SetRaisedException(saved);
-}
-
 int
 engine_check_ready(engine_object *e)
 {

@@ -62,8 +62,6 @@ bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);
 bridge_object *engine_current_bridge(engine_object *e);
 /* Pick a background loop's bridge (starting loop threads lazily), borrowed. */
 bridge_object *engine_background_bridge(engine_object *e);
-/* Report an event to Python: self._report(kind, task, exc). Never raises. */
-void engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc);
 /* Raise Closed/RuntimeError if the engine can't accept work; -1 on error. */
 int engine_check_open(engine_object *e);
 /* RuntimeError (-1) for an engine whose __init__ never ran (a Runtime subclass

@@ -437,7 +437,8 @@ lane_reclaim_dead_loop_slots(lane *l)
         return;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
-        engine_report(l->engine, l->engine->st->s_interrupted, PyList_GET_ITEM(dead, i), NULL);
+        offload_report(l->engine->st, (PyObject *)l->engine, l->engine->st->s_interrupted,
+                       PyList_GET_ITEM(dead, i), NULL);
     }
     Py_DECREF(dead);
 }
@@ -466,7 +467,8 @@ lane_submit(lane *l, task_object *t)
         if (l->on_full == ON_FULL_DROP) {
             t->flags |= TF_DROPPED;
             task_finish(t, TASK_CANCELLED, NULL);
-            engine_report(l->engine, l->engine->st->s_dropped, (PyObject *)t, Py_None);
+            offload_report(l->engine->st, (PyObject *)l->engine, l->engine->st->s_dropped,
+                           (PyObject *)t, Py_None);
             return 0;
         }
         if (l->on_full == ON_FULL_BLOCK) {

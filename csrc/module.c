@@ -14,6 +14,22 @@ offload_running_loop(module_state *st)
     return PyObject_CallNoArgs(st->get_running_loop);
 }
 
+void
+offload_report(module_state *st, PyObject *reporter, PyObject *kind, PyObject *task,
+               PyObject *exc)
+{
+    assert(PyGILState_Check());
+    PyObject *saved = PyErr_GetRaisedException();
+    PyObject *res = PyObject_CallMethodObjArgs(reporter, st->s_report, kind, task ? task : Py_None,
+                                               exc ? exc : Py_None, NULL);
+    if (res == NULL) {
+        /* The reporter itself failed: the last resort is sys.unraisablehook. */
+        PyErr_WriteUnraisable(reporter);
+    }
+    Py_XDECREF(res);
+    PyErr_SetRaisedException(saved);
+}
+
 static Py_ssize_t
 parameter_index(PyObject *key, const char *const *names, Py_ssize_t n)
 {

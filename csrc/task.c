@@ -181,6 +181,13 @@ task_release_inputs(task_object *t, int never_started)
     Py_CLEAR(t->context);
 }
 
+/* Report an event about `t` to its runtime (Runtime._report); never raises. */
+static void
+task_report(task_object *t, PyObject *kind, PyObject *exc)
+{
+    offload_report(t->engine->st, (PyObject *)t->engine, kind, (PyObject *)t, exc);
+}
+
 /* Resolve every awaiter future and call every done callback. */
 static void
 task_notify(task_object *t)
@@ -214,7 +221,7 @@ task_notify(task_object *t)
         PyObject *res = PyObject_CallOneArg(w, (PyObject *)t);
         if (res == NULL) {
             PyObject *exc = PyErr_GetRaisedException();
-            engine_report(t->engine, st->s_callback, (PyObject *)t, exc);
+            task_report(t, st->s_callback, exc);
             Py_XDECREF(exc);
         }
         Py_XDECREF(res);
@@ -268,7 +275,7 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     task_notify(t);
     if (state == TASK_FAILED && !(t->flags & TF_OBSERVED) && outcome != NULL) {
         t->delivered = 1;
-        engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, outcome);
+        task_report(t, t->engine->st->s_failed, outcome);
     }
     if (registered) {
         lane_finish_dispatch(l, next);
@@ -292,7 +299,7 @@ task_finish_from_error(task_object *t)
          * awaiting it: name it, or the work would vanish without a trace. */
         int unseen = !t->cancel_requested && !(t->flags & TF_OBSERVED);
         if (task_finish(t, TASK_CANCELLED, NULL) && unseen) {
-            engine_report(t->engine, st->s_interrupted, (PyObject *)t, value);
+            task_report(t, st->s_interrupted, value);
         }
     }
     else {
@@ -555,7 +562,7 @@ task_outcome_abandoned(task_object *t)
         return;
     }
     t->delivered = 1;
-    engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, t->outcome);
+    task_report(t, t->engine->st->s_failed, t->outcome);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -622,7 +629,7 @@ task_call_done_callback_now(task_object *t, PyObject *fn)
     PyObject *res = PyObject_CallOneArg(fn, (PyObject *)t);
     if (res == NULL) {
         PyObject *exc = PyErr_GetRaisedException();
-        engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, exc);
+        task_report(t, t->engine->st->s_callback, exc);
         Py_XDECREF(exc);
     }
     Py_XDECREF(res);
