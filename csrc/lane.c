@@ -802,6 +802,45 @@ prepare_external(engine_object *e, int lane_kind, PyObject *target, PyObject **c
     return 0;
 }
 
+/* A sync call's arguments: a tuple (NULL when there are none) and a dict of the
+ * keyword arguments (NULL when there are none), new references. */
+static int
+pack_call(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **call_args,
+          PyObject **call_kwargs)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 0 && (*call_args = PyTuple_New(nargs)) == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyTuple_SET_ITEM(*call_args, i, Py_NewRef(args[i]));
+    }
+    if (nkw > 0 && (*call_kwargs = PyDict_New()) == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyDict_SetItem(*call_kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A task the lane refused (Full, Closed): it never runs. Its coroutine is closed
+ * (no "never awaited" warning) and it ends cancelled, outside every lane. */
+static void
+spawn_refused(module_state *st, task_object *t, target_kind tk)
+{
+    if (tk != TARGET_SYNC) {
+        task_close_coroutine(st, t->target);
+    }
+    t->flags &= (uint8_t)~TF_IS_CORO;
+    task_unclaim_coroutine(t); /* before the target goes: it is the set's key */
+    Py_CLEAR(t->target);
+    t->state = TASK_CANCELLED;
+    PyObject_GC_Track((PyObject *)t);
+}
+
 PyObject *
 lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject *const *args,
            Py_ssize_t nargs, PyObject *kwnames)
@@ -829,80 +868,57 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
         return NULL;
     }
     PyObject *call_args = NULL, *call_kwargs = NULL, *coro = NULL;
+    task_object *t = NULL;
     if (tk == TARGET_ASYNC_FN) {
         /* Call now, so wrong arguments fail here and not later on a loop. */
         coro = PyObject_Vectorcall(target, args + 1, (size_t)(nargs - 1), kwnames);
         if (coro == NULL) {
-            return NULL;
+            goto error;
         }
         target = coro;
     }
-    else if (tk == TARGET_SYNC) {
-        if (nargs > 1 && (call_args = PyTuple_New(nargs - 1)) == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 1; i < nargs; i++) {
-            PyTuple_SET_ITEM(call_args, i - 1, Py_NewRef(args[i]));
-        }
-        if (nkw) {
-            if ((call_kwargs = PyDict_New()) == NULL) {
-                Py_XDECREF(call_args);
-                return NULL;
-            }
-            for (Py_ssize_t i = 0; i < nkw; i++) {
-                if (PyDict_SetItem(call_kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
-                    Py_XDECREF(call_args);
-                    Py_DECREF(call_kwargs);
-                    return NULL;
-                }
-            }
-        }
+    else if (tk == TARGET_SYNC &&
+             pack_call(args + 1, nargs - 1, kwnames, &call_args, &call_kwargs) < 0) {
+        goto error;
     }
     if (lane_kind == LANE_PROCESSES &&
         prepare_external(e, lane_kind, target, &call_args, &call_kwargs) < 0) {
-        Py_XDECREF(call_args);
-        Py_XDECREF(call_kwargs);
-        return NULL;
+        goto error;
     }
     int flags = (tk == TARGET_SYNC ? 0 : TF_IS_CORO) |
                 (deferred ? (TF_DEFERRED | TF_CANCEL_ON_AWAIT) : 0) |
                 (mode == SPAWN_OBSERVED ? TF_OBSERVED : 0);
-    task_object *t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
-    Py_XDECREF(call_args);
-    Py_XDECREF(call_kwargs);
+    t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
+    Py_CLEAR(call_args);
+    Py_CLEAR(call_kwargs);
     if (t == NULL) {
-        if (coro) {
-            task_close_coroutine(st, coro);
-            Py_DECREF(coro);
-        }
-        return NULL;
+        goto error;
     }
     e->started = 1;
     /* Only spawn() claims: a run() never awaited would keep a claimed
      * coroutine (and whatever it references) alive in the module's set. */
     if (tk == TARGET_CORO && !deferred && task_claim_coroutine(t) < 0) {
-        Py_DECREF(t);
-        return NULL;
+        goto error;
     }
     if (deferred) {
         PyObject_GC_Track((PyObject *)t); /* held by the caller, not the registry */
     }
     else if (lane_submit_new(t) < 0) {
-        /* Refused: the coroutine will never run, close it to avoid a warning. */
-        if (tk != TARGET_SYNC) {
-            task_close_coroutine(st, target);
-        }
-        t->flags &= (uint8_t)~TF_IS_CORO;
-        task_unclaim_coroutine(t); /* before the target goes: it is the set's key */
-        Py_CLEAR(t->target);
-        t->state = TASK_CANCELLED;
-        PyObject_GC_Track((PyObject *)t);
-        Py_DECREF(t);
-        Py_XDECREF(coro);
-        return NULL;
+        spawn_refused(st, t, tk);
+        goto error;
     }
     Py_XDECREF(coro);
     return (PyObject *)t;
+
+error:
+    Py_XDECREF(call_args);
+    Py_XDECREF(call_kwargs);
+    if (t == NULL && coro != NULL) {
+        task_close_coroutine(st, coro); /* no task took it: it will never run */
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(coro);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
