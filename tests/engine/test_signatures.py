@@ -167,3 +167,25 @@ def test_exceptions_take_a_message(name: str) -> None:
     exc_type = getattr(offload, name)
     assert str(inspect.signature(exc_type)) == "(*args)"
     assert str(exc_type("why")) == "why"
+
+
+def test_hand_parsed_arguments_are_refused_as_cpython_refuses_them(runtime: MakeRuntime) -> None:
+    """The METH_FASTCALL methods parse by hand: each misuse is a TypeError worded as
+    CPython's own argument parser words it (the words these methods had before)."""
+    rt = runtime()
+    done = rt.threads.spawn(abs, -5)
+    assert done.result(30) == 5
+    for method in (done.result, done.exception):
+        name = method.__name__
+        with pytest.raises(TypeError, match=rf"{name}\(\) takes at most 1 argument \(2 given\)"):
+            method(1, 2)
+        with pytest.raises(
+            TypeError, match=rf"argument for {name}\(\) given by name \('timeout'\) and position"
+        ):
+            method(1, timeout=1)
+        with pytest.raises(TypeError, match=rf"{name}\(\).*'deadline'"):
+            method(deadline=1)
+    with pytest.raises(TypeError, match=r"start\(\) takes at most 1 argument \(2 given\)"):
+        rt.start(None, None)
+    with pytest.raises(TypeError, match=r"options\(\) takes keyword arguments only"):
+        rt.threads.options("n")
