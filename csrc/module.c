@@ -47,6 +47,12 @@ offload_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, P
                    PyObject **out)
 {
     assert(max_positional <= n);
+    Py_ssize_t given = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (given > n) { /* counted as CPython's PyArg_ParseTupleAndKeywords counts */
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", fname, n,
+                     n == 1 ? "" : "s", given);
+        return -1;
+    }
     if (nargs > max_positional) {
         if (max_positional == 0) {
             PyErr_Format(PyExc_TypeError, "%s() takes no positional arguments", fname);

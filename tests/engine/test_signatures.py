@@ -179,11 +179,13 @@ def test_hand_parsed_arguments_are_refused_as_cpython_refuses_them(runtime: Make
         name = method.__name__
         with pytest.raises(TypeError, match=rf"{name}\(\) takes at most 1 argument \(2 given\)"):
             method(1, 2)
-        with pytest.raises(
-            TypeError, match=rf"argument for {name}\(\) given by name \('timeout'\) and position"
-        ):
+        with pytest.raises(TypeError, match=rf"{name}\(\) takes at most 1 argument \(2 given\)"):
             method(1, timeout=1)
-        with pytest.raises(TypeError, match=rf"{name}\(\).*'deadline'"):
+        with pytest.raises(
+            TypeError,
+            match=rf"'deadline' is an invalid keyword argument for {name}\(\)"
+            rf"|{name}\(\) got an unexpected keyword argument 'deadline'",
+        ):
             method(deadline=1)
     with pytest.raises(TypeError, match=r"start\(\) takes at most 1 argument \(2 given\)"):
         rt.start(None, None)
