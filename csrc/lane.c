@@ -194,11 +194,12 @@ lane_finish_locked(lane *l, task_object *t, task_state state)
 }
 
 int
-lane_finish_task(lane *l, task_object *t, int state, task_object **next)
+lane_finish_task(lane *l, task_object *t, int state, lane_handoff *h)
 {
     assert(PyGILState_Check());
     assert(state == TASK_SUCCEEDED || state == TASK_FAILED || state == TASK_CANCELLED);
-    *next = NULL;
+    h->next = NULL;
+    h->has_trash = 0;
     pthread_mutex_lock(&l->mu);
     if (task_is_done(t)) {
         pthread_mutex_unlock(&l->mu);
@@ -207,7 +208,8 @@ lane_finish_task(lane *l, task_object *t, int state, task_object **next)
     /* Wake blocked result() callers only for a task one of them waits on:
      * waking them on every completion would ping-pong the GIL. */
     int wake_sync = t->sync_waited;
-    *next = lane_finish_locked(l, t, (task_state)state);
+    h->next = lane_finish_locked(l, t, (task_state)state);
+    h->has_trash = ring_len(&l->trash) > 0;
     pthread_mutex_unlock(&l->mu);
     if (wake_sync) {
         pthread_cond_broadcast(&l->done_cv);
@@ -216,17 +218,14 @@ lane_finish_task(lane *l, task_object *t, int state, task_object **next)
 }
 
 void
-lane_finish_dispatch(lane *l, task_object *next)
+lane_finish_dispatch(lane *l, lane_handoff *h)
 {
     assert(PyGILState_Check());
-    if (next != NULL) {
-        lane_dispatch(l, next);
-        Py_DECREF(next);
+    if (h->next != NULL) {
+        lane_dispatch(l, h->next);
+        Py_CLEAR(h->next);
     }
-    pthread_mutex_lock(&l->mu);
-    int has_trash = ring_len(&l->trash) > 0;
-    pthread_mutex_unlock(&l->mu);
-    if (has_trash) {
+    if (h->has_trash) {
         lane_sweep_trash(l);
     }
 }

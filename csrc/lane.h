@@ -74,17 +74,21 @@ int lane_submit_deferred(struct task_object *t);
  * with its counters. 0 if the task was no longer pending (cancelled). */
 int lane_start_task(lane *l, struct task_object *t);
 
+/* What a finished task leaves its lane to do once its own notifications are out. */
+typedef struct {
+    struct task_object *next; /* inherited the freed slot: to dispatch (new ref) or NULL */
+    int has_trash;            /* stale queue entries to release */
+} lane_handoff;
+
 /* The lane's half of finishing a registered task (GIL held, `mu` not held):
  * under `mu`, its state and counters, the registry, the slot handed to the next
  * waiting task; then blocked result() callers are woken. Returns 0 if the task
- * was already done, else 1 with *next set to the task that inherited the slot
- * (new reference, or NULL): the caller passes it to lane_finish_dispatch once
- * the task's own notifications are out. */
-int lane_finish_task(lane *l, struct task_object *t, int state, struct task_object **next);
+ * was already done, else 1 with *h filled for lane_finish_dispatch. */
+int lane_finish_task(lane *l, struct task_object *t, int state, lane_handoff *h);
 
-/* After lane_finish_task: dispatch `next` (stolen, may be NULL) and release
- * stale queue references. */
-void lane_finish_dispatch(lane *l, struct task_object *next);
+/* After lane_finish_task: dispatch h->next (its reference is consumed) and
+ * release stale queue references. */
+void lane_finish_dispatch(lane *l, lane_handoff *h);
 
 /* Block (GIL released by the caller) up to `slice` seconds for `t` to finish. */
 void lane_wait_done_unlocked(lane *l, struct task_object *t, double slice);

@@ -236,9 +236,9 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     lane *l = t->lane;
     int registered = (t->flags & TF_REGISTERED) != 0;
     int never_started = t->state == TASK_PENDING;
-    task_object *next = NULL;
+    lane_handoff handoff = {NULL, 0};
     if (registered) {
-        if (!lane_finish_task(l, t, state, &next)) {
+        if (!lane_finish_task(l, t, state, &handoff)) {
             return 0;
         }
     }
@@ -278,7 +278,7 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
         task_report(t, t->engine->st->s_failed, outcome);
     }
     if (registered) {
-        lane_finish_dispatch(l, next);
+        lane_finish_dispatch(l, &handoff);
     }
     Py_DECREF(t);
     return 1;
