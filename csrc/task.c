@@ -684,10 +684,9 @@ Task_remove_done_callback(task_object *t, PyObject *fn)
     PyObject *current = Py_NewRef(t->waiters);
     PyObject *snapshot = PyList_GetSlice(current, 0, PY_SSIZE_T_MAX); /* owns its items */
     Py_DECREF(current); /* not the last reference unless the task finished: no code runs */
-    PyObject *matches = snapshot ? PyList_New(0) : NULL;
-    if (matches == NULL) {
-        Py_XDECREF(snapshot);
-        return NULL;
+    PyObject *matches = NULL, *result = NULL;
+    if (snapshot == NULL || (matches = PyList_New(0)) == NULL) {
+        goto done;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snapshot); i++) {
         PyObject *w = PyList_GET_ITEM(snapshot, i); /* the snapshot never changes */
@@ -696,9 +695,7 @@ Task_remove_done_callback(task_object *t, PyObject *fn)
         }
         int eq = PyObject_RichCompareBool(w, fn, Py_EQ);
         if (eq < 0 || (eq && PyList_Append(matches, w) < 0)) {
-            Py_DECREF(matches);
-            Py_DECREF(snapshot);
-            return NULL;
+            goto done;
         }
     }
     Py_ssize_t removed = 0;
@@ -709,18 +706,18 @@ Task_remove_done_callback(task_object *t, PyObject *fn)
             if (PyList_GET_ITEM(matches, j) == w) {
                 assert(Py_REFCNT(w) > 1); /* matches owns it: deleting runs no __del__ */
                 if (PyList_SetSlice(waiters, i, i + 1, NULL) < 0) {
-                    Py_DECREF(matches);
-                    Py_DECREF(snapshot);
-                    return NULL;
+                    goto done;
                 }
                 removed++;
                 break;
             }
         }
     }
-    Py_DECREF(matches); /* may run finalizers: the list is no longer touched */
-    Py_DECREF(snapshot);
-    return PyLong_FromSsize_t(removed);
+    result = PyLong_FromSsize_t(removed);
+done:
+    Py_XDECREF(matches); /* may run finalizers: the list is no longer touched */
+    Py_XDECREF(snapshot);
+    return result;
 }
 
 static PyObject *
