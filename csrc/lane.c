@@ -262,6 +262,13 @@ void
 lane_dispatch(lane *l, task_object *t)
 {
     assert(PyGILState_Check());
+    if (task_is_done(t)) {
+        /* Finished (cancelled) between getting its slot and being dispatched: a
+         * finishing task runs Python code (its callbacks, its inputs' __del__)
+         * before it dispatches the task that inherited its slot. That finish
+         * already gave the slot on; its bridge is gone. Nothing to run. */
+        return;
+    }
     engine_object *e = l->engine;
     switch (l->kind) {
     case LANE_LOOP:
