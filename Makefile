@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick test-sanitize test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick test-sanitize test-debug test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -107,6 +107,23 @@ test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-dead
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 
+# The suite on a debug build of the engine (OFFLOAD_DEBUG=1: -O0 -g, assert() on), in
+# its own virtualenv (build/venv-debug): the invariants written as asserts in csrc/ (GIL
+# held, lane mutex held, the stats identity, ring bounds) are checked on every path the
+# tests take. Not the browser test nor tests/packaging (which build their own engines).
+# Built from a fresh copy of the sources (build/debug/src), as the sanitizer builds are:
+# the in-tree build/ cache could hand it an object file compiled without the asserts,
+# which the nm check (a call to __assert_fail) refuses.
+test-debug: build/venv-debug/.deps-stamp
+	rm -rf build/debug && mkdir -p build/debug/src
+	cp -r setup.py pyproject.toml README.md csrc src build/debug/src/
+	build/venv-debug/bin/python -m pip --disable-pip-version-check -q uninstall -y offload
+	OFFLOAD_DEBUG=1 build/venv-debug/bin/python -m pip --disable-pip-version-check -q \
+	  install --no-deps --no-build-isolation --force-reinstall build/debug/src
+	nm -D --undefined-only build/venv-debug/lib/python3*/site-packages/offload/_engine*.so \
+	  | grep -q __assert_fail || { echo "test-debug: the engine has no assert()"; exit 1; }
+	build/venv-debug/bin/python -m pytest -q --ignore-glob='*browser*' --ignore=tests/packaging
+
 # The deadline arithmetic and seconds options (csrc/deadline.h, the code the engine
 # compiles) fuzzed in plain C under ASan+UBSan (float-cast-overflow included, which
 # -fsanitize=undefined leaves out on GCC): every boundary, then FUZZ_ITERATIONS random
@@ -140,6 +157,7 @@ lint: build
 	$(PY) -m ruff format --check src tests bench examples tools/upstream.py
 	$(PY) -m mypy
 	$(PY) tools/check_typing.py
+	$(PY) tools/check_c.py
 
 # --- main job ----------------------------------------------------------------
 demo: build

@@ -136,10 +136,9 @@ awaiter_undeliverable(module_state *st, PyObject *obj)
 static void
 Awaiter_finalize(awaiter_object *a)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *saved = PyErr_GetRaisedException();
     awaiter_lost(a);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 static PyObject *
@@ -497,7 +496,9 @@ static PyGetSetDef Awaiter_getset[] = {
     {NULL},
 };
 
-static PyType_Slot Awaiter_slots[] = {
+const int awaiter_basicsize = sizeof(awaiter_object);
+
+PyType_Slot Awaiter_slots[] = {
     {Py_tp_finalize, Awaiter_finalize},
     {Py_tp_dealloc, Awaiter_dealloc},
     {Py_tp_traverse, Awaiter_traverse},
@@ -510,19 +511,3 @@ static PyType_Slot Awaiter_slots[] = {
     {Py_am_await, Awaiter_await},
     {0, NULL},
 };
-
-static PyType_Spec Awaiter_spec = {
-    .name = "offload._engine.TaskAwaiter",
-    .basicsize = sizeof(awaiter_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Awaiter_slots,
-};
-
-int
-awaiter_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->AwaiterType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Awaiter_spec, NULL);
-    return st->AwaiterType ? 0 : -1;
-}

@@ -12,7 +12,9 @@
 #include "common.h"
 #include "module.h"
 
-int awaiter_type_init(PyObject *module);
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Awaiter_slots[];
+extern const int awaiter_basicsize;
 /* Task.__await__ (the am_await slot). */
 PyObject *awaiter_new(PyObject *task);
 /* An awaitable that completes (with None, never raising) when the task ends;

@@ -329,8 +329,7 @@ bridge_fail_unstarted(task_object *t, PyObject *cause)
 static void
 bridge_drop_items(module_state *st, bridge_item *items, size_t len, PyObject *cause)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb); /* reports run Python code; keep the caller's error */
+    PyObject *saved = PyErr_GetRaisedException(); /* reports run Python code; keep the caller's error */
     for (size_t i = 0; i < len; i++) {
         if (items[i].kind == BRIDGE_START) {
             task_object *t = (task_object *)items[i].obj;
@@ -344,7 +343,7 @@ bridge_drop_items(module_state *st, bridge_item *items, size_t len, PyObject *ca
         Py_DECREF(items[i].obj);
     }
     free(items);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 void
@@ -445,7 +444,7 @@ static PyMethodDef Bridge_methods[] = {
     {NULL},
 };
 
-static PyType_Slot Bridge_slots[] = {
+PyType_Slot Bridge_slots[] = {
     {Py_tp_dealloc, Bridge_dealloc},
     {Py_tp_traverse, Bridge_traverse},
     {Py_tp_clear, Bridge_clear},
@@ -453,19 +452,3 @@ static PyType_Slot Bridge_slots[] = {
     {Py_tp_members, Bridge_members},
     {0, NULL},
 };
-
-static PyType_Spec Bridge_spec = {
-    .name = "offload._engine.LoopBridge",
-    .basicsize = sizeof(bridge_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Bridge_slots,
-};
-
-int
-bridge_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->BridgeType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Bridge_spec, NULL);
-    return st->BridgeType ? 0 : -1;
-}

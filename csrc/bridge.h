@@ -46,7 +46,8 @@ typedef struct bridge_object {
     PyObject *weakreflist;     /* engines hold bridges weakly (see engine.h) */
 } bridge_object;
 
-int bridge_type_init(PyObject *module);
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Bridge_slots[];
 
 /* A detached bridge (inbox + fd); attach it from the loop's own thread. */
 bridge_object *bridge_new(PyObject *module_or_type_owner);

@@ -55,4 +55,38 @@ PyWeakref_GetRef(PyObject *ref, PyObject **pobj)
 }
 #endif
 
+/* PyErr_GetRaisedException / PyErr_SetRaisedException: new in 3.12, where
+ * PyErr_Fetch/PyErr_Restore are deprecated. Get: the raised exception, normalized
+ * and carrying its traceback (a new reference), and clears the indicator; NULL if
+ * none. Set: raises exc (stolen; NULL clears the indicator). */
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *
+PyErr_GetRaisedException(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static inline void
+PyErr_SetRaisedException(PyObject *exc)
+{
+    if (exc == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyObject *tb = PyException_GetTraceback(exc);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, tb);
+}
+#endif
+
 #endif

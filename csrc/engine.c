@@ -10,30 +10,6 @@
 #include "runner.h"
 #include "task.h"
 
-PyObject *lane_stats_dict(lane *l);
-PyObject *lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
-                       PyObject *kwds);
-int lane_parse_name(PyObject *obj, int *kind);
-
-static const char *const lane_keys[LANE_COUNT] = {"loop", "background", "threads", "processes"};
-
-/* ------------------------------------------------------------------------ */
-/* reporting                                                                 */
-
-void
-engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc)
-{
-    PyObject *saved_type, *saved_value, *saved_tb;
-    PyErr_Fetch(&saved_type, &saved_value, &saved_tb);
-    PyObject *res = PyObject_CallMethodObjArgs((PyObject *)e, e->st->s_report, kind,
-                                               task ? task : Py_None, exc ? exc : Py_None, NULL);
-    if (res == NULL) {
-        /* The reporter itself failed: the last resort is sys.unraisablehook. */
-        PyErr_WriteUnraisable((PyObject *)e);
-    }
-    Py_XDECREF(res);
-    PyErr_Restore(saved_type, saved_value, saved_tb);
-}
 
 int
 engine_check_ready(engine_object *e)
@@ -177,7 +153,7 @@ engine_apply_options(engine_object *e, PyObject *opts)
         return -1;
     }
     for (int k = 0; k < LANE_COUNT; k++) {
-        PyObject *lo = (lanes && lanes != Py_None) ? PyDict_GetItemString(lanes, lane_keys[k]) : NULL;
+        PyObject *lo = (lanes && lanes != Py_None) ? PyDict_GetItemString(lanes, lane_names[k]) : NULL;
         Py_ssize_t dflt = k == LANE_THREADS ? threads : PY_SSIZE_T_MAX;
         if (configure_lane(&e->lanes[k], lo, dflt) < 0) {
             return -1;
@@ -345,16 +321,9 @@ background_loop_run(background_loop *bg)
     if (loop == NULL) {
         /* No loop, no lane: the waiting tasks fail carrying the reason (each
          * reported once like any failure), later ones at the call site. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (value != NULL && tb != NULL) {
-            PyException_SetTraceback(value, tb);
-        }
-        bridge_close_with_cause(bg->bridge, value);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        PyObject *cause = PyErr_GetRaisedException();
+        bridge_close_with_cause(bg->bridge, cause);
+        Py_XDECREF(cause);
         return;
     }
     PyObject *res = PyObject_CallOneArg(st->set_event_loop, loop);
@@ -427,6 +396,11 @@ background_thread_main(void *arg)
     pthread_cond_broadcast(&e->bg_cv);
     pthread_mutex_unlock(&e->bg_mu);
     PyEval_RestoreThread(ts);
+    if (e->stop_requested) {
+        /* A loop that stopped after _join() gave up on it gives its wakeup fd back
+         * here (a joiner that saw it stop does the same; the GIL orders the two). */
+        Py_CLEAR(bg->bridge);
+    }
     offload_forget_python_thread();
     Py_DECREF(e); /* taken when the thread started */
     PyGILState_Release(gil);
@@ -539,25 +513,32 @@ Engine_init(engine_object *e, PyObject *args, PyObject *kwds)
     return engine_apply_options(e, opts);
 }
 
+/* Every object reference the engine holds: the one list its traverse and clear
+ * walk (a field added here is visited and cleared, never only one of them). */
+#define ENGINE_FOR_EACH_OBJECT(e, DO)                                                          \
+    do {                                                                                       \
+        for (int k_ = 0; k_ < LANE_COUNT; k_++) {                                              \
+            DO((e)->views[k_]);                                                                \
+            DO((e)->starters[k_]);                                                             \
+            DO((e)->preparers[k_]);                                                            \
+        }                                                                                      \
+        DO((e)->auto_view);                                                                    \
+        DO((e)->home_loop);                                                                    \
+        DO((e)->home_bridge);                                                                  \
+        DO((e)->bridges);                                                                      \
+        DO((e)->last_bridge_ref);                                                              \
+        DO((e)->loop_factory);                                                                 \
+        for (int i_ = 0; i_ < (e)->n_bg; i_++) {                                               \
+            DO((e)->bg[i_].bridge);                                                            \
+            DO((e)->bg[i_].loop);                                                              \
+        }                                                                                      \
+    } while (0)
+
 static int
 Engine_traverse(engine_object *e, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(e));
-    for (int k = 0; k < LANE_COUNT; k++) {
-        Py_VISIT(e->views[k]);
-        Py_VISIT(e->starters[k]);
-        Py_VISIT(e->preparers[k]);
-    }
-    Py_VISIT(e->auto_view);
-    Py_VISIT(e->home_loop);
-    Py_VISIT(e->home_bridge);
-    Py_VISIT(e->bridges);
-    Py_VISIT(e->last_bridge_ref);
-    Py_VISIT(e->loop_factory);
-    for (int i = 0; i < e->n_bg; i++) {
-        Py_VISIT(e->bg[i].bridge);
-        Py_VISIT(e->bg[i].loop);
-    }
+    ENGINE_FOR_EACH_OBJECT(e, Py_VISIT);
     /* A subclass's __dict__ is visited by the subclass's own traverse. */
     return 0;
 }
@@ -565,21 +546,7 @@ Engine_traverse(engine_object *e, visitproc visit, void *arg)
 static int
 Engine_clear(engine_object *e)
 {
-    for (int k = 0; k < LANE_COUNT; k++) {
-        Py_CLEAR(e->views[k]);
-        Py_CLEAR(e->starters[k]);
-        Py_CLEAR(e->preparers[k]);
-    }
-    Py_CLEAR(e->auto_view);
-    Py_CLEAR(e->home_loop);
-    Py_CLEAR(e->home_bridge);
-    Py_CLEAR(e->bridges);
-    Py_CLEAR(e->last_bridge_ref);
-    Py_CLEAR(e->loop_factory);
-    for (int i = 0; i < e->n_bg; i++) {
-        Py_CLEAR(e->bg[i].bridge);
-        Py_CLEAR(e->bg[i].loop);
-    }
+    ENGINE_FOR_EACH_OBJECT(e, Py_CLEAR);
     return 0;
 }
 
@@ -626,12 +593,12 @@ Engine_run(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *
 }
 
 static PyObject *
-Engine_options(engine_object *e, PyObject *args, PyObject *kwds)
+Engine_options(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    return lane_options(e, -1, NULL, args, kwds);
+    return lane_options(e, -1, NULL, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -646,7 +613,7 @@ Engine_stats(engine_object *e, PyObject *Py_UNUSED(ignored))
     }
     for (int k = 0; k < LANE_COUNT; k++) {
         PyObject *ls = lane_stats_dict(&e->lanes[k]);
-        if (ls == NULL || PyDict_SetItemString(d, lane_keys[k], ls) < 0) {
+        if (ls == NULL || PyDict_SetItemString(d, lane_names[k], ls) < 0) {
             Py_XDECREF(ls);
             Py_DECREF(d);
             return NULL;
@@ -683,11 +650,11 @@ Engine_stats(engine_object *e, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-Engine_start(engine_object *e, PyObject *args, PyObject *kwds)
+Engine_start(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"loop", NULL};
+    static const char *const params[] = {"loop"};
     PyObject *given = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &given)) {
+    if (offload_parse_args("start", args, nargs, kwnames, params, 1, 1, &given) < 0) {
         return NULL;
     }
     if (engine_check_open(e) < 0) {
@@ -1146,18 +1113,20 @@ Engine_get_home_loop(engine_object *e, void *Py_UNUSED(c))
 
 static PyMethodDef Engine_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))Engine_spawn, METH_FASTCALL | METH_KEYWORDS,
-     "spawn(target, /, *args, **kwargs) -> Task\n\nFire and forget: coroutines and async "
-     "functions go to the loop lane, sync callables to the thread pool."},
+     "spawn($self, target, /, *args, **kwargs)\n--\n\n"
+     "Fire and forget, returning the Task: coroutines and async functions go to the loop "
+     "lane, sync callables to the thread pool."},
     {"run", (PyCFunction)(void (*)(void))Engine_run, METH_FASTCALL | METH_KEYWORDS,
-     "run(target, /, *args, **kwargs) -> awaitable Task\n\nLike spawn, but await it for the "
-     "result; cancelling the await cancels the task."},
-    {"options", (PyCFunction)(void (*)(void))Engine_options, METH_VARARGS | METH_KEYWORDS,
-     "options(*, name=None, lane=None) -> Lane with per-call options."},
-    {"stats", (PyCFunction)Engine_stats, METH_NOARGS, "Per-lane counters and percentiles."},
-    {"start", (PyCFunction)(void (*)(void))Engine_start, METH_VARARGS | METH_KEYWORDS,
-     "start(loop=None): make the running loop the home loop."},
+     "run($self, target, /, *args, **kwargs)\n--\n\n"
+     "Like spawn, but await the Task for the result; cancelling the await cancels the task."},
+    {"options", (PyCFunction)(void (*)(void))Engine_options, METH_FASTCALL | METH_KEYWORDS,
+     "options($self, /, *, name=None, lane=None)\n--\n\nA Lane with per-call options."},
+    {"stats", (PyCFunction)Engine_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nPer-lane counters and percentiles."},
+    {"start", (PyCFunction)(void (*)(void))Engine_start, METH_FASTCALL | METH_KEYWORDS,
+     "start($self, /, loop=None)\n--\n\nMake the running loop the home loop."},
     {"background_loops", (PyCFunction)Engine_background_loops, METH_NOARGS,
-     "The background event loops started so far."},
+     "background_loops($self, /)\n--\n\nThe background event loops started so far."},
     {"_configure", (PyCFunction)Engine_configure, METH_O, NULL},
     {"_set_lane_starter", (PyCFunction)Engine_set_lane_starter, METH_VARARGS, NULL},
     {"_live_tasks", (PyCFunction)Engine_live_tasks, METH_NOARGS, NULL},
@@ -1190,7 +1159,7 @@ static PyMemberDef Engine_members[] = {
     {NULL},
 };
 
-static PyType_Slot Engine_slots[] = {
+PyType_Slot Engine_slots[] = {
     {Py_tp_doc, "The C core of an offload runtime (subclassed by offload.Runtime)."},
     {Py_tp_new, Engine_new},
     {Py_tp_init, Engine_init},
@@ -1202,22 +1171,3 @@ static PyType_Slot Engine_slots[] = {
     {Py_tp_members, Engine_members},
     {0, NULL},
 };
-
-static PyType_Spec Engine_spec = {
-    .name = "offload._engine.Engine",
-    .basicsize = sizeof(engine_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = Engine_slots,
-};
-
-int
-engine_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->EngineType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Engine_spec, NULL);
-    if (st->EngineType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->EngineType);
-}

@@ -51,7 +51,8 @@ typedef struct engine_object {
     PyObject *weakreflist;
 } engine_object;
 
-int engine_type_init(PyObject *module);
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Engine_slots[];
 
 /* The bridge of the loop running on this thread, created on first use (borrowed). */
 bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);
@@ -61,8 +62,6 @@ bridge_object *engine_bridge_for_running_loop(engine_object *e, PyObject *loop);
 bridge_object *engine_current_bridge(engine_object *e);
 /* Pick a background loop's bridge (starting loop threads lazily), borrowed. */
 bridge_object *engine_background_bridge(engine_object *e);
-/* Report an event to Python: self._report(kind, task, exc). Never raises. */
-void engine_report(engine_object *e, PyObject *kind, PyObject *task, PyObject *exc);
 /* Raise Closed/RuntimeError if the engine can't accept work; -1 on error. */
 int engine_check_open(engine_object *e);
 /* RuntimeError (-1) for an engine whose __init__ never ran (a Runtime subclass

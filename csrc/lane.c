@@ -14,12 +14,22 @@
 /* ------------------------------------------------------------------------ */
 /* core                                                                      */
 
+const char *const lane_names[LANE_COUNT] = {"loop", "background", "threads", "processes"};
+
+/* Fresh locks, no task admitted, registered or counted: a new lane, and the
+ * child's lanes after fork. */
 static void
-lane_init_sync(lane *l)
+lane_reset(lane *l)
 {
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->room_cv, NULL);
     pthread_cond_init(&l->done_cv, NULL);
+    l->active = l->waiting = 0;
+    ring_init(&l->waiting_q);
+    ring_init(&l->trash);
+    l->live_head = NULL;
+    l->n_pending = l->n_running = 0;
+    lane_stats_reset(&l->stats);
 }
 
 void
@@ -27,16 +37,10 @@ lane_init(lane *l, lane_kind kind, engine_object *engine)
 {
     l->kind = kind;
     l->engine = engine;
-    lane_init_sync(l);
     l->max_running = PY_SSIZE_T_MAX;
     l->max_pending = PY_SSIZE_T_MAX;
     l->on_full = ON_FULL_REJECT;
-    l->active = l->waiting = 0;
-    ring_init(&l->waiting_q);
-    ring_init(&l->trash);
-    l->live_head = NULL;
-    l->n_pending = l->n_running = 0;
-    lane_stats_reset(&l->stats);
+    lane_reset(l);
 }
 
 void
@@ -44,13 +48,19 @@ lane_reset_after_fork(lane *l)
 {
     /* The parent's threads don't exist here; their records are abandoned
      * (leaked on purpose: touching them could deadlock on parent locks). */
-    lane_init_sync(l);
-    l->active = l->waiting = 0;
-    ring_init(&l->waiting_q);
-    ring_init(&l->trash);
-    l->live_head = NULL;
-    l->n_pending = l->n_running = 0;
-    lane_stats_reset(&l->stats);
+    lane_reset(l);
+}
+
+/* The stats identity (tests/engine/test_stats.py), at every release of `mu`. */
+static void
+lane_assert_accounted(lane *l)
+{
+    LANE_ASSERT_LOCKED(l);
+    assert(l->n_pending >= 0 && l->n_running >= 0 && l->active >= 0 && l->waiting >= 0);
+    assert(l->stats.submitted == l->stats.succeeded + l->stats.failed + l->stats.cancelled +
+                                     l->stats.rejected + l->stats.dropped +
+                                     (uint64_t)l->n_pending + (uint64_t)l->n_running);
+    (void)l;
 }
 
 void
@@ -111,9 +121,10 @@ waiting_pop_locked(lane *l)
     return NULL;
 }
 
-task_object *
+static task_object *
 lane_release_locked(lane *l, task_object *t)
 {
+    LANE_ASSERT_LOCKED(l);
     registry_unlink(l, t);
     if (!(t->flags & TF_HAS_SLOT)) {
         if (l->on_full == ON_FULL_BLOCK) {
@@ -132,6 +143,103 @@ lane_release_locked(lane *l, task_object *t)
         pthread_cond_signal(&l->room_cv);
     }
     return next;
+}
+
+int
+lane_start_task(lane *l, task_object *t)
+{
+    assert(PyGILState_Check());
+    pthread_mutex_lock(&l->mu);
+    if (t->state != TASK_PENDING) {
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    t->state = TASK_RUNNING;
+    t->t_start = offload_now_ns();
+    l->n_pending--;
+    l->n_running++;
+    hist_record(&l->stats.queue_wait, t->t_start - t->t_submit);
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
+    return 1;
+}
+
+/* Under `mu`: the task's final state and the lane's counters; returns the task
+ * that inherits the freed slot (new reference) or NULL. */
+static task_object *
+lane_finish_locked(lane *l, task_object *t, task_state state)
+{
+    LANE_ASSERT_LOCKED(l);
+    int64_t now = offload_now_ns();
+    if (t->state == TASK_RUNNING) {
+        l->n_running--;
+        hist_record(&l->stats.run_time, now - t->t_start);
+    }
+    else {
+        l->n_pending--;
+        if (t->flags & TF_WAITING) {
+            l->waiting--; /* its entry in waiting_q is skipped when popped */
+        }
+    }
+    t->state = (uint8_t)state;
+    t->t_end = now;
+    switch (state) {
+    case TASK_SUCCEEDED: l->stats.succeeded++; break;
+    case TASK_FAILED: l->stats.failed++; break;
+    default: l->stats.cancelled++; break;
+    }
+    task_object *next = lane_release_locked(l, t);
+    lane_assert_accounted(l);
+    return next;
+}
+
+int
+lane_finish_task(lane *l, task_object *t, int state, lane_handoff *h)
+{
+    assert(PyGILState_Check());
+    assert(state == TASK_SUCCEEDED || state == TASK_FAILED || state == TASK_CANCELLED);
+    h->next = NULL;
+    h->has_trash = 0;
+    pthread_mutex_lock(&l->mu);
+    if (task_is_done(t)) {
+        pthread_mutex_unlock(&l->mu);
+        return 0;
+    }
+    /* Wake blocked result() callers only for a task one of them waits on:
+     * waking them on every completion would ping-pong the GIL. */
+    int wake_sync = t->sync_waited;
+    h->next = lane_finish_locked(l, t, (task_state)state);
+    h->has_trash = ring_len(&l->trash) > 0;
+    pthread_mutex_unlock(&l->mu);
+    if (wake_sync) {
+        pthread_cond_broadcast(&l->done_cv);
+    }
+    return 1;
+}
+
+void
+lane_finish_dispatch(lane *l, lane_handoff *h)
+{
+    assert(PyGILState_Check());
+    if (h->next != NULL) {
+        lane_dispatch(l, h->next);
+        Py_CLEAR(h->next);
+    }
+    if (h->has_trash) {
+        lane_sweep_trash(l);
+    }
+}
+
+void
+lane_wait_done_unlocked(lane *l, task_object *t, double slice)
+{
+    pthread_mutex_lock(&l->mu);
+    t->sync_waited = 1;
+    if (!task_is_done(t)) {
+        struct timespec ts = offload_deadline(slice);
+        pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 void
@@ -153,6 +261,14 @@ lane_sweep_trash(lane *l)
 void
 lane_dispatch(lane *l, task_object *t)
 {
+    assert(PyGILState_Check());
+    if (task_is_done(t)) {
+        /* Finished (cancelled) between getting its slot and being dispatched: a
+         * finishing task runs Python code (its callbacks, its inputs' __del__)
+         * before it dispatches the task that inherited its slot. That finish
+         * already gave the slot on; its bridge is gone. Nothing to run. */
+        return;
+    }
     engine_object *e = l->engine;
     switch (l->kind) {
     case LANE_LOOP:
@@ -287,6 +403,7 @@ lane_admit(lane *l, task_object *t, int may_block)
     Py_INCREF(t); /* the registry's reference: the task can't be collected mid-flight */
     l->n_pending++;
     int dispatch = (t->flags & TF_HAS_SLOT) != 0;
+    lane_assert_accounted(l);
     pthread_mutex_unlock(&l->mu);
     return dispatch ? ADMIT_DISPATCH : ADMIT_QUEUED;
 }
@@ -294,8 +411,7 @@ lane_admit(lane *l, task_object *t, int may_block)
 static const char *
 lane_label(lane *l)
 {
-    static const char *const names[] = {"loop", "background", "threads", "processes"};
-    return names[l->kind];
+    return lane_names[l->kind];
 }
 
 /* A loop lane at max_running may be full of tasks whose loop has closed (a
@@ -327,7 +443,8 @@ lane_reclaim_dead_loop_slots(lane *l)
         return;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(dead); i++) {
-        engine_report(l->engine, l->engine->st->s_interrupted, PyList_GET_ITEM(dead, i), NULL);
+        offload_report(l->engine->st, (PyObject *)l->engine, l->engine->st->s_interrupted,
+                       PyList_GET_ITEM(dead, i), NULL);
     }
     Py_DECREF(dead);
 }
@@ -335,6 +452,7 @@ lane_reclaim_dead_loop_slots(lane *l)
 int
 lane_submit(lane *l, task_object *t)
 {
+    assert(PyGILState_Check());
     int may_block = 1;
     if (l->kind == LANE_LOOP || l->kind == LANE_BACKGROUND) {
         lane_reclaim_dead_loop_slots(l);
@@ -355,7 +473,8 @@ lane_submit(lane *l, task_object *t)
         if (l->on_full == ON_FULL_DROP) {
             t->flags |= TF_DROPPED;
             task_finish(t, TASK_CANCELLED, NULL);
-            engine_report(l->engine, l->engine->st->s_dropped, (PyObject *)t, Py_None);
+            offload_report(l->engine->st, (PyObject *)l->engine, l->engine->st->s_dropped,
+                           (PyObject *)t, Py_None);
             return 0;
         }
         if (l->on_full == ON_FULL_BLOCK) {
@@ -689,6 +808,45 @@ prepare_external(engine_object *e, int lane_kind, PyObject *target, PyObject **c
     return 0;
 }
 
+/* A sync call's arguments: a tuple (NULL when there are none) and a dict of the
+ * keyword arguments (NULL when there are none), new references. */
+static int
+pack_call(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **call_args,
+          PyObject **call_kwargs)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 0 && (*call_args = PyTuple_New(nargs)) == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyTuple_SET_ITEM(*call_args, i, Py_NewRef(args[i]));
+    }
+    if (nkw > 0 && (*call_kwargs = PyDict_New()) == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyDict_SetItem(*call_kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A task the lane refused (Full, Closed): it never runs. Its coroutine is closed
+ * (no "never awaited" warning) and it ends cancelled, outside every lane. */
+static void
+spawn_refused(module_state *st, task_object *t, target_kind tk)
+{
+    if (tk != TARGET_SYNC) {
+        task_close_coroutine(st, t->target);
+    }
+    t->flags &= (uint8_t)~TF_IS_CORO;
+    task_unclaim_coroutine(t); /* before the target goes: it is the set's key */
+    Py_CLEAR(t->target);
+    t->state = TASK_CANCELLED;
+    PyObject_GC_Track((PyObject *)t);
+}
+
 PyObject *
 lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject *const *args,
            Py_ssize_t nargs, PyObject *kwnames)
@@ -716,80 +874,57 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
         return NULL;
     }
     PyObject *call_args = NULL, *call_kwargs = NULL, *coro = NULL;
+    task_object *t = NULL;
     if (tk == TARGET_ASYNC_FN) {
         /* Call now, so wrong arguments fail here and not later on a loop. */
         coro = PyObject_Vectorcall(target, args + 1, (size_t)(nargs - 1), kwnames);
         if (coro == NULL) {
-            return NULL;
+            goto error;
         }
         target = coro;
     }
-    else if (tk == TARGET_SYNC) {
-        if (nargs > 1 && (call_args = PyTuple_New(nargs - 1)) == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 1; i < nargs; i++) {
-            PyTuple_SET_ITEM(call_args, i - 1, Py_NewRef(args[i]));
-        }
-        if (nkw) {
-            if ((call_kwargs = PyDict_New()) == NULL) {
-                Py_XDECREF(call_args);
-                return NULL;
-            }
-            for (Py_ssize_t i = 0; i < nkw; i++) {
-                if (PyDict_SetItem(call_kwargs, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
-                    Py_XDECREF(call_args);
-                    Py_DECREF(call_kwargs);
-                    return NULL;
-                }
-            }
-        }
+    else if (tk == TARGET_SYNC &&
+             pack_call(args + 1, nargs - 1, kwnames, &call_args, &call_kwargs) < 0) {
+        goto error;
     }
     if (lane_kind == LANE_PROCESSES &&
         prepare_external(e, lane_kind, target, &call_args, &call_kwargs) < 0) {
-        Py_XDECREF(call_args);
-        Py_XDECREF(call_kwargs);
-        return NULL;
+        goto error;
     }
     int flags = (tk == TARGET_SYNC ? 0 : TF_IS_CORO) |
                 (deferred ? (TF_DEFERRED | TF_CANCEL_ON_AWAIT) : 0) |
                 (mode == SPAWN_OBSERVED ? TF_OBSERVED : 0);
-    task_object *t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
-    Py_XDECREF(call_args);
-    Py_XDECREF(call_kwargs);
+    t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
+    Py_CLEAR(call_args);
+    Py_CLEAR(call_kwargs);
     if (t == NULL) {
-        if (coro) {
-            task_close_coroutine(st, coro);
-            Py_DECREF(coro);
-        }
-        return NULL;
+        goto error;
     }
     e->started = 1;
     /* Only spawn() claims: a run() never awaited would keep a claimed
      * coroutine (and whatever it references) alive in the module's set. */
     if (tk == TARGET_CORO && !deferred && task_claim_coroutine(t) < 0) {
-        Py_DECREF(t);
-        return NULL;
+        goto error;
     }
     if (deferred) {
         PyObject_GC_Track((PyObject *)t); /* held by the caller, not the registry */
     }
     else if (lane_submit_new(t) < 0) {
-        /* Refused: the coroutine will never run, close it to avoid a warning. */
-        if (tk != TARGET_SYNC) {
-            task_close_coroutine(st, target);
-        }
-        t->flags &= (uint8_t)~TF_IS_CORO;
-        task_unclaim_coroutine(t); /* before the target goes: it is the set's key */
-        Py_CLEAR(t->target);
-        t->state = TASK_CANCELLED;
-        PyObject_GC_Track((PyObject *)t);
-        Py_DECREF(t);
-        Py_XDECREF(coro);
-        return NULL;
+        spawn_refused(st, t, tk);
+        goto error;
     }
     Py_XDECREF(coro);
     return (PyObject *)t;
+
+error:
+    Py_XDECREF(call_args);
+    Py_XDECREF(call_kwargs);
+    if (t == NULL && coro != NULL) {
+        task_close_coroutine(st, coro); /* no task took it: it will never run */
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(coro);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -877,13 +1012,12 @@ Lane_spawn_observed(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObj
 int
 lane_parse_name(PyObject *obj, int *kind)
 {
-    static const char *const names[] = {"loop", "background", "threads", "processes"};
     if (obj == NULL || obj == Py_None) {
         return 0;
     }
     if (PyUnicode_Check(obj)) {
         for (int i = 0; i < LANE_COUNT; i++) {
-            if (PyUnicode_CompareWithASCIIString(obj, names[i]) == 0) {
+            if (PyUnicode_CompareWithASCIIString(obj, lane_names[i]) == 0) {
                 *kind = i;
                 return 0;
             }
@@ -900,20 +1034,22 @@ lane_parse_name(PyObject *obj, int *kind)
 }
 
 PyObject *
-lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args, PyObject *kwds)
+lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *const *args,
+             Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"name", "lane", NULL};
-    PyObject *name = default_name, *lane_obj = NULL;
+    static const char *const params[] = {"name", "lane"};
+    PyObject *given[2] = {default_name, NULL};
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    if (PyTuple_GET_SIZE(args)) {
+    if (nargs) {
         PyErr_SetString(PyExc_TypeError, "options() takes keyword arguments only: name=, lane=");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:options", kwlist, &name, &lane_obj)) {
+    if (offload_parse_args("options", args, nargs, kwnames, params, 2, 0, given) < 0) {
         return NULL;
     }
+    PyObject *name = given[0], *lane_obj = given[1];
     if (name == Py_None) {
         name = NULL;
     }
@@ -937,13 +1073,13 @@ lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *args,
 }
 
 static PyObject *
-Lane_options(lane_view *v, PyObject *args, PyObject *kwds)
+Lane_options(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     engine_object *e = view_engine(v);
     if (e == NULL) {
         return NULL;
     }
-    lane_view *view = (lane_view *)lane_options(e, v->kind, v->name, args, kwds);
+    lane_view *view = (lane_view *)lane_options(e, v->kind, v->name, args, nargs, kwnames);
     Py_DECREF(e);
     if (view != NULL && v->follows_default) { /* options of a following view follow too */
         Py_CLEAR(view->engine);
@@ -951,8 +1087,6 @@ Lane_options(lane_view *v, PyObject *args, PyObject *kwds)
     }
     return (PyObject *)view;
 }
-
-PyObject *lane_stats_dict(lane *l);
 
 static PyObject *
 Lane_stats(lane_view *v, PyObject *Py_UNUSED(ignored))
@@ -1026,12 +1160,16 @@ Lane_dealloc(lane_view *v)
 
 static PyMethodDef Lane_methods[] = {
     {"spawn", (PyCFunction)(void (*)(void))Lane_spawn, METH_FASTCALL | METH_KEYWORDS,
-     "spawn(target, /, *args, **kwargs) -> Task: start it in the background."},
+     "spawn($self, target, /, *args, **kwargs)\n--\n\n"
+     "Start target(*args, **kwargs) in the background; return its Task."},
     {"run", (PyCFunction)(void (*)(void))Lane_run, METH_FASTCALL | METH_KEYWORDS,
-     "run(target, /, *args, **kwargs) -> Task: await it for the result."},
-    {"options", (PyCFunction)(void (*)(void))Lane_options, METH_VARARGS | METH_KEYWORDS,
-     "options(*, name=None, lane=None) -> Lane with these per-call options."},
-    {"stats", (PyCFunction)Lane_stats, METH_NOARGS, "This lane's counters and percentiles."},
+     "run($self, target, /, *args, **kwargs)\n--\n\n"
+     "A Task to await for target(*args, **kwargs)'s result."},
+    {"options", (PyCFunction)(void (*)(void))Lane_options, METH_FASTCALL | METH_KEYWORDS,
+     "options($self, /, *, name=None, lane=None)\n--\n\n"
+     "A Lane with these per-call options."},
+    {"stats", (PyCFunction)Lane_stats, METH_NOARGS,
+     "stats($self, /)\n--\n\nThis lane's counters and percentiles."},
     {"_spawn_observed", (PyCFunction)(void (*)(void))Lane_spawn_observed,
      METH_FASTCALL | METH_KEYWORDS, NULL},
     {NULL},
@@ -1042,7 +1180,7 @@ static PyGetSetDef Lane_getset[] = {
     {NULL},
 };
 
-static PyType_Slot Lane_slots[] = {
+PyType_Slot Lane_slots[] = {
     {Py_tp_doc, "A lane of an offload runtime: where and how tasks run."},
     {Py_tp_dealloc, Lane_dealloc},
     {Py_tp_traverse, Lane_traverse},
@@ -1052,25 +1190,6 @@ static PyType_Slot Lane_slots[] = {
     {Py_tp_getset, Lane_getset},
     {0, NULL},
 };
-
-static PyType_Spec Lane_spec = {
-    .name = "offload.Lane",
-    .basicsize = sizeof(lane_view),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Lane_slots,
-};
-
-int
-lane_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->LaneType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Lane_spec, NULL);
-    if (st->LaneType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->LaneType);
-}
 
 /* ------------------------------------------------------------------------ */
 /* statistics snapshot                                                       */

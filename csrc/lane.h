@@ -10,6 +10,7 @@
 #define OFFLOAD_LANE_H
 
 #include "common.h"
+#include <errno.h>
 #include "ring.h"
 #include "stats.h"
 
@@ -50,6 +51,12 @@ typedef struct lane {
     uint64_t reclaim_generation;
 } lane;
 
+/* The lane names, indexed by lane_kind: written once, here. */
+extern const char *const lane_names[LANE_COUNT];
+
+/* Debug builds: `mu` is held (trylock can only tell that someone holds it). */
+#define LANE_ASSERT_LOCKED(l) assert(pthread_mutex_trylock(&(l)->mu) == EBUSY)
+
 void lane_init(lane *l, lane_kind kind, struct engine_object *engine);
 /* After fork in the child: fresh locks and an empty registry (old records leak). */
 void lane_reset_after_fork(lane *l);
@@ -63,10 +70,28 @@ int lane_submit(lane *l, struct task_object *t);
 /* Submit a task created by run() on its first await (GIL held). */
 int lane_submit_deferred(struct task_object *t);
 
-/* Called by task_finish with `mu` held: unlink from registry, release the
- * slot. Returns a task (new reference) that just got the freed slot and must
- * be dispatched by the caller once `mu` is released, or NULL. */
-struct task_object *lane_release_locked(lane *l, struct task_object *t);
+/* The lane's half of starting a task (GIL held): pending -> running under `mu`,
+ * with its counters. 0 if the task was no longer pending (cancelled). */
+int lane_start_task(lane *l, struct task_object *t);
+
+/* What a finished task leaves its lane to do once its own notifications are out. */
+typedef struct {
+    struct task_object *next; /* inherited the freed slot: to dispatch (new ref) or NULL */
+    int has_trash;            /* stale queue entries to release */
+} lane_handoff;
+
+/* The lane's half of finishing a registered task (GIL held, `mu` not held):
+ * under `mu`, its state and counters, the registry, the slot handed to the next
+ * waiting task; then blocked result() callers are woken. Returns 0 if the task
+ * was already done, else 1 with *h filled for lane_finish_dispatch. */
+int lane_finish_task(lane *l, struct task_object *t, int state, lane_handoff *h);
+
+/* After lane_finish_task: dispatch h->next (its reference is consumed) and
+ * release stale queue references. */
+void lane_finish_dispatch(lane *l, lane_handoff *h);
+
+/* Block (GIL released by the caller) up to `slice` seconds for `t` to finish. */
+void lane_wait_done_unlocked(lane *l, struct task_object *t, double slice);
 
 /* Release stale queue references (GIL held, `mu` not held). */
 void lane_sweep_trash(lane *l);
@@ -85,7 +110,8 @@ typedef struct {
     PyObject *name;               /* task name override or NULL */
 } lane_view;
 
-int lane_type_init(PyObject *module);
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Lane_slots[];
 PyObject *lane_view_new(struct engine_object *engine, int kind, PyObject *name);
 /* A view of the module's default runtime, whichever it is at each call
  * (`offload.spawn`, `offload.threads`, ...); its options() views follow too. */
@@ -102,5 +128,17 @@ typedef enum {
 /* Spawn through a view: shared by Lane.spawn/run and Engine.spawn/run. */
 PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, spawn_mode mode,
                      PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+/* The options() view shared by Lane.options and Engine.options (kind == -1:
+ * automatic dispatch): a new Lane view with the given name and/or lane. */
+PyObject *lane_options(struct engine_object *e, int kind, PyObject *default_name,
+                       PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
+/* A lane name ("loop", "background", "threads", "processes") to its kind; -1
+ * with ValueError/TypeError set otherwise. */
+int lane_parse_name(PyObject *obj, int *kind);
+
+/* One lane's counters and percentiles as a new dict (GIL held). */
+PyObject *lane_stats_dict(lane *l);
 
 #endif

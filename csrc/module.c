@@ -14,6 +14,78 @@ offload_running_loop(module_state *st)
     return PyObject_CallNoArgs(st->get_running_loop);
 }
 
+void
+offload_report(module_state *st, PyObject *reporter, PyObject *kind, PyObject *task,
+               PyObject *exc)
+{
+    assert(PyGILState_Check());
+    PyObject *saved = PyErr_GetRaisedException();
+    PyObject *res = PyObject_CallMethodObjArgs(reporter, st->s_report, kind, task ? task : Py_None,
+                                               exc ? exc : Py_None, NULL);
+    if (res == NULL) {
+        /* The reporter itself failed: the last resort is sys.unraisablehook. */
+        PyErr_WriteUnraisable(reporter);
+    }
+    Py_XDECREF(res);
+    PyErr_SetRaisedException(saved);
+}
+
+static Py_ssize_t
+parameter_index(PyObject *key, const char *const *names, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int
+offload_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                   const char *const *names, Py_ssize_t n, Py_ssize_t max_positional,
+                   PyObject **out)
+{
+    assert(max_positional <= n);
+    Py_ssize_t given = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (given > n) { /* counted as CPython's PyArg_ParseTupleAndKeywords counts */
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", fname, n,
+                     n == 1 ? "" : "s", given);
+        return -1;
+    }
+    if (nargs > max_positional) {
+        if (max_positional == 0) {
+            PyErr_Format(PyExc_TypeError, "%s() takes no positional arguments", fname);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "%s() takes at most %zd argument%s (%zd given)", fname,
+                         max_positional, max_positional == 1 ? "" : "s", nargs);
+        }
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = parameter_index(key, names, n);
+        if (i < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname,
+                         key);
+            return -1;
+        }
+        if (i < nargs) {
+            PyErr_Format(PyExc_TypeError,
+                         "argument for %s() given by name ('%s') and position (%zd)", fname,
+                         names[i], i + 1);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    return 0;
+}
+
 static int
 import_attr(PyObject **out, const char *module, const char *name)
 {
@@ -36,11 +108,10 @@ intern(PyObject **out, const char *s)
 static int
 init_names(module_state *st)
 {
-    static const char *const lanes[] = {"loop", "background", "threads", "processes"};
     static const char *const states[] = {"pending", "running", "succeeded", "failed",
                                          "cancelled"};
-    for (int i = 0; i < 4; i++) {
-        if (intern(&st->lane_names[i], lanes[i]) < 0) {
+    for (int i = 0; i < LANE_COUNT; i++) {
+        if (intern(&st->lane_names[i], lane_names[i]) < 0) {
             return -1;
         }
     }
@@ -95,6 +166,58 @@ init_asyncio(module_state *st)
     return 0;
 }
 
+/* Every engine type: its name, size, flags (besides Py_TPFLAGS_DEFAULT and
+ * Py_TPFLAGS_IMMUTABLETYPE, which all have), slots, the module state field that
+ * keeps it, and whether it is public (added to the module: offload re-exports it).
+ * None has a C base. */
+typedef struct {
+    const char *name; /* a literal: the type keeps pointing at it */
+    int basicsize;
+    unsigned int flags;
+    PyType_Slot *slots;
+    size_t state_field;
+    int public;
+} engine_type;
+
+#define NOT_INSTANTIABLE (Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION)
+
+static int
+init_types(PyObject *module, module_state *st)
+{
+    const engine_type types[] = {
+        {"offload.Task", sizeof(task_object), NOT_INSTANTIABLE, Task_slots,
+         offsetof(module_state, TaskType), 1},
+        {"offload._engine.TaskAwaiter", awaiter_basicsize, NOT_INSTANTIABLE, Awaiter_slots,
+         offsetof(module_state, AwaiterType), 0},
+        {"offload._engine.Runner", runner_basicsize, Py_TPFLAGS_DISALLOW_INSTANTIATION,
+         runner_slots, offsetof(module_state, RunnerType), 0},
+        {"offload._engine.LoopBridge", sizeof(bridge_object), NOT_INSTANTIABLE, Bridge_slots,
+         offsetof(module_state, BridgeType), 0},
+        {"offload.Lane", sizeof(lane_view), NOT_INSTANTIABLE, Lane_slots,
+         offsetof(module_state, LaneType), 1},
+        {"offload._engine.Engine", sizeof(engine_object),
+         Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, Engine_slots,
+         offsetof(module_state, EngineType), 1},
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        PyType_Spec spec = {
+            .name = types[i].name,
+            .basicsize = types[i].basicsize,
+            .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | types[i].flags,
+            .slots = types[i].slots,
+        };
+        PyTypeObject **field = (PyTypeObject **)((char *)st + types[i].state_field);
+        assert(*field == NULL);
+        *field = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL);
+        if (*field == NULL || (types[i].public && PyModule_AddType(module, *field) < 0)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#undef NOT_INSTANTIABLE
+
 static int
 init_exceptions(PyObject *module, module_state *st)
 {
@@ -143,12 +266,7 @@ offload_exec(PyObject *module)
     if (st->claimed_coros == NULL || init_names(st) < 0 || init_asyncio(st) < 0 || init_exceptions(module, st) < 0) {
         return -1;
     }
-    if (task_type_init(module) < 0 || awaiter_type_init(module) < 0 || runner_type_init(module) < 0 ||
-        bridge_type_init(module) < 0 || lane_type_init(module) < 0 ||
-        engine_type_init(module) < 0) {
-        return -1;
-    }
-    return 0;
+    return init_types(module, st);
 }
 
 #define STATE_OBJECTS(X)                                                                       \

@@ -76,4 +76,18 @@ state_of_type(PyTypeObject *tp)
 /* asyncio's running loop of the calling thread (new reference), or None. */
 PyObject *offload_running_loop(module_state *st);
 
+/* Report an event to Python: reporter._report(kind, task, exc) (the reporter is
+ * the engine, a Runtime). GIL held; never raises, keeps the caller's error. */
+void offload_report(module_state *st, PyObject *reporter, PyObject *kind, PyObject *task,
+                    PyObject *exc);
+
+/* Hand parsing of a METH_FASTCALL | METH_KEYWORDS call whose parameters are
+ * `names[0..n)`, the first `max_positional` of which may be passed by position
+ * (the rest keyword-only). out[i] (borrowed) is set for each parameter given and
+ * left alone otherwise (the caller puts the defaults there). Returns 0, or -1 with
+ * TypeError worded as CPython words it for a function called `fname`. */
+int offload_parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames, const char *const *names, Py_ssize_t n,
+                       Py_ssize_t max_positional, PyObject **out);
+
 #endif

@@ -2,6 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <assert.h>
+
 #include "ring.h"
 
 void
@@ -48,6 +50,7 @@ ring_push(ring *r, void *item)
     if (r->len == r->cap && ring_grow(r) < 0) {
         return -1;
     }
+    assert(r->len < r->cap && (r->cap & (r->cap - 1)) == 0 && r->head < r->cap);
     r->slots[(r->head + r->len) & (r->cap - 1)] = item;
     r->len++;
     return 0;
@@ -59,6 +62,7 @@ ring_pop(ring *r)
     if (r->len == 0) {
         return NULL;
     }
+    assert(r->len <= r->cap && r->head < r->cap);
     void *item = r->slots[r->head];
     r->head = (r->head + 1) & (r->cap - 1);
     r->len--;

@@ -182,18 +182,14 @@ runner_throw(runner_object *r, PyObject *const *args, Py_ssize_t nargs)
     }
     runner_detach(r);
     if (PyErr_ExceptionMatches(PyExc_StopIteration)) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        PyObject *result = value ? PyObject_GetAttrString(value, "value") : NULL;
+        PyObject *stop = PyErr_GetRaisedException();
+        PyObject *result = stop ? PyObject_GetAttrString(stop, "value") : NULL;
         if (result == NULL) {
             PyErr_Clear();
         }
         task_finish(r->task, TASK_SUCCEEDED, result ? result : Py_None);
         Py_XDECREF(result);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        Py_XDECREF(stop);
     }
     else {
         task_finish_from_error(r->task);
@@ -266,7 +262,9 @@ static PyMethodDef runner_methods[] = {
     {NULL},
 };
 
-static PyType_Slot runner_slots[] = {
+const int runner_basicsize = sizeof(runner_object);
+
+PyType_Slot runner_slots[] = {
     {Py_tp_dealloc, runner_dealloc},
     {Py_tp_repr, runner_repr},
     {Py_tp_getattro, runner_getattro},
@@ -277,18 +275,3 @@ static PyType_Slot runner_slots[] = {
     {Py_am_send, runner_send},
     {0, NULL},
 };
-
-static PyType_Spec runner_spec = {
-    .name = "offload._engine.Runner",
-    .basicsize = sizeof(runner_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = runner_slots,
-};
-
-int
-runner_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->RunnerType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &runner_spec, NULL);
-    return st->RunnerType ? 0 : -1;
-}

@@ -11,7 +11,9 @@
 #include "common.h"
 #include "task.h"
 
-int runner_type_init(PyObject *module);
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot runner_slots[];
+extern const int runner_basicsize;
 /* Start `t` on the current thread's loop (the one `bridge` is attached to). */
 void runner_start(task_object *t);
 

@@ -67,19 +67,7 @@ task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObj
 int
 task_mark_running(task_object *t)
 {
-    lane *l = t->lane;
-    pthread_mutex_lock(&l->mu);
-    if (t->state != TASK_PENDING) {
-        pthread_mutex_unlock(&l->mu);
-        return 0;
-    }
-    t->state = TASK_RUNNING;
-    t->t_start = offload_now_ns();
-    l->n_pending--;
-    l->n_running++;
-    hist_record(&l->stats.queue_wait, t->t_start - t->t_submit);
-    pthread_mutex_unlock(&l->mu);
-    return 1;
+    return lane_start_task(t->lane, t);
 }
 
 /* The display name: the override, else the target's __qualname__. */
@@ -102,41 +90,6 @@ task_derive_name(task_object *t)
     Py_XDECREF(qn);
     PyErr_Clear();
     return PyUnicode_FromString(Py_TYPE(t->target)->tp_name);
-}
-
-/* Lane bookkeeping for a finishing task; returns the task that inherits the
- * freed slot (new reference) or NULL. Returns -1 in *already if it was done. */
-static task_object *
-task_finish_locked(task_object *t, task_state state, int *already, int *wake_sync)
-{
-    lane *l = t->lane;
-    *already = 0;
-    if (task_is_done(t)) {
-        *already = 1;
-        return NULL;
-    }
-    int64_t now = offload_now_ns();
-    if (t->state == TASK_RUNNING) {
-        l->n_running--;
-        hist_record(&l->stats.run_time, now - t->t_start);
-    }
-    else {
-        l->n_pending--;
-        if (t->flags & TF_WAITING) {
-            l->waiting--; /* its entry in waiting_q is skipped when popped */
-        }
-    }
-    t->state = (uint8_t)state;
-    t->t_end = now;
-    switch (state) {
-    case TASK_SUCCEEDED: l->stats.succeeded++; break;
-    case TASK_FAILED: l->stats.failed++; break;
-    default: l->stats.cancelled++; break;
-    }
-    /* Wake blocked result() callers only for a task one of them waits on:
-     * waking them on every completion would ping-pong the GIL. */
-    *wake_sync = t->sync_waited;
-    return lane_release_locked(l, t);
 }
 
 static PyObject *Task_get_name(task_object *t, void *c);
@@ -173,12 +126,11 @@ task_unclaim_coroutine(task_object *t)
         return;
     }
     t->claimed = 0;
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *saved = PyErr_GetRaisedException();
     if (PySet_Discard(t->engine->st->claimed_coros, t->target) < 0) {
         PyErr_WriteUnraisable(t->target);
     }
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 void
@@ -186,14 +138,13 @@ task_close_coroutine(module_state *st, PyObject *coro)
 {
     /* Often called with an error set (a refused spawn): coroutine.close()
      * must neither clear nor replace it. */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *saved = PyErr_GetRaisedException();
     PyObject *res = PyObject_CallMethodNoArgs(coro, st->s_close);
     if (res == NULL) {
         PyErr_WriteUnraisable(coro);
     }
     Py_XDECREF(res);
-    PyErr_Restore(type, value, tb);
+    PyErr_SetRaisedException(saved);
 }
 
 /* The task ended (or is being torn down) without its Runner finishing it:
@@ -230,6 +181,13 @@ task_release_inputs(task_object *t, int never_started)
     Py_CLEAR(t->context);
 }
 
+/* Report an event about `t` to its runtime (Runtime._report); never raises. */
+static void
+task_report(task_object *t, PyObject *kind, PyObject *exc)
+{
+    offload_report(t->engine->st, (PyObject *)t->engine, kind, (PyObject *)t, exc);
+}
+
 /* Resolve every awaiter future and call every done callback. */
 static void
 task_notify(task_object *t)
@@ -262,16 +220,9 @@ task_notify(task_object *t)
         }
         PyObject *res = PyObject_CallOneArg(w, (PyObject *)t);
         if (res == NULL) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb != NULL) {
-                PyException_SetTraceback(value, tb);
-            }
-            engine_report(t->engine, st->s_callback, (PyObject *)t, value);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
+            PyObject *exc = PyErr_GetRaisedException();
+            task_report(t, st->s_callback, exc);
+            Py_XDECREF(exc);
         }
         Py_XDECREF(res);
     }
@@ -281,22 +232,14 @@ task_notify(task_object *t)
 int
 task_finish(task_object *t, task_state state, PyObject *outcome)
 {
+    assert(PyGILState_Check());
     lane *l = t->lane;
     int registered = (t->flags & TF_REGISTERED) != 0;
     int never_started = t->state == TASK_PENDING;
-    task_object *next = NULL;
-    int has_trash = 0;
+    lane_handoff handoff = {NULL, 0};
     if (registered) {
-        int already = 0, wake_sync = 0;
-        pthread_mutex_lock(&l->mu);
-        next = task_finish_locked(t, state, &already, &wake_sync);
-        has_trash = ring_len(&l->trash) > 0;
-        pthread_mutex_unlock(&l->mu);
-        if (already) {
+        if (!lane_finish_task(l, t, state, &handoff)) {
             return 0;
-        }
-        if (wake_sync) {
-            pthread_cond_broadcast(&l->done_cv);
         }
     }
     else {
@@ -332,14 +275,10 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     task_notify(t);
     if (state == TASK_FAILED && !(t->flags & TF_OBSERVED) && outcome != NULL) {
         t->delivered = 1;
-        engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, outcome);
+        task_report(t, t->engine->st->s_failed, outcome);
     }
-    if (next != NULL) {
-        lane_dispatch(l, next);
-        Py_DECREF(next);
-    }
-    if (registered && has_trash) {
-        lane_sweep_trash(l);
+    if (registered) {
+        lane_finish_dispatch(l, &handoff);
     }
     Py_DECREF(t);
     return 1;
@@ -348,15 +287,10 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
 void
 task_finish_from_error(task_object *t)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL) {
+    PyObject *value = PyErr_GetRaisedException();
+    if (value == NULL) {
         task_finish(t, TASK_FAILED, NULL);
         return;
-    }
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
     }
     module_state *st = t->engine->st;
     if (value != NULL && PyObject_TypeCheck(value, (PyTypeObject *)st->CancelledError)) {
@@ -365,16 +299,14 @@ task_finish_from_error(task_object *t)
          * awaiting it: name it, or the work would vanish without a trace. */
         int unseen = !t->cancel_requested && !(t->flags & TF_OBSERVED);
         if (task_finish(t, TASK_CANCELLED, NULL) && unseen) {
-            engine_report(t->engine, st->s_interrupted, (PyObject *)t, value);
+            task_report(t, st->s_interrupted, value);
         }
     }
     else {
         task_annotate_error(st, value);
         task_finish(t, TASK_FAILED, value);
     }
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    Py_DECREF(value);
 }
 
 /* Mark a task registered with its lane (called by lane_submit under mu). */
@@ -506,13 +438,7 @@ task_wait_blocking(task_object *t, double timeout)
         }
         double slice = left > 100000000 ? 0.1 : (double)left / 1e9;
         Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&l->mu);
-        t->sync_waited = 1;
-        if (!task_is_done(t)) {
-            struct timespec ts = offload_deadline(slice);
-            pthread_cond_timedwait(&l->done_cv, &l->mu, &ts);
-        }
-        pthread_mutex_unlock(&l->mu);
+        lane_wait_done_unlocked(l, t, slice);
         Py_END_ALLOW_THREADS
         if (PyErr_CheckSignals() < 0) {
             return -1;
@@ -636,7 +562,7 @@ task_outcome_abandoned(task_object *t)
         return;
     }
     t->delivered = 1;
-    engine_report(t->engine, t->engine->st->s_failed, (PyObject *)t, t->outcome);
+    task_report(t, t->engine->st->s_failed, t->outcome);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -661,12 +587,13 @@ Task_cancel(task_object *t, PyObject *Py_UNUSED(ignored))
     return rc < 0 ? NULL : PyBool_FromLong(rc);
 }
 
+static const char *const timeout_param[] = {"timeout"};
+
 static PyObject *
-Task_result(task_object *t, PyObject *args, PyObject *kwds)
+Task_result(task_object *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:result", kwlist, &timeout)) {
+    if (offload_parse_args("result", args, nargs, kwnames, timeout_param, 1, 1, &timeout) < 0) {
         return NULL;
     }
     if (task_wait_for_caller(t, timeout, "result") < 0) {
@@ -676,11 +603,10 @@ Task_result(task_object *t, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-Task_exception(task_object *t, PyObject *args, PyObject *kwds)
+Task_exception(task_object *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:exception", kwlist, &timeout)) {
+    if (offload_parse_args("exception", args, nargs, kwnames, timeout_param, 1, 1, &timeout) < 0) {
         return NULL;
     }
     if (task_wait_for_caller(t, timeout, "exception") < 0) {
@@ -702,13 +628,9 @@ task_call_done_callback_now(task_object *t, PyObject *fn)
 {
     PyObject *res = PyObject_CallOneArg(fn, (PyObject *)t);
     if (res == NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        engine_report(t->engine, t->engine->st->s_callback, (PyObject *)t, value);
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        PyObject *exc = PyErr_GetRaisedException();
+        task_report(t, t->engine->st->s_callback, exc);
+        Py_XDECREF(exc);
     }
     Py_XDECREF(res);
 }
@@ -762,10 +684,9 @@ Task_remove_done_callback(task_object *t, PyObject *fn)
     PyObject *current = Py_NewRef(t->waiters);
     PyObject *snapshot = PyList_GetSlice(current, 0, PY_SSIZE_T_MAX); /* owns its items */
     Py_DECREF(current); /* not the last reference unless the task finished: no code runs */
-    PyObject *matches = snapshot ? PyList_New(0) : NULL;
-    if (matches == NULL) {
-        Py_XDECREF(snapshot);
-        return NULL;
+    PyObject *matches = NULL, *result = NULL;
+    if (snapshot == NULL || (matches = PyList_New(0)) == NULL) {
+        goto done;
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snapshot); i++) {
         PyObject *w = PyList_GET_ITEM(snapshot, i); /* the snapshot never changes */
@@ -774,9 +695,7 @@ Task_remove_done_callback(task_object *t, PyObject *fn)
         }
         int eq = PyObject_RichCompareBool(w, fn, Py_EQ);
         if (eq < 0 || (eq && PyList_Append(matches, w) < 0)) {
-            Py_DECREF(matches);
-            Py_DECREF(snapshot);
-            return NULL;
+            goto done;
         }
     }
     Py_ssize_t removed = 0;
@@ -787,18 +706,18 @@ Task_remove_done_callback(task_object *t, PyObject *fn)
             if (PyList_GET_ITEM(matches, j) == w) {
                 assert(Py_REFCNT(w) > 1); /* matches owns it: deleting runs no __del__ */
                 if (PyList_SetSlice(waiters, i, i + 1, NULL) < 0) {
-                    Py_DECREF(matches);
-                    Py_DECREF(snapshot);
-                    return NULL;
+                    goto done;
                 }
                 removed++;
                 break;
             }
         }
     }
-    Py_DECREF(matches); /* may run finalizers: the list is no longer touched */
-    Py_DECREF(snapshot);
-    return PyLong_FromSsize_t(removed);
+    result = PyLong_FromSsize_t(removed);
+done:
+    Py_XDECREF(matches); /* may run finalizers: the list is no longer touched */
+    Py_XDECREF(snapshot);
+    return result;
 }
 
 static PyObject *
@@ -1058,18 +977,26 @@ Task_dealloc(task_object *t)
 static PyMethodDef Task_methods[] = {
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
      "offload.Task[T] in annotations (PEP 585)."},
-    {"done", (PyCFunction)Task_done, METH_NOARGS, "Whether the task has finished."},
-    {"cancelled", (PyCFunction)Task_cancelled, METH_NOARGS, "Whether it ended cancelled."},
+    {"done", (PyCFunction)Task_done, METH_NOARGS,
+     "done($self, /)\n--\n\nWhether the task has finished."},
+    {"cancelled", (PyCFunction)Task_cancelled, METH_NOARGS,
+     "cancelled($self, /)\n--\n\nWhether it ended cancelled."},
     {"cancel", (PyCFunction)Task_cancel, METH_NOARGS,
+     "cancel($self, /)\n--\n\n"
      "Cancel: a pending task never starts; a running coroutine gets CancelledError.\n"
      "A running sync callable can't be interrupted (returns False)."},
-    {"result", (PyCFunction)(void (*)(void))Task_result, METH_VARARGS | METH_KEYWORDS,
+    {"result", (PyCFunction)(void (*)(void))Task_result, METH_FASTCALL | METH_KEYWORDS,
+     "result($self, /, timeout=None)\n--\n\n"
      "Block this (non-loop) thread until done; return the result or raise."},
-    {"exception", (PyCFunction)(void (*)(void))Task_exception, METH_VARARGS | METH_KEYWORDS,
+    {"exception", (PyCFunction)(void (*)(void))Task_exception, METH_FASTCALL | METH_KEYWORDS,
+     "exception($self, /, timeout=None)\n--\n\n"
      "Block this (non-loop) thread until done; return the exception or None."},
     {"add_done_callback", (PyCFunction)Task_add_done_callback, METH_O,
+     "add_done_callback($self, fn, /)\n--\n\n"
      "Call fn(task) when it finishes, in the thread where it finishes."},
-    {"remove_done_callback", (PyCFunction)Task_remove_done_callback, METH_O, NULL},
+    {"remove_done_callback", (PyCFunction)Task_remove_done_callback, METH_O,
+     "remove_done_callback($self, fn, /)\n--\n\n"
+     "Remove fn from the done callbacks; return how many were removed."},
     {"_done_future", (PyCFunction)Task_done_future, METH_NOARGS, NULL},
     {"_quiet_wait", (PyCFunction)Task_quiet_wait, METH_NOARGS, NULL},
     {"_wait", (PyCFunction)Task_wait, METH_O, NULL},
@@ -1095,7 +1022,7 @@ static PyGetSetDef Task_getset[] = {
     {NULL},
 };
 
-static PyType_Slot Task_slots[] = {
+PyType_Slot Task_slots[] = {
     {Py_tp_doc, "A unit of background work (created by spawn/run; not instantiable)."},
     {Py_tp_dealloc, Task_dealloc},
     {Py_tp_traverse, Task_traverse},
@@ -1106,22 +1033,3 @@ static PyType_Slot Task_slots[] = {
     {Py_am_await, awaiter_new},
     {0, NULL},
 };
-
-static PyType_Spec Task_spec = {
-    .name = "offload.Task",
-    .basicsize = sizeof(task_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = Task_slots,
-};
-
-int
-task_type_init(PyObject *module)
-{
-    module_state *st = state_of_module(module);
-    st->TaskType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Task_spec, NULL);
-    if (st->TaskType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->TaskType);
-}

@@ -54,7 +54,8 @@ typedef struct task_object {
     uint8_t delivered;        /* a failure was raised to / reported for a caller (GIL) */
 } task_object;
 
-int task_type_init(PyObject *module);
+/* The type's slots; module.c's exec slot creates it (its table of types). */
+extern PyType_Slot Task_slots[];
 
 /* A new pending task owned by the caller (one reference). Steals nothing. */
 task_object *task_new(struct engine_object *engine, struct lane *lane, PyObject *target,

@@ -6,25 +6,27 @@
 #include "task.h"
 #include "threadpool.h"
 
+/* Fresh locks, an empty queue, no worker counted: a new pool, and the child's
+ * pool after fork (the parent's workers and queue are abandoned there). */
 static void
-pool_init_sync(thread_pool *p)
+pool_reset(thread_pool *p)
 {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->exit_cv, NULL);
     pthread_cond_init(&p->monitor_cv, NULL);
+    ring_init(&p->ready);
+    p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
+    p->monitor_alive = p->monitor_watching = 0;
 }
 
 void
 pool_init(thread_pool *p, engine_object *engine)
 {
-    pool_init_sync(p);
-    ring_init(&p->ready);
+    pool_reset(p);
     p->max_threads = 32;
     p->min_threads = 0;
     p->idle_timeout = 30.0;
-    p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
-    p->monitor_alive = p->monitor_watching = 0;
     p->named = 0;
     p->engine = engine;
 }
@@ -32,10 +34,7 @@ pool_init(thread_pool *p, engine_object *engine)
 void
 pool_reset_after_fork(thread_pool *p)
 {
-    pool_init_sync(p);
-    ring_init(&p->ready); /* the parent's queue is abandoned */
-    p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
-    p->monitor_alive = p->monitor_watching = 0;
+    pool_reset(p);
 }
 
 void

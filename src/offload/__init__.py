@@ -9,6 +9,7 @@ finish with ``await offload.shutdown(timeout=10)``.
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -49,6 +50,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The exceptions take a message like any exception, but the C ones (and ProcessDied,
+# whose __init__ is BaseException's) have no signature inspect can find: give them one.
+_MESSAGE_ARGS = inspect.Signature([inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)])
+for _exc_type in (Closed, Full, ProcessDied):
+    _exc_type.__signature__ = _MESSAGE_ARGS  # type: ignore[union-attr]
+del _exc_type
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -143,4 +151,4 @@ atexit.register(_shutdown_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_all_after_fork)
 
-del atexit, os, threading, _engine
+del atexit, inspect, os, threading, _engine

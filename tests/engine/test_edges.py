@@ -15,7 +15,7 @@ import pytest
 import offload
 
 from .conftest import MakeRuntime
-from .support import WAIT, loop_factory, run_python, wait_until
+from .support import WAIT, async_wait_until, loop_factory, run_python, wait_until
 
 # -- item 1: remove_done_callback while the task finishes --------------------------------
 
@@ -529,3 +529,43 @@ def test_call_with_a_stopped_home_loop_does_not_block_forever() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0] == "refused: True", proc.stdout
     assert proc.stdout.strip().endswith("42")
+
+
+# -- issue 15: a task cancelled between getting its slot and being dispatched ---------------
+
+
+def test_a_task_cancelled_by_a_done_callback_before_its_dispatch_never_runs(
+    arun: Any, runtime: MakeRuntime
+) -> None:
+    """A finishing task calls its done callbacks before it dispatches the task that
+    inherited its slot. A callback cancelling that task leaves nothing to dispatch: it
+    never runs, the lane goes on (it used to be dispatched without its loop: a crash)."""
+    rt = runtime(lanes={"loop": {"max_running": 1}})
+    ran: list[str] = []
+
+    async def main() -> None:
+        rt.start()
+        gate = asyncio.Event()
+
+        async def first() -> None:
+            await gate.wait()
+
+        async def second() -> None:
+            ran.append("second")
+
+        async def third() -> int:
+            return 3
+
+        a = rt.loop.spawn(first())
+        b = rt.loop.spawn(second())
+        assert b.state == "pending"
+        a.add_done_callback(lambda _: b.cancel())
+        gate.set()
+        await a
+        assert await async_wait_until(b.done)
+        assert b.cancelled() and ran == []
+        assert await rt.loop.run(third()) == 3
+        stats = rt.loop.stats()
+        assert (stats["succeeded"], stats["cancelled"], stats["running"]) == (2, 1, 0)
+
+    arun(main())
