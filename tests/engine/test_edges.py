@@ -439,7 +439,10 @@ def test_import_in_a_subinterpreter_is_refused() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     if proc.stdout.strip() == "SKIP":
         pytest.skip("no _interpreters/_xxsubinterpreters module in this Python")
-    assert "ImportError" in proc.stdout and "sub-interpreter" in proc.stdout, proc.stdout
+    # ours on 3.10/3.11; on 3.12+ CPython refuses first, reading the module's slot
+    said = proc.stdout
+    assert "ImportError" in said, said
+    assert "sub-interpreter" in said or "does not support loading in subinterpreters" in said
 
 
 # -- item 15 (engine side): a target whose repr raises; a stopped home loop ------------------
