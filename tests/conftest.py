@@ -14,7 +14,7 @@ after shutdown returns). The default runtime is process-wide: while it is starte
 open its own threads, fds and tasks belong to the session, not to the test that
 happened to start it (those tests are few and say so).
 
-Also here: the wait helpers every folder shares (`wait_until`, `async_wait_until`).
+The wait helpers every folder shares are in tests/waiting.py.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import asyncio
 import gc
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from waiting import wait_until
 
 import offload
 from offload import _runtime
@@ -63,26 +63,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "leaves(*kinds): the test leaves these resources behind on purpose"
         f" (kinds: {', '.join(KINDS)}); say why beside the marker",
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = GRACE) -> bool:
-    """Poll `predicate` from a thread (never on a loop) until true or `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-async def async_wait_until(predicate: Callable[[], bool], timeout: float = GRACE) -> bool:
-    """`wait_until` for coroutines: polls without blocking the loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.005)
-    return predicate()
 
 
 def _fds() -> dict[int, str]:

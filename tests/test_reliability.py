@@ -21,15 +21,6 @@ def accounted(stats: dict[str, Any]) -> int:
     return sum(stats[k] for k in ("succeeded", "failed", "cancelled", "dropped", "rejected"))
 
 
-def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_model_of_concurrent_spawn_cancel_close(seed: int) -> None:
     """Random spawns (ok / failing / slow), cancels and a close from 6 threads,

@@ -28,30 +28,21 @@ def expected_lines(path: Path) -> set[int]:
     return {n for n, line in enumerate(lines, 1) if MARK.search(line)}
 
 
+def _errors(cmd: list[str], line_error: str, path: Path) -> tuple[set[int], str]:
+    """Run a checker on `path`: the lines it reports errors on, and what it printed."""
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    pattern = re.escape(path.name) + line_error
+    return {int(m.group(1)) for m in re.finditer(pattern, out)}, out
+
+
 def mypy_errors(path: Path) -> tuple[set[int], str]:
-    out = subprocess.run(
-        [str(BIN / "mypy"), "--strict", "--no-incremental", "--hide-error-context", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    name = re.escape(path.name)
-    found = {int(m.group(1)) for m in re.finditer(rf"{name}:(\d+): error:", out)}
-    return found, out
+    mypy = [str(BIN / "mypy"), "--strict", "--no-incremental", "--hide-error-context"]
+    return _errors([*mypy, str(path)], r":(\d+): error:", path)
 
 
 def pyright_errors(path: Path) -> tuple[set[int], str]:
-    out = subprocess.run(
-        [str(BIN / "pyright"), "--pythonpath", sys.executable, str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    name = re.escape(path.name)
-    found = {int(m.group(1)) for m in re.finditer(rf"{name}:(\d+):\d+ - error:", out)}
-    return found, out
+    pyright = [str(BIN / "pyright"), "--pythonpath", sys.executable]
+    return _errors([*pyright, str(path)], r":(\d+):\d+ - error:", path)
 
 
 def check(path: Path) -> list[str]:

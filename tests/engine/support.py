@@ -10,12 +10,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
+from waiting import async_wait_until, run_to_completion, wait_until
 
 import offload
 
@@ -44,41 +44,7 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_loop(kind: str, main: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
     """Run `main` on a fresh loop of `kind` (like asyncio.run), bounded by `timeout`."""
-    loop = loop_factory(kind)()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(asyncio.wait_for(main, timeout))
-    finally:
-        try:
-            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in left:
-                task.cancel()
-            if left:
-                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll `predicate` from a thread (never on a loop) until true or `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
-
-
-async def async_wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """`wait_until` for coroutines: polls without blocking the loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.002)
-    return predicate()
+    return run_to_completion(loop_factory(kind)(), asyncio.wait_for(main, timeout))
 
 
 class Gate:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvloop
+from waiting import run_to_completion
 
 T = TypeVar("T")
 
@@ -23,24 +24,7 @@ def run_loop(request: pytest.FixtureRequest) -> Iterator[Callable[[Awaitable[T]]
     factory = LOOPS[request.param]
 
     def run(coro: Awaitable[T]) -> T:
-        # What asyncio.Runner (3.11+) does, also on 3.10: run, cancel what is left,
-        # finish async generators and the default executor, close.
-        loop = factory()
-        asyncio.set_event_loop(loop)
-        try:
-            return loop.run_until_complete(coro)
-        finally:
-            try:
-                left = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in left:
-                    task.cancel()
-                if left:
-                    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+        return run_to_completion(factory(), coro)
 
     yield run
 
