@@ -347,6 +347,13 @@ set_default_runtime(PyObject *module, PyObject *rt)
 }
 
 static PyObject *
+current_thread_task(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    task_object *t = pool_task_running_here();
+    return Py_NewRef(t != NULL ? (PyObject *)t : Py_None);
+}
+
+static PyObject *
 default_lane(PyObject *module, PyObject *lane)
 {
     int kind = -1;
@@ -363,6 +370,9 @@ static PyMethodDef offload_methods[] = {
     {"_set_default_runtime", set_default_runtime, METH_O,
      "_set_default_runtime($module, runtime, /)\n--\n\n"
      "Make `runtime` the one that views made by _default_lane() use."},
+    {"_current_thread_task", current_thread_task, METH_NOARGS,
+     "_current_thread_task($module, /)\n--\n\n"
+     "The threads-lane task this pool thread is running, or None."},
     {"_default_lane", default_lane, METH_O,
      "_default_lane($module, lane, /)\n--\n\n"
      "A Lane view (lane name, or None for automatic dispatch) of whichever runtime\n"

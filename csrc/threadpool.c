@@ -47,6 +47,15 @@ pool_destroy(thread_pool *p)
     pthread_cond_destroy(&p->monitor_cv);
 }
 
+/* The task this pool thread is running user code for, or NULL (each thread its own). */
+static _Thread_local task_object *running_here;
+
+task_object *
+pool_task_running_here(void)
+{
+    return running_here;
+}
+
 /* Run one task on this worker (GIL held). */
 static void
 run_task(task_object *t)
@@ -60,6 +69,7 @@ run_task(task_object *t)
         return;
     }
     PyObject *res;
+    running_here = t; /* borrowed: the worker holds `t` until run_task returns */
     if (t->args == NULL && t->kwargs == NULL) {
         res = PyObject_CallNoArgs(t->target);
     }
@@ -68,6 +78,7 @@ run_task(task_object *t)
         res = args ? PyObject_Call(t->target, args, t->kwargs) : NULL;
         Py_XDECREF(args);
     }
+    running_here = NULL;
     if (PyContext_Exit(t->context) < 0) {
         Py_XDECREF(res);
         task_finish_from_error(t);

@@ -49,5 +49,8 @@ int pool_submit(thread_pool *p, struct task_object *t);
 void pool_request_stop(thread_pool *p);
 /* Wait (GIL released) up to `timeout` seconds for all workers to exit. */
 int pool_join(thread_pool *p, double timeout);
+/* The threads-lane task whose callable the calling pool thread is running (borrowed,
+ * GIL held), or NULL on any other thread: lets drain/close tell they run inside one. */
+struct task_object *pool_task_running_here(void);
 
 #endif

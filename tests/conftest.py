@@ -1,6 +1,8 @@
 """Guards on every test of the suite, as CPython's asyncio tests and uvloop keep them.
 
-A test fails if, once it and its fixtures are done, it leaves behind:
+A test fails if asyncio logs lost work ("Task was destroyed but it is pending", "Task
+exception was never retrieved"), if an exception escapes to sys.unraisablehook or
+threading.excepthook, or if, once it and its fixtures are done, it leaves behind:
 
 * a thread it started (offload's pool and loop threads included: a runtime the test
   made must be shut down by it),
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -55,6 +58,54 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         loop.run_until_complete(touch())
     finally:
         loop.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """No exception may escape to sys.unraisablehook or threading.excepthook unseen."""
+    for item in items:
+        item.add_marker(
+            pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+        )
+        item.add_marker(
+            pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+        )
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+#: What asyncio logs when work is lost: a task collected while pending, a failure
+#: nobody retrieved.
+LOST_WORK = ("exception was never retrieved", "Task was destroyed but it is pending")
+
+
+@pytest.fixture(autouse=True)
+def no_lost_work() -> Iterator[None]:
+    """Fail the test if asyncio reports a lost task or an unretrieved exception."""
+    handler = _Collect()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        gc.collect()
+        asyncio_logger.removeHandler(handler)
+    text = "\n".join(handler.messages)
+    for message in LOST_WORK:
+        assert message not in text, f"asyncio logged {message!r}:\n{text[-3000:]}"
+
+
+@pytest.fixture
+def offload_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """caplog with every record of the `offload` logger (DEBUG and up)."""
+    caplog.set_level(logging.DEBUG, logger="offload")
+    return caplog
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -257,9 +257,13 @@ class Runtime(_engine.Engine):
         return {t for t in tasks if not t.done()}
 
     def _calling_task(self) -> Task[Any] | None:
-        """The offload task of this runtime whose coroutine is running this code, if
-        any: drain and shutdown must not wait for (or cancel) the task that awaits them.
-        Its asyncio.Task drives the engine's runner, which shows its coroutine's frame."""
+        """The offload task of this runtime running this code, if any: drain and
+        shutdown must not wait for (or cancel) the task that calls them. A threads-lane
+        task is known to its pool thread; a coroutine's asyncio.Task drives the engine's
+        runner, which shows its coroutine's frame."""
+        on_thread = _engine._current_thread_task()
+        if on_thread is not None:
+            return on_thread if any(t is on_thread for t in self._live_tasks()) else None
         try:
             current = asyncio.current_task()
         except RuntimeError:
@@ -277,12 +281,15 @@ class Runtime(_engine.Engine):
         timeout = _checked_timeout(timeout)
         _refuse_on_loop_thread("drain_sync")
         self._abandoned.update(self._abandon_dead_loops())
+        caller = self._calling_task()
         deadline = None if timeout is None else time.monotonic() + timeout
         for task in self._live_tasks():
+            if task is caller:
+                continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             task._wait(remaining)
             self._abandoned.update(self._abandon_dead_loops())
-        return {t for t in self._live_tasks() if not t.done()}
+        return {t for t in self._live_tasks() if not t.done() and t is not caller}
 
     async def shutdown(self, timeout: float | None = None) -> set[Task[Any]]:
         """Stop accepting, drain up to `timeout`, cancel what is left, stop lanes.
@@ -319,6 +326,13 @@ class Runtime(_engine.Engine):
         """Synchronous shutdown, for `with` blocks and interpreter exit."""
         timeout = _checked_timeout(timeout)
         _refuse_on_loop_thread("close")
+        caller = self._calling_task()
+        if caller is not None:
+            raise RuntimeError(
+                f"close() called from task {caller.name!r} on offload's {caller.lane} lane"
+                " would wait for the thread it runs on; close the runtime from outside its"
+                " own tasks (drain_sync() from a task leaves that task out)"
+            )
         drain_for, cancel_for, join_for = _phases(timeout)
         self._close()
         unfinished = self.drain_sync(drain_for)

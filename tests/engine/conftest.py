@@ -5,14 +5,12 @@
 * `runtime(**options)`: an explicit `offload.Runtime`, closed when the test ends (tests
   also shut their runtimes down themselves); in loop tests its background loops are of
   the same kind.
-* Guards on every test: asyncio must never log lost work ("Task exception was never
-  retrieved", "Task was destroyed but it is pending") and no exception may escape to
-  sys.unraisablehook or threading.excepthook.
+* The guards on every test (lost work, unraisable exceptions, leftovers) and the
+  `offload_log` fixture are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -22,18 +20,10 @@ import offload
 
 from .support import LOOP_KINDS, loop_factory, run_loop
 
-LOST_WORK = ("exception was never retrieved", "Task was destroyed but it is pending")
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/engine/" in item.nodeid.replace("\\", "/"):
-            item.add_marker(
-                pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-            )
-            item.add_marker(
-                pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
-            )
             item.add_marker(pytest.mark.timeout(60))
 
 
@@ -77,37 +67,3 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[MakeRuntime]:
     for rt in made:
         if not rt.closed:
             rt.close(5)
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture(autouse=True)
-def no_lost_work() -> Iterator[None]:
-    """Fail the test if asyncio reports a lost task or an unretrieved exception."""
-    handler = _Collect()
-    asyncio_logger = logging.getLogger("asyncio")
-    asyncio_logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        import gc
-
-        gc.collect()
-        asyncio_logger.removeHandler(handler)
-    text = "\n".join(handler.messages)
-    for message in LOST_WORK:
-        assert message not in text, f"asyncio logged {message!r}:\n{text[-3000:]}"
-
-
-@pytest.fixture
-def offload_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """caplog with every record of the `offload` logger (DEBUG and up)."""
-    caplog.set_level(logging.DEBUG, logger="offload")
-    return caplog

@@ -270,3 +270,33 @@ def test_shutdown_from_a_background_task_is_refused(arun: Arun, runtime: MakeRun
         assert not rt.closed
 
     arun(main(), timeout=WAIT * 2)
+
+
+def test_sync_drain_and_close_from_a_threads_lane_task_never_wait_for_themselves() -> None:
+    """The sync sibling of item 6: drain_sync() inside a threads-lane task leaves that
+    task out (it used to wait for itself, forever with timeout=None), and close() there
+    is refused at once with a message, instead of waiting for its own thread."""
+    proc = run_python(
+        """
+        import time, offload
+
+        rt = offload.Runtime(threads=2)
+        other = rt.threads.spawn(time.sleep, 0.2)
+
+        def inside():
+            left = rt.drain_sync(None)   # waits for `other`, not for itself
+            assert other.done() and left == set(), left
+            try:
+                rt.close(None)
+            except RuntimeError as exc:
+                return str(exc)
+            return "close() was accepted"
+
+        said = rt.threads.options(name="cleanup").spawn(inside).result(20)
+        assert "close() called from task 'cleanup' on offload's threads lane" in said, said
+        assert rt.close(10) == set()
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "ok"
