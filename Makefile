@@ -51,8 +51,9 @@ test-asyncio-debug: build
 # The suite (without the browser and sanitizer runs) on every supported CPython found
 # here (pyenv, python3.X on PATH), each in its own venv under build/matrix/; one line per
 # interpreter. A claimed version that is absent fails the target (tools/matrix.py).
+MATRIX_JOBS ?= 1
 test-matrix:
-	$(PYTHON) tools/matrix.py -- --ignore=tests/packaging
+	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) $(PYTHON) tools/matrix.py -- --ignore=tests/packaging
 
 # FastAPI's and Starlette's own background-task tests with the BackgroundTasks import
 # swapped for offload's (tools/upstream.py: downloads the pinned sdists into build/upstream,
