@@ -930,6 +930,13 @@ Engine_request_stop(engine_object *e, PyObject *Py_UNUSED(ignored))
         }
     }
     engine_release_bridges(e);
+    /* No spawn reaches the home loop from here on (the runtime is closed), so the
+     * engine lets go of its bridge now: once the loop let go of it too (detached,
+     * or the loop closed), its wakeup fd is given back, whether or not _join()
+     * later sees every thread stop in time. */
+    if (e->closed) {
+        Py_CLEAR(e->home_bridge);
+    }
     Py_RETURN_NONE;
 }
 
@@ -964,10 +971,6 @@ Engine_join(engine_object *e, PyObject *arg)
          * a loop again: stop_requested refuses it). */
         for (int i = 0; i < e->n_bg; i++) {
             Py_CLEAR(e->bg[i].bridge);
-        }
-        /* Likewise the home loop's bridge: spawns are refused from here on. */
-        if (e->closed) {
-            Py_CLEAR(e->home_bridge);
         }
     }
     return PyBool_FromLong(pool_done && bg_done);
