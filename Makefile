@@ -51,9 +51,13 @@ test-asyncio-debug: build
 # The suite (without the browser and sanitizer runs) on every supported CPython found
 # here (pyenv, python3.X on PATH), each in its own venv under build/matrix/; one line per
 # interpreter. A claimed version that is absent fails the target (tools/matrix.py).
+# MATRIX_JOBS: interpreters at once; MATRIX_MODES: extra checks legs carry, e.g.
+# 3.11=asyncio-debug,3.12=debug-build (CI's choice; see tools/matrix.py).
 MATRIX_JOBS ?= 1
+MATRIX_MODES ?=
 test-matrix:
-	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) $(PYTHON) tools/matrix.py -- --ignore=tests/packaging
+	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) OFFLOAD_MATRIX_MODES=$(MATRIX_MODES) \
+	  $(PYTHON) tools/matrix.py -- --ignore=tests/packaging
 
 # FastAPI's and Starlette's own background-task tests with the BackgroundTasks import
 # swapped for offload's (tools/upstream.py: downloads the pinned sdists into build/upstream,

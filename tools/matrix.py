@@ -13,7 +13,9 @@ A claimed version that is absent is reported as absent, never as passed, and fai
 target unless OFFLOAD_MATRIX_ALLOW_ABSENT=1. OFFLOAD_MATRIX_JOBS=N runs N interpreters
 at once (default 1): the suite spends much of its time waiting (subprocesses, servers,
 timeouts), so on 2 cores two at a time take little more than one; it asserts behaviour,
-never timings, so running beside another run is fine.
+never timings, so running beside another run is fine. OFFLOAD_MATRIX_MODES gives legs
+an extra check to carry (see Mode): CI runs the 3.11 leg under asyncio's debug mode and
+the 3.12 leg on the debug build, instead of running the suite twice more.
 Usage: python tools/matrix.py [3.10 3.12 ...] [-- extra pytest args]
 """
 
@@ -27,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +82,53 @@ def _run(cmd: list[str], log: Path, **env: str) -> bool:
     return done.returncode == 0
 
 
-def prepare_venv(python: str, venv: Path, log: Path) -> bool:
+@dataclass(frozen=True)
+class Mode:
+    """An extra check one leg of the matrix carries, so CI need not run the suite again
+    for it (OFFLOAD_MATRIX_MODES="3.11=asyncio-debug,3.12=debug-build")."""
+
+    label: str
+    build_env: dict[str, str] = field(default_factory=dict)
+    test_env: dict[str, str] = field(default_factory=dict)
+    pytest_args: tuple[str, ...] = ()
+
+
+MODES = {
+    "plain": Mode(""),
+    # as `make test-asyncio-debug`
+    "asyncio-debug": Mode(
+        " (asyncio debug, -W error)",
+        test_env={"PYTHONASYNCIODEBUG": "1"},
+        pytest_args=(
+            "-W",
+            "error",
+            "-W",
+            "ignore:Using `httpx` with `starlette.testclient` is deprecated:Warning",
+        ),
+    ),
+    # as `make test-debug`: -O0 -g, assert() on
+    "debug-build": Mode(" (debug build, asserts on)", build_env={"OFFLOAD_DEBUG": "1"}),
+}
+
+
+def modes_from_env() -> dict[str, Mode]:
+    wanted = os.environ.get("OFFLOAD_MATRIX_MODES", "")
+    chosen = {}
+    for pair in filter(None, (p.strip() for p in wanted.split(","))):
+        minor, _, name = pair.partition("=")
+        if name not in MODES:
+            raise SystemExit(f"matrix: unknown mode {name!r} (known: {', '.join(MODES)})")
+        chosen[minor] = MODES[name]
+    return chosen
+
+
+def has_asserts(venv: Path) -> bool:
+    """The installed engine calls __assert_fail: it was built with assert() on."""
+    (so,) = venv.glob("lib/python3*/site-packages/offload/_engine*.so")
+    return b"__assert_fail" in so.read_bytes()
+
+
+def prepare_venv(python: str, venv: Path, log: Path, mode: Mode) -> bool:
     """A virtualenv with the test dependencies (kept between runs) and a fresh engine."""
     py = str(venv / "bin" / "python")
     stamp = venv / ".deps-stamp"
@@ -110,7 +159,7 @@ def prepare_venv(python: str, venv: Path, log: Path) -> bool:
         target = ROOT / name
         (shutil.copytree if target.is_dir() else shutil.copy)(target, src / name)
     install = [py, *PIP, "install", "--no-deps", "--no-build-isolation", "--force-reinstall"]
-    return _run([*install, str(src)], log, OFFLOAD_WERROR="1")
+    return _run([*install, str(src)], log, OFFLOAD_WERROR="1", **mode.build_env)
 
 
 def summary(output: str) -> str:
@@ -122,24 +171,27 @@ def summary(output: str) -> str:
     return "no pytest summary (see the log)"
 
 
-def run_one(minor: str, extra: list[str]) -> tuple[str, bool]:
+def run_one(minor: str, extra: list[str], mode: Mode) -> tuple[str, bool]:
     found = find_interpreter(minor)
     if found is None:
         return f"{minor}: absent (no python{minor} in pyenv or on PATH)", False
     python, version = found
+    version += mode.label
     venv = ROOT / "build" / "matrix" / f"venv-{minor}"
     venv.parent.mkdir(parents=True, exist_ok=True)
     log = venv.parent / f"{minor}.log"
     log.write_text("")
     started = time.monotonic()
-    if not prepare_venv(python, venv, log):
+    if not prepare_venv(python, venv, log, mode):
         return f"{version}: could not build (log: {log.relative_to(ROOT)})", False
+    if mode.build_env.get("OFFLOAD_DEBUG") and not has_asserts(venv):
+        return f"{version}: the debug build has no assert() (log: {log.relative_to(ROOT)})", False
     test = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pytest", *PYTEST_ARGS, *extra],
+        [str(venv / "bin" / "python"), "-m", "pytest", *PYTEST_ARGS, *mode.pytest_args, *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **mode.test_env},
         check=False,
     )
     log.open("a").write(test.stdout + test.stderr)
@@ -156,9 +208,12 @@ def main(argv: list[str]) -> int:
     wanted = argv or list(SUPPORTED)
     allow_absent = os.environ.get("OFFLOAD_MATRIX_ALLOW_ABSENT") == "1"
     jobs = max(1, int(os.environ.get("OFFLOAD_MATRIX_JOBS", "1")))
+    modes = modes_from_env()
     ok = True
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        runs = [pool.submit(run_one, minor, extra) for minor in wanted]
+        runs = [
+            pool.submit(run_one, minor, extra, modes.get(minor, MODES["plain"])) for minor in wanted
+        ]
         for run in runs:  # in the order asked, each as soon as it and those before end
             line, passed = run.result()
             print(line, flush=True)
