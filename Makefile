@@ -30,8 +30,16 @@ system-deps:
 	@bash tools/system-deps.sh chromium chromium-driver
 
 # --- build -----------------------------------------------------------------
-build: $(STAMP)
+# Reinstalled only when a source changed, so targets that run side by side (CI runs two
+# at once) never rebuild in the same tree at the same time.
+BUILD_STAMP := $(VENV)/.build-stamp
+ENGINE_SOURCES := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h src/offload/*.py \
+  src/offload/*.pyi src/offload/py.typed src/offload/fastapi/*.py src/offload/fastapi/static/*)
+$(BUILD_STAMP): $(STAMP) $(ENGINE_SOURCES)
 	$(PIP) install --no-deps --no-build-isolation --force-reinstall .
+	touch $@
+
+build: $(BUILD_STAMP)
 
 # --- tests -----------------------------------------------------------------
 # The property-based search (tests/property) runs for OFFLOAD_PROPERTY_SECONDS of wall

@@ -410,10 +410,17 @@ async def async_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]
         elif kind == "run":
             lane = getattr(rt, op[1])
             target = targets.anap if op[1] == "background" else targets.nap
+            task = None
             try:
-                await lane.run(target, op[2])
+                task = lane.run(target, op[2])
+                await task
             except BY_DESIGN:
                 pass
+            except asyncio.CancelledError:
+                # by design when the task itself ended cancelled: dropped by a full lane
+                # (on_full="drop"), cancelled by another actor or by a shutdown
+                if task is None or not task.cancelled():
+                    book.problem(f"await {op[1]}.run raised CancelledError (task not cancelled)")
             except BaseException as exc:  # noqa: BLE001 (anything else is a finding)
                 book.problem(f"await {op[1]}.run raised {type(exc).__name__}")
         elif kind == "drain":
