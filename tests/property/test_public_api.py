@@ -37,6 +37,7 @@ import pytest
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import run_to_completion
 
 import offload
 
@@ -488,8 +489,7 @@ def sync_actor(rt: offload.Runtime, book: Book, ops: list[tuple[Any, ...]]) -> N
 
 
 def loop_thread_actor(rt: offload.Runtime, book: Book, kind: str, ops: list[Any]) -> None:
-    with asyncio.Runner(loop_factory=LOOPS[kind]) as runner:
-        runner.run(async_actor(rt, book, ops))
+    run_to_completion(LOOPS[kind](), async_actor(rt, book, ops))
 
 
 # --- invariants ----------------------------------------------------------------------------
@@ -670,8 +670,7 @@ def run_scenario(scenario: Scenario, book: Book) -> None:
         elif scenario.shutdown_from == "inside a task":
             unfinished = await shutdown_inside_a_task(rt, shutdown_timeout, book)
 
-    with asyncio.Runner(loop_factory=LOOPS[scenario.main_loop]) as runner:
-        runner.run(main())
+    run_to_completion(LOOPS[scenario.main_loop](), main())
     if scenario.shutdown_from == "thread" or bad_shutdown:
         unfinished = run_in_thread(
             lambda: timed_close(rt, None if bad_shutdown else shutdown_timeout, book)
@@ -786,8 +785,7 @@ def test_public_api_properties(capsys: pytest.CaptureFixture[str]) -> None:
         warm = threading.Thread(target=loop_thread_actor, args=(None, Book(), kind, []))
         warm.start()
         warm.join()
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(asyncio.sleep(0))
+        run_to_completion(factory(), asyncio.sleep(0))
     STATS.clear()
     started = time.monotonic()
     DEADLINE[0] = started + BUDGET
