@@ -699,10 +699,14 @@ async def shutdown_inside_a_task(rt: offload.Runtime, timeout: Any, book: Book) 
     async def shut_down() -> Any:
         return await timed_shutdown(rt.shutdown, timeout, book)
 
+    dropped_before = rt.loop.stats()["dropped"]
     try:
         task = rt.loop.spawn(shut_down)
     except BY_DESIGN:
         return set()
+    if rt.loop.stats()["dropped"] > dropped_before and task.cancelled():
+        # a full loop lane with on_full="drop" dropped it, by design: shut down from here
+        return await timed_shutdown(rt.shutdown, timeout, book)
     limit = timeout if isinstance(timeout, (int, float)) and math.isfinite(timeout) else WAIT
     try:
         return await asyncio.wait_for(task, limit + MARGIN)
