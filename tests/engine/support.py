@@ -110,7 +110,7 @@ def native_thread_names() -> list[str]:
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
                 names.append(f.read().strip())
-        except FileNotFoundError:  # the thread exited meanwhile
+        except OSError:  # the thread exited meanwhile (ENOENT or ESRCH)
             continue
     return names
 
