@@ -1,11 +1,14 @@
-"""FastAPI integration: lifespan, drop-in BackgroundTasks, a dependency, a dashboard, metrics.
+"""FastAPI integration: lifespan, drop-in BackgroundTasks, a dependency, a dashboard, task
+status endpoints, metrics.
 
     import offload.fastapi
     from offload.fastapi import BackgroundTasks, Offload, dashboard_router, metrics_router
+    from offload.fastapi import status_router
 
     app = FastAPI(lifespan=offload.fastapi.lifespan(my_lifespan, drain_timeout=20))
     offload.fastapi.install(app)  # or: existing `fastapi.BackgroundTasks` params run on offload
     app.include_router(dashboard_router(authorize=require_admin), prefix="/offload")
+    app.include_router(status_router(dependencies=[Depends(require_user)], prefix="/jobs"))
     app.include_router(metrics_router())          # needs the `metrics` extra
 
 See docs/fastapi.md for the details and for where BackgroundTasks differs from FastAPI's.
@@ -26,6 +29,7 @@ from ._deps import Offload, get_runtime, runtime_of
 from ._failures import Failure, FailureLog, failure_log
 from ._lifespan import DEFAULT_DRAIN_TIMEOUT, install, lifespan
 from ._metrics import metrics_router
+from ._status import status_router
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -42,6 +46,7 @@ __all__ = [
     "lifespan",
     "metrics_router",
     "runtime_of",
+    "status_router",
 ]
 
 

@@ -17,11 +17,20 @@ _COUNTERS = {
     "submitted": "Tasks accepted or refused by the lane (every spawn/run call).",
     "rejected": "Tasks refused because the lane was full (offload.Full raised).",
     "dropped": "Tasks dropped because the lane was full (on_full='drop').",
+    "retried": "Attempts that failed and were scheduled again (retries=, offload.Retry).",
+    "timed_out": "Tasks whose timeout= expired.",
 }
 _OUTCOMES = ("succeeded", "failed", "cancelled")
 _GAUGES = {
     "pending": "Tasks accepted and not started yet.",
     "running": "Tasks running now.",
+    "scheduled": "Tasks waiting for their delay= or at= time.",
+    "retrying": "Tasks waiting for their next attempt.",
+    "overrun": "Threads-lane calls still running after their task timed out.",
+}
+_ATTEMPTS = {
+    "attempts": "Attempts started, per task name (tasks with controls only).",
+    "retries": "Retries scheduled, per task name (tasks with controls only).",
 }
 _LATENCIES = {
     "queue_wait": "Time from acceptance to start, in seconds.",
@@ -49,6 +58,7 @@ class OffloadCollector:
         yield self._outcomes(stats)
         yield from self._gauges(stats)
         yield from self._latencies(stats)
+        yield from self._attempts(runtime)
 
     def _counters(self, stats: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         for key, doc in _COUNTERS.items():
@@ -87,4 +97,13 @@ class OffloadCollector:
                         name, {"lane": lane, "quantile": quantile}, latency.get(field, 0.0)
                     )
                 family.add_sample(f"{name}_count", {"lane": lane}, latency.get("count", 0))
+            yield family
+
+    def _attempts(self, runtime: Runtime) -> Iterator[Metric]:
+        attempts = getattr(runtime, "attempts", None)
+        by_name: dict[str, dict[str, int]] = attempts() if callable(attempts) else {}
+        for key, doc in _ATTEMPTS.items():
+            family = CounterMetricFamily(f"{self._prefix}_task_{key}", doc, labels=["name"])
+            for name, values in sorted(by_name.items()):
+                family.add_metric([name], values.get(key, 0))
             yield family

@@ -1,20 +1,28 @@
-"""`dashboard_router(authorize=...)`: a live HTML dashboard and its JSON endpoints."""
+"""`dashboard_router(authorize=...)`: a live HTML dashboard and its JSON endpoints.
+
+The page (static/: HTML, CSS, JS with hand-drawn SVG charts, all inlined) polls
+`api/snapshot`; the charts' history is sampled server-side (see `_history`), from the
+app's startup when FastAPI runs routers' lifespans, else from the first request.
+"""
 
 # No `from __future__ import annotations`: FastAPI must resolve the route closures' annotations.
 import base64
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from starlette.requests import Request
 
 from .. import Runtime
 from . import _snapshot
-from ._deps import get_runtime
+from ._deps import get_runtime, runtime_of
 from ._failures import failure_log
+from ._history import Samplers, checked_interval
 
 #: What to write when the dashboard is mounted without an `authorize` dependency.
 _AUTHORIZE_REQUIRED = (
@@ -72,6 +80,8 @@ def dashboard_router(
     show_args: bool = False,
     max_items: int = 200,
     refresh_seconds: float = 1.0,
+    sample_seconds: float = 1.0,
+    history_seconds: float = 900.0,
 ) -> APIRouter:
     """An APIRouter serving the offload dashboard; mount it with a prefix:
 
@@ -82,6 +92,8 @@ def dashboard_router(
     `runtime` defaults to the app's (see `offload.fastapi.lifespan`). Task arguments are
     never shown unless `show_args=True`; the page polls `api/snapshot` every
     `refresh_seconds`. Failures come from the `offload` logger (see `failure_log`).
+    The charts show the last `history_seconds` of per-lane samples taken every
+    `sample_seconds` (at most history_seconds / sample_seconds samples are kept).
     """
     if authorize is None:
         raise TypeError(_AUTHORIZE_REQUIRED)
@@ -89,12 +101,37 @@ def dashboard_router(
         raise TypeError(f"authorize must be a FastAPI dependency (a callable), not {authorize!r}")
     if max_items < 1:
         raise ValueError(f"max_items must be >= 1, got {max_items}")
-    if refresh_seconds <= 0:
-        raise ValueError(f"refresh_seconds must be > 0, got {refresh_seconds}")
+    refresh_seconds = checked_interval("refresh_seconds", refresh_seconds)
+    sample_seconds = checked_interval("sample_seconds", sample_seconds, minimum=0.01)
+    history_seconds = checked_interval("history_seconds", history_seconds)
+    if history_seconds < sample_seconds:
+        raise ValueError(
+            f"history_seconds ({history_seconds:g}) must be >= sample_seconds ({sample_seconds:g})"
+        )
     page = _Page.build(refresh_seconds)
-    router = APIRouter(dependencies=[Depends(authorize)], include_in_schema=False)
-    _add_routes(router, page, _runtime_dependency(runtime), show_args, max_items)
+    samplers = Samplers(sample_seconds, history_seconds)
+    router = APIRouter(
+        dependencies=[Depends(authorize)],
+        include_in_schema=False,
+        lifespan=_sampling(samplers, runtime),
+    )
+    _add_routes(router, page, _runtime_dependency(runtime), samplers, show_args, max_items)
     return router
+
+
+def _sampling(samplers: Samplers, runtime: Runtime | None) -> Callable[[Any], Any]:
+    """The router's lifespan (merged into the app's by FastAPI): sample from startup on."""
+
+    @asynccontextmanager
+    async def sampling(app: Any) -> AsyncIterator[None]:
+        sampled = runtime if runtime is not None else runtime_of(app)
+        samplers.history(sampled)
+        try:
+            yield
+        finally:
+            samplers.stop(sampled, timeout=10.0)
+
+    return sampling
 
 
 def _runtime_dependency(runtime: Runtime | None) -> Callable[..., Awaitable[Runtime]]:
@@ -111,21 +148,49 @@ def _add_routes(
     router: APIRouter,
     page: _Page,
     runtime_dependency: Callable[..., Awaitable[Runtime]],
+    samplers: Samplers,
     show_args: bool,
     max_items: int,
 ) -> None:
     failures = failure_log()
     Rt = Annotated[Runtime, Depends(runtime_dependency)]
     Limit = Annotated[int, Query(ge=1, le=max_items)]
+    After = Annotated[int, Query(ge=0, description="only samples after this seq")]
 
     @router.get("/", response_class=HTMLResponse)
     async def dashboard_page() -> HTMLResponse:
         return HTMLResponse(page.html, headers=page.headers)
 
     @router.get("/api/snapshot")
-    async def dashboard_snapshot(rt: Rt, limit: Limit = max_items) -> JSONResponse:
+    async def dashboard_snapshot(
+        rt: Rt, limit: Limit = max_items, after: After = 0
+    ) -> JSONResponse:
         data = _snapshot.snapshot(rt, failures, show_args=show_args, limit=limit)
+        data["history"] = samplers.history(rt).since(after)
         return JSONResponse(data, headers=_NO_STORE)
+
+    @router.get("/api/history")
+    async def dashboard_history(rt: Rt, after: After = 0) -> JSONResponse:
+        return JSONResponse(samplers.history(rt).since(after), headers=_NO_STORE)
+
+    @router.get("/api/schedules")
+    async def dashboard_schedules(rt: Rt, limit: Limit = max_items) -> JSONResponse:
+        return JSONResponse(_snapshot.schedules(rt, limit=limit), headers=_NO_STORE)
+
+    @router.get("/api/task/{task_id}")
+    async def dashboard_task(rt: Rt, task_id: int) -> JSONResponse:
+        data = _snapshot.task(rt, task_id, failures)
+        if data is None:
+            detail = f"no task with id {task_id} (unknown, or finished and no longer kept)"
+            return JSONResponse({"detail": detail, "id": task_id}, 404, headers=_NO_STORE)
+        return JSONResponse(data, headers=_NO_STORE)
+
+    @router.get("/task/{task_id}")
+    async def dashboard_task_page(task_id: int, request: Request) -> RedirectResponse:
+        # The page is one document; its task view is the fragment #task/<id>. Relative, so
+        # any mount prefix works; the query string (e.g. a token) goes along.
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"../{query}#task/{task_id}", status_code=303)
 
     @router.get("/api/stats")
     async def dashboard_stats(rt: Rt) -> JSONResponse:

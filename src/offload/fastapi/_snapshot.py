@@ -10,17 +10,24 @@ from typing import Any
 from .. import Runtime, Task
 from ._failures import FailureLog
 
-#: Per-lane counters, in display order (all are in `Runtime.stats()`).
+#: Per-lane counters and gauges, in display order (read with a default of 0).
 COUNTERS = (
     "submitted",
+    "scheduled",
     "pending",
     "running",
+    "retrying",
+    "overrun",
     "succeeded",
     "failed",
     "cancelled",
+    "retried",
+    "timed_out",
     "rejected",
     "dropped",
 )
+#: States of a task that has not finished, in the order a task goes through them.
+UNFINISHED = ("scheduled", "pending", "running", "retrying")
 PERCENTILES = ("p50", "p90", "p99")
 LATENCIES = ("queue_wait", "run_time")
 
@@ -47,11 +54,10 @@ def tasks(runtime: Runtime, *, show_args: bool, limit: int) -> dict[str, Any]:
     """Unfinished tasks, oldest first, at most `limit` of them, plus counts by state."""
     live = [task for task in runtime._live_tasks() if not task.done()]
     live.sort(key=lambda task: task.age, reverse=True)
-    by_state = Counter(task.state for task in live)
+    by_state: Counter[str] = Counter(task.state for task in live)
     return {
         "total": len(live),
-        "pending": by_state["pending"],
-        "running": by_state["running"],
+        **{state: by_state[state] for state in UNFINISHED},
         "items": [_task(task, show_args) for task in live[:limit]],
     }
 
@@ -70,6 +76,54 @@ def _task(task: Task[Any], show_args: bool) -> dict[str, Any]:
     return item
 
 
+def task(runtime: Runtime, task_id: int, log: FailureLog) -> dict[str, Any] | None:
+    """One task's state, attempts, timings and error (with its traceback if the failure
+    log still has it), or None if the runtime does not know (or no longer keeps) it."""
+    info = runtime.get(task_id)
+    if info is None:
+        return None
+    item: dict[str, Any] = info.as_dict()
+    tracebacks = [f.traceback for f in log.recent() if f.task_id == task_id]
+    item["traceback"] = tracebacks[-1] if tracebacks else None
+    return item
+
+
+def schedules(runtime: Runtime, *, limit: int) -> dict[str, Any]:
+    """Periodic schedules (`runtime.schedules()`) and delayed tasks, soonest first."""
+    listing = getattr(runtime, "schedules", None)
+    periodic = [_schedule(s) for s in listing()] if callable(listing) else []
+    periodic.sort(key=lambda s: (s["next_run"] is None, s["next_run"] or 0.0))
+    delayed = [
+        {
+            "id": info.id,
+            "name": info.name,
+            "lane": info.lane,
+            "key": info.key,
+            "scheduled_for": info.scheduled_for,
+        }
+        for info in runtime.tasks(state="scheduled")
+    ]
+    delayed.sort(key=lambda t: (t["scheduled_for"] is None, t["scheduled_for"] or 0.0))
+    return {
+        "periodic_available": callable(listing),
+        "periodic": periodic[:limit],
+        "delayed_total": len(delayed),
+        "delayed": delayed[:limit],
+    }
+
+
+def _schedule(schedule: Any) -> dict[str, Any]:
+    next_run = schedule.next_run
+    last = schedule.last_task
+    return {
+        "name": schedule.name,
+        "next_run": next_run.timestamp() if next_run is not None else None,
+        "runs": int(schedule.runs),
+        "skipped": int(schedule.skipped),
+        "last_task": None if last is None else {"id": last.id, "state": last.state},
+    }
+
+
 def failures(log: FailureLog, *, limit: int) -> dict[str, Any]:
     """The most recent failures (newest first) and how many were seen in total."""
     recent = log.recent()[-limit:]
@@ -83,5 +137,6 @@ def snapshot(runtime: Runtime, log: FailureLog, *, show_args: bool, limit: int) 
         "runtime": {"started": runtime.started, "closed": runtime.closed},
         "lanes": lanes(runtime),
         "tasks": tasks(runtime, show_args=show_args, limit=limit),
+        "schedules": schedules(runtime, limit=limit),
         "failures": failures(log, limit=limit),
     }
