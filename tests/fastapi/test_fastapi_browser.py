@@ -106,3 +106,99 @@ def test_unauthorized_in_chromium(start_server: Any, browser: Any, query: str, s
     assert browser.find_elements(By.ID, "lanes") == []
     errors = console_errors(browser)
     assert any(f"status of {status}" in message for message in errors), errors
+
+
+def chart(driver: Any, lane: str, series: str) -> dict[str, str]:
+    """What the page drew for one lane's series: its data attributes and the line's points."""
+    selector = f'svg.chart[data-lane="{lane}"][data-series="{series}"]'
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    if not found:
+        return {}
+    lines = found[0].find_elements(By.CSS_SELECTOR, "polyline.line")
+    return {
+        "total": found[0].get_attribute("data-total") or "",
+        "max": found[0].get_attribute("data-max") or "",
+        "points": lines[0].get_attribute("points") if lines else "",
+    }
+
+
+def drawn_heights(points: str) -> list[float]:
+    """The y coordinates of an SVG polyline, as heights above the chart's bottom (56)."""
+    return [56 - float(pair.split(",")[1]) for pair in points.split()]
+
+
+def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, browser: Any) -> None:
+    server = start_server()
+    spawn = f"{server.url}/spawn"
+    browser.get(f"{server.url}/offload/?token={TOKEN}")
+    wait_for(browser, lambda d: chart(d, "threads", "finished").get("total") == "0", "the charts")
+    window = browser.find_element(By.ID, "history-window").text
+    assert window == "2 minutes", window
+
+    # Throughput: finished tasks show as a rise in the threads lane's chart.
+    for i in range(4):
+        params: dict[str, Any] = {"kind": "sync", "name": f"chart-sync-{i}", "seconds": 0}
+        httpx.post(spawn, params=params, timeout=WAIT).raise_for_status()
+    wait_for(browser, lambda d: chart(d, "threads", "finished").get("total") == "4", "4 finished")
+    finished = chart(browser, "threads", "finished")
+    assert float(finished["max"]) > 0 and max(drawn_heights(finished["points"])) > 40
+
+    # Failures and retries: a task failing twice then succeeding, one failing for good.
+    httpx.post(spawn, params={"kind": "flaky", "name": "chart-flaky"}, timeout=WAIT)
+    failing = httpx.post(spawn, params={"kind": "fail", "name": "chart-fail"}, timeout=WAIT).json()
+    wait_for(browser, lambda d: chart(d, "loop", "retried").get("total") == "2", "2 retries")
+    wait_for(browser, lambda d: chart(d, "loop", "failed").get("total") == "1", "1 failure")
+    assert chart(browser, "threads", "failed")["total"] == "0"
+
+    # Scheduled work: a delayed task and the app's periodic job, with their next run.
+    params = {"kind": "later", "name": "chart-later", "seconds": 1800}
+    later = httpx.post(spawn, params=params, timeout=WAIT).json()
+    row = wait_for(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f'#delayed tr[data-task-id="{later["id"]}"]'),
+        "the delayed task",
+    )[0]
+    assert "chart-later" in row.text and "in 30 min" in row.text
+    hourly = browser.find_element(By.CSS_SELECTOR, '#periodic tr[data-schedule="testapp-hourly"]')
+    assert "in 60 min" in hourly.text or "in 59 min" in hourly.text, hourly.text
+    assert cell(browser, "threads", "scheduled") == "1"
+
+    # The task page, reached by id: a server URL that lands on the page's #task/<id>.
+    browser.get(f"{server.url}/offload/task/{failing['id']}?token={TOKEN}")
+    wait_for(
+        browser,
+        lambda d: "ValueError: boom from chart-fail" in d.find_element(By.ID, "task-view").text,
+        "the failed task's page",
+    )
+    assert browser.current_url.endswith(f"/offload/?token={TOKEN}#task/{failing['id']}")
+
+    def field(name: str) -> str:
+        return str(
+            browser.find_element(By.CSS_SELECTOR, f'#task-detail td[data-field="{name}"]').text
+        )
+
+    assert field("state") == "failed" and field("name") == "chart-fail" and field("attempt") == "1"
+    assert "in fail_async" in browser.find_element(By.ID, "task-traceback").text
+
+    # ... and from the id box: the retried task, succeeded on its third attempt.
+    flaky = [
+        r
+        for r in browser.find_elements(By.CSS_SELECTOR, "#failures details")
+        if "chart-flaky" in r.text
+    ]
+    assert flaky == []  # retried attempts are not failures
+    box = browser.find_element(By.ID, "find-task-id")
+    box.clear()
+    box.send_keys(str(later["id"]))
+    browser.find_element(By.CSS_SELECTOR, "#find-task button").click()
+    wait_for(browser, lambda _: field("name") == "chart-later", "the delayed task's page")
+    assert field("state") == "scheduled" and "in 30 min" in field("scheduled_for")
+
+    # An id the runtime does not know says so.
+    browser.get(f"{server.url}/offload/?token={TOKEN}#task/987654321")
+    wait_for(
+        browser,
+        lambda d: "No task with id 987654321" in d.find_element(By.ID, "task-missing").text,
+        "the unknown task's message",
+    )
+    assert console_errors(browser) == []

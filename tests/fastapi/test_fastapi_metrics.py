@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import pytest
@@ -70,3 +71,34 @@ def test_clear_error_without_prometheus_client(monkeypatch: pytest.MonkeyPatch) 
         metrics_router()
     with pytest.raises(ImportError, match=r"offload\[metrics\]"):
         offload.fastapi.OffloadCollector  # noqa: B018
+
+
+async def test_task_controls_metrics(runtime: offload.Runtime) -> None:
+    calls = 0
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError(f"attempt {calls}")
+
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+    app.include_router(metrics_router())
+    async with serve(app) as client:
+        await runtime.options(name="metrics-flaky", retries=3, backoff=0.01).spawn(flaky)
+        with pytest.raises(TimeoutError):
+            await runtime.options(name="metrics-slow", timeout=0.05).spawn(asyncio.sleep, 3600)
+        later = runtime.options(name="metrics-later", delay=3600).spawn(sum, [1])
+        text = (await client.get("/metrics")).text
+        later.cancel()
+    got = samples(text)
+    loop = (("lane", "loop"),)
+    assert got[("offload_tasks_retried_total", loop)] == 2
+    assert got[("offload_tasks_timed_out_total", loop)] == 1
+    assert got[("offload_tasks_scheduled", (("lane", "threads"),))] == 1
+    assert got[("offload_tasks_retrying", loop)] == 0
+    assert got[("offload_tasks_overrun", (("lane", "threads"),))] == 0
+    assert got[("offload_task_attempts_total", (("name", "metrics-flaky"),))] == 3
+    assert got[("offload_task_retries_total", (("name", "metrics-flaky"),))] == 2
+    assert got[("offload_task_attempts_total", (("name", "metrics-slow"),))] == 1
+    assert "# TYPE offload_tasks_scheduled gauge" in text

@@ -41,7 +41,14 @@ def authorize(token: Annotated[str | None, Query()] = None) -> None:
         raise HTTPException(403, "wrong token")
 
 
-app.include_router(dashboard_router(authorize=authorize), prefix="/offload")
+# Samples every 0.25 s over 2 minutes: the browser test sees the charts move quickly.
+dashboard = dashboard_router(authorize=authorize, sample_seconds=0.25, history_seconds=120)
+app.include_router(dashboard, prefix="/offload")
+
+
+@offload.periodic(every=3600, name="testapp-hourly")
+def hourly_report() -> None:
+    log.info("hourly report")
 
 
 async def sleep_async(name: str, seconds: float) -> None:
@@ -59,6 +66,16 @@ async def fail_async(name: str) -> None:
     raise ValueError(f"boom from {name}")
 
 
+_attempts: dict[str, int] = {}
+
+
+async def fail_twice_async(name: str) -> None:
+    _attempts[name] = _attempts.get(name, 0) + 1
+    if _attempts[name] < 3:
+        raise ConnectionError(f"attempt {_attempts[name]} of {name}")
+    log.info("finished %s", name)
+
+
 @app.get("/healthz")
 async def healthz() -> dict[str, bool]:
     return {"ok": True}
@@ -73,7 +90,11 @@ async def loop() -> dict[str, str]:
 @app.post("/spawn")
 async def spawn(kind: str, name: str, seconds: float = 0.0) -> dict[str, Any]:
     lane = offload.options(name=name)
-    if kind == "async":
+    if kind == "later":  # scheduled `seconds` from now
+        task = offload.options(name=name, delay=seconds).spawn(sleep_sync, name, 0)
+    elif kind == "flaky":  # fails twice, then succeeds on its third attempt
+        task = offload.options(name=name, retries=3, backoff=0.01).spawn(fail_twice_async, name)
+    elif kind == "async":
         task = lane.spawn(sleep_async, name, seconds)
     elif kind == "sync":
         task = lane.spawn(sleep_sync, name, seconds)

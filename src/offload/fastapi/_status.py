@@ -27,6 +27,7 @@ _DEPENDENCIES_REQUIRED = (
 _NO_STORE = {"Cache-Control": "no-store"}
 
 State = Literal["scheduled", "pending", "running", "retrying", "succeeded", "failed", "cancelled"]
+Lane = Literal["loop", "background", "threads", "processes"]
 
 
 def status_router(
@@ -111,12 +112,12 @@ def _add_routes(
         name: str | None = None,
         state: State | None = None,
         key: str | None = None,
-        lane: str | None = None,
+        lane: Lane | None = None,
         limit: Annotated[int, Query(ge=1, le=max_limit)] = min(100, max_limit),
     ) -> JSONResponse:
         try:
             infos = rt.tasks(name=name, state=state, key=key, lane=lane, limit=limit)
-        except ValueError as exc:  # e.g. an unknown lane: say which, as FastAPI would
+        except ValueError as exc:  # a filter the runtime refuses: say why, as FastAPI would
             return JSONResponse({"detail": str(exc)}, status_code=422, headers=_NO_STORE)
         items = [info.as_dict() for info in infos]
         return JSONResponse({"count": len(items), "items": items}, headers=_NO_STORE)
