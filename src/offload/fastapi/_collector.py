@@ -1,4 +1,4 @@
-"""A prometheus_client Collector that reads `Runtime.stats()` at scrape time."""
+"""A prometheus_client Collector that reads `Runtime.stats()` (and `attempts()`) at scrape time."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ _QUANTILES = {"p50": "0.5", "p90": "0.9", "p99": "0.99"}
 
 
 class OffloadCollector:
-    """Exposes a runtime's per-lane counters, gauges and latency quantiles.
+    """Exposes a runtime's per-lane counters, gauges and latency quantiles, and its
+    per-name attempts and retries (tasks with controls).
 
     `runtime` is a Runtime or a zero-argument callable returning one (read on each scrape).
     Register it in your own registry (`REGISTRY.register(OffloadCollector(rt))`) if you

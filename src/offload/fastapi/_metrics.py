@@ -19,9 +19,11 @@ def metrics_router(runtime: Runtime | None = None, *, path: str = "/metrics") ->
     """An APIRouter serving Prometheus text at `path`: `app.include_router(metrics_router())`.
 
     Exposes the runtime's per-lane counters (`offload_tasks_submitted_total`,
-    `offload_tasks_finished_total{outcome=...}`, ...), gauges (`offload_tasks_pending`,
-    `offload_tasks_running`) and latency summaries (`offload_task_queue_wait_seconds`,
-    `offload_task_run_time_seconds`). `runtime` defaults to the app's.
+    `offload_tasks_finished_total{outcome=...}`, `offload_tasks_retried_total`, ...), gauges
+    (`offload_tasks_pending`, `offload_tasks_running`, `offload_tasks_scheduled`, ...),
+    latency summaries (`offload_task_queue_wait_seconds`, `offload_task_run_time_seconds`)
+    and per-name attempts (`offload_task_attempts_total{name=...}`, `offload_task_retries_total`).
+    `runtime` defaults to the app's.
     Protect it like any metrics endpoint (e.g. `dependencies=` on include_router).
     """
     try:
