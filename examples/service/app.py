@@ -7,6 +7,7 @@ POST /catalog/refresh   refresh the product cache      -> a background loop
 GET  /catalog           the cached products
 GET  /orders/export     a sync `def` route that spawns -> thread pool, then the home loop
 GET  /offload/?token=.. the dashboard (token: $OFFLOAD_DASHBOARD_TOKEN, default demo-token)
+GET  /jobs/{id}?token=.. one task's state, attempt, timings and error (same token)
 GET  /metrics           Prometheus metrics
 """
 
@@ -21,12 +22,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 import offload
 import offload.fastapi
-from offload.fastapi import BackgroundTasks, Offload, dashboard_router, metrics_router
+from offload.fastapi import (
+    BackgroundTasks,
+    Offload,
+    dashboard_router,
+    metrics_router,
+    status_router,
+)
 
 from .services import Analytics, AuditLog, Catalog, Event, Orders, send_welcome_email
 
@@ -74,6 +81,7 @@ def require_ops_token(
 
 
 app.include_router(dashboard_router(authorize=require_ops_token), prefix="/offload")
+app.include_router(status_router(dependencies=[Depends(require_ops_token)], prefix="/jobs"))
 app.include_router(metrics_router())
 
 

@@ -66,6 +66,13 @@
     return delta >= 0 ? "in " + text : text + " ago";
   }
 
+  function duration(totalSeconds) {
+    const plural = (n, unit) => n + " " + unit + (n === 1 ? "" : "s");
+    if (totalSeconds < 60) return plural(Math.round(totalSeconds), "second");
+    const minutes = totalSeconds / 60;
+    return plural(Number(minutes.toFixed(minutes % 1 ? 1 : 0)), "minute");
+  }
+
   function setStatus(text, isError) {
     const status = document.getElementById("status");
     status.textContent = text;
@@ -172,10 +179,8 @@
       return row;
     });
     document.getElementById("charts").replaceChildren(...rows);
-    const minutes = (chartData.keep * chartData.interval) / 60;
-    document.getElementById("history-window").textContent = minutes >= 1
-      ? minutes.toFixed(minutes % 1 ? 1 : 0) + " minutes"
-      : (chartData.keep * chartData.interval).toFixed(0) + " seconds";
+    document.getElementById("history-window").textContent =
+      duration(chartData.keep * chartData.interval);
     document.getElementById("charts-empty").classList.toggle("hidden", chartData.samples.length > 0);
   }
 
