@@ -151,7 +151,7 @@ async def test_each_json_endpoint(runtime: offload.Runtime) -> None:
         failures = (await client.get("/ops/api/failures?limit=1", headers=AUTH)).json()
         too_many = await client.get("/ops/api/failures?limit=100000", headers=AUTH)
     assert stats["threads"]["succeeded"] == 1
-    assert set(tasks) == {"total", "pending", "running", "items"}
+    assert set(tasks) == {"total", "scheduled", "pending", "running", "retrying", "items"}
     assert set(failures) == {"total", "items"} and len(failures["items"]) <= 1
     assert too_many.status_code == 422
 
@@ -209,17 +209,15 @@ async def test_the_task_view_data(runtime: offload.Runtime) -> None:
     assert page.headers["location"] == f"../?token=abc#task/{ok.id}"
 
 
-async def test_scheduled_and_periodic_work(runtime: offload.Runtime) -> None:
+async def test_scheduled_work(runtime: offload.Runtime) -> None:
     def tick() -> None:
         pass
 
     async with serve(make_app(runtime)) as client:
         soon = runtime.options(name="dash-soon", delay=1800, key="report:7").spawn(tick)
         later = runtime.options(name="dash-later", delay=3600).spawn(tick)
-        hourly = offload.every(3600, tick, name="dash-hourly", runtime=runtime)
         snapshot = (await client.get("/ops/api/snapshot", headers=AUTH)).json()
         alone = (await client.get("/ops/api/schedules?limit=1", headers=AUTH)).json()
-        hourly.cancel()
         soon.cancel()
         later.cancel()
     schedules = snapshot["schedules"]
@@ -229,9 +227,20 @@ async def test_scheduled_and_periodic_work(runtime: offload.Runtime) -> None:
     assert first["scheduled_for"] >= snapshot["time"] + 1700
     assert schedules["delayed_total"] == 2
     assert alone["delayed_total"] == 2 and len(alone["delayed"]) == 1
+    assert snapshot["lanes"]["threads"]["scheduled"] == 2
+    assert snapshot["tasks"]["scheduled"] == 2
+
+
+async def test_periodic_work(runtime: offload.Runtime) -> None:
+    def tick() -> None:
+        pass
+
+    async with serve(make_app(runtime)) as client:
+        hourly = offload.every(3600, tick, name="dash-hourly", runtime=runtime)
+        snapshot = (await client.get("/ops/api/snapshot", headers=AUTH)).json()
+        hourly.cancel()
+    schedules = snapshot["schedules"]
     assert schedules["periodic_available"] is True
     [periodic] = [s for s in schedules["periodic"] if s["name"] == "dash-hourly"]
     assert periodic["runs"] == 0 and periodic["skipped"] == 0 and periodic["last_task"] is None
     assert snapshot["time"] + 3500 <= periodic["next_run"] <= snapshot["time"] + 3700
-    assert snapshot["lanes"]["threads"]["scheduled"] == 2
-    assert snapshot["tasks"]["scheduled"] == 2

@@ -41,8 +41,8 @@ def require_bearer(authorization: Annotated[str | None, Header()] = None) -> Non
         raise HTTPException(403, "not allowed")
 
 
-def make_app(runtime: offload.Runtime, **options: Any) -> FastAPI:
-    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+def make_app(app_runtime: offload.Runtime, **options: Any) -> FastAPI:
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=app_runtime))
     options.setdefault("dependencies", [Depends(require_bearer)])
     app.include_router(status_router(prefix="/jobs", **options))
     return app
