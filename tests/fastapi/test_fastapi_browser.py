@@ -11,6 +11,8 @@ import httpx
 import pytest
 from offload_fastapi_support import WAIT
 
+import offload
+
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -19,6 +21,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM = os.environ.get("OFFLOAD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("OFFLOAD_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 TOKEN = "t0ken"  # testapp_offload.TOKEN
+
+#: offload.every/cron/periodic come with the periodic layer (branch i12-periodic).
+needs_periodic = pytest.mark.skipif(
+    not hasattr(offload, "periodic"), reason="needs the periodic layer (offload.periodic)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +157,7 @@ def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, brows
     wait_for(browser, lambda d: chart(d, "loop", "failed").get("total") == "1", "1 failure")
     assert chart(browser, "threads", "failed")["total"] == "0"
 
-    # Scheduled work: a delayed task and the app's periodic job, with their next run.
+    # Scheduled work: a delayed task, with its next run.
     params = {"kind": "later", "name": "chart-later", "seconds": 1800}
     later = httpx.post(spawn, params=params, timeout=WAIT).json()
     row = wait_for(
@@ -159,8 +166,6 @@ def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, brows
         "the delayed task",
     )[0]
     assert "chart-later" in row.text and "in 30 min" in row.text
-    hourly = browser.find_element(By.CSS_SELECTOR, '#periodic tr[data-schedule="testapp-hourly"]')
-    assert "in 60 min" in hourly.text or "in 59 min" in hourly.text, hourly.text
     assert cell(browser, "threads", "scheduled") == "1"
 
     # The task page, reached by id: a server URL that lands on the page's #task/<id>.
@@ -205,3 +210,17 @@ def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, brows
     )
     errors = console_errors(browser)
     assert errors and all("api/task/987654321" in e and "404" in e for e in errors), errors
+
+
+@needs_periodic
+def test_periodic_work_in_chromium(start_server: Any, browser: Any) -> None:
+    server = start_server()
+    browser.get(f"{server.url}/offload/?token={TOKEN}")
+    hourly = wait_for(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#periodic tr[data-schedule="testapp-hourly"]'),
+        "the app's periodic job",
+    )[0]
+    assert "in 60 min" in hourly.text or "in 59 min" in hourly.text, hourly.text
+    assert "testapp-hourly" in hourly.text
+    assert console_errors(browser) == []

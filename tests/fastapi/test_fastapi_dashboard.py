@@ -231,6 +231,9 @@ async def test_scheduled_work(runtime: offload.Runtime) -> None:
     assert snapshot["tasks"]["scheduled"] == 2
 
 
+@pytest.mark.skipif(
+    not hasattr(offload, "every"), reason="needs the periodic layer (offload.every)"
+)
 async def test_periodic_work(runtime: offload.Runtime) -> None:
     def tick() -> None:
         pass

@@ -50,7 +50,9 @@ def hourly_report() -> None:
     log.info("hourly report")
 
 
-if hasattr(offload, "periodic"):  # TEMP until the periodic layer lands
+# A periodic job for the dashboard to show (offload.periodic comes with the periodic
+# layer, branch i12-periodic; without it the app has none).
+if hasattr(offload, "periodic"):
     offload.periodic(every=3600, name="testapp-hourly")(hourly_report)
 
 
