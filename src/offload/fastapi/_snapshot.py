@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import math
 import reprlib
 import time
 from collections import Counter
@@ -93,23 +95,30 @@ def schedules(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     listing = getattr(runtime, "schedules", None)
     periodic = [_schedule(s) for s in listing()] if callable(listing) else []
     periodic.sort(key=lambda s: (s["next_run"] is None, s["next_run"] or 0.0))
+    # From the live tasks, not runtime.tasks(): no record is built for the other ones.
+    waiting = [task for task in runtime._live_tasks() if task.state == "scheduled"]
+    soonest = heapq.nsmallest(limit, waiting, key=_due)
     delayed = [
         {
-            "id": info.id,
-            "name": info.name,
-            "lane": info.lane,
-            "key": info.key,
-            "scheduled_for": info.scheduled_for,
+            "id": task.id,
+            "name": task.name,
+            "lane": task.lane,
+            "key": task.key,
+            "scheduled_for": task.scheduled_for,
         }
-        for info in runtime.tasks(state="scheduled")
+        for task in soonest
     ]
-    delayed.sort(key=lambda t: (t["scheduled_for"] is None, t["scheduled_for"] or 0.0))
     return {
         "periodic_available": callable(listing),
         "periodic": periodic[:limit],
-        "delayed_total": len(delayed),
-        "delayed": delayed[:limit],
+        "delayed_total": len(waiting),
+        "delayed": delayed,
     }
+
+
+def _due(task: Task[Any]) -> float:
+    due = task.scheduled_for
+    return math.inf if due is None else due
 
 
 def _schedule(schedule: Any) -> dict[str, Any]:
