@@ -177,3 +177,21 @@ def test_bad_sampling_options_are_refused() -> None:
         dashboard_router(authorize=lambda: None, sample_seconds="1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="history_seconds"):
         dashboard_router(authorize=lambda: None, sample_seconds=10, history_seconds=5)
+
+
+async def test_without_a_lifespan_sampling_starts_on_first_use_and_resumes(
+    runtime: offload.Runtime,
+) -> None:
+    samplers = Samplers(interval=3600.0, history_seconds=7200.0)
+    history = samplers.history(runtime)  # e.g. a FastAPI that runs no router lifespan
+    assert len(sampler_threads()) == 1
+    assert samplers.history(runtime) is history and len(sampler_threads()) == 1
+    samplers.stop(runtime, WAIT)
+    assert sampler_threads() == []
+    await runtime.run(sum, [1])
+    assert samplers.history(runtime) is history  # resumed: the same samples, a new thread
+    assert len(sampler_threads()) == 1 and len(history) == 1
+    assert history.since()["samples"][0]["lanes"]["threads"]["finished"] == 1
+    await runtime.shutdown(WAIT)
+    samplers.stop(runtime, WAIT)
+    assert samplers.history(runtime) is history and sampler_threads() == []  # closed: no thread
