@@ -16,9 +16,7 @@ import os
 import threading
 import time
 import tracemalloc
-import weakref
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -106,9 +104,7 @@ def test_retries_until_success_on_the_loop_lane_with_a_fresh_coroutine_each_time
     flaky = AsyncFlaky(succeed_on=3)
 
     async def main() -> None:
-        task = rt.loop.options(retries=5, backoff=offload.Backoff(0.001, 2, 0.01)).spawn(
-            flaky.run
-        )
+        task = rt.loop.options(retries=5, backoff=offload.Backoff(0.001, 2, 0.01)).spawn(flaky.run)
         assert await task == "ok after 3"
         assert task.attempt == 3
         assert rt.stats()["loop"]["retried"] == 2
@@ -560,9 +556,7 @@ def test_limit_key_runs_at_most_limit_at_once_across_lanes_in_order(
 
     async def main() -> None:
         view = rt.options(limit_key="tenant:7", limit=2)
-        tasks = [
-            view.spawn(sync_job, i) if i % 2 else view.spawn(async_job, i) for i in range(12)
-        ]
+        tasks = [view.spawn(sync_job, i) if i % 2 else view.spawn(async_job, i) for i in range(12)]
         assert sum(t.state == "pending" for t in tasks) >= 10
         for t in tasks:
             await t
