@@ -647,3 +647,36 @@ def test_offload_get_uses_the_default_runtime(runtime: MakeRuntime) -> None:
         assert info is not None and info.state == "succeeded"
     finally:
         offload._replace_default_runtime(previous)
+
+
+# --- every control on every lane -----------------------------------------------------------
+
+LANES = ("loop", "background", "threads", "processes")
+
+
+def _call_for(lane: str) -> tuple[Any, ...]:
+    """A target and arguments that give 32 on `lane` (picklable for processes)."""
+    return (asyncio.sleep, 0, 32) if lane in ("loop", "background") else (pow, 2, 5)
+
+
+@pytest.mark.parametrize("lane", LANES)
+def test_delay_key_and_limit_on_every_lane(arun: Arun, runtime: MakeRuntime, lane: str) -> None:
+    rt = runtime(processes=1)
+    view = rt.options(lane=lane)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        delayed = view.options(delay=3600).spawn(*_call_for(lane))
+        assert delayed.state == "scheduled" and rt.stats()[lane]["scheduled"] == 1
+        rt._advance_clock(3600)
+        assert await delayed == 32
+        keyed = view.options(key="same", delay=3600)
+        first = keyed.spawn(*_call_for(lane))
+        assert keyed.spawn(*_call_for(lane)) is first
+        first.cancel()
+        limited = view.options(limit_key="one", limit=1)
+        tasks = [limited.spawn(*_call_for(lane)) for _ in range(4)]
+        assert [await t for t in tasks] == [32] * 4
+        assert rt.stats()[lane]["submitted"] == 6
+
+    arun(main(), timeout=120)
+    assert rt._timers_armed() == 0
