@@ -111,7 +111,8 @@ build/venv-%/.deps-stamp: pyproject.toml
 # Both also run the property-based search (tests/property) for SANITIZE_PROPERTY_SECONDS.
 TSAN_TESTS = tests/reliability tests/test_reliability.py tests/property \
   $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py \
-  tests/engine/test_edges.py tests/engine/test_edges_python.py tests/engine/test_option_fuzz.py)
+  tests/engine/test_edges.py tests/engine/test_edges_python.py tests/engine/test_option_fuzz.py \
+  tests/engine/test_controls.py)
 TSAN_FUZZ_SEEDS ?= 0-199
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline

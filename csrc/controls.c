@@ -457,6 +457,9 @@ controls_enter(task_object *t, int is_new)
                 Py_DECREF(cap);
                 return -1;
             }
+            if (!is_new) {
+                lane_mark_pending(t->lane, t); /* due: now it only waits for its key */
+            }
             if (ring_push(&lim->waiting, Py_NewRef((PyObject *)t)) < 0) {
                 Py_DECREF(t);
                 Py_DECREF(cap);

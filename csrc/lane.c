@@ -739,6 +739,24 @@ lane_retry_task(lane *l, task_object *t)
 }
 
 void
+lane_mark_pending(lane *l, task_object *t)
+{
+    pthread_mutex_lock(&l->mu);
+    if (t->state == TASK_SCHEDULED) {
+        l->n_scheduled--;
+        l->n_pending++;
+        t->state = TASK_PENDING;
+    }
+    else if (t->state == TASK_RETRYING) {
+        l->n_retrying--;
+        l->n_pending++;
+        t->state = TASK_PENDING;
+    }
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void
 lane_count_timeout(lane *l, int overrun)
 {
     pthread_mutex_lock(&l->mu);

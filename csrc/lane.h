@@ -85,6 +85,9 @@ int lane_readmit(lane *l, struct task_object *t);
  * slot handed on (dispatched here). */
 void lane_retry_task(lane *l, struct task_object *t);
 
+/* A scheduled or retrying task that is due but waits for its limit_key: PENDING. */
+void lane_mark_pending(lane *l, struct task_object *t);
+
 /* Counters of controlled tasks (under `mu`). */
 void lane_count_timeout(lane *l, int overrun);
 void lane_count_overrun_end(lane *l);

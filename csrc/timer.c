@@ -7,6 +7,11 @@
 #include "module.h"
 #include "timer.h"
 
+#include <errno.h>
+
+/* Seconds the thread waits with nothing armed before it exits. */
+#define TIMER_IDLE_EXIT_S 10.0
+
 /* ------------------------------------------------------------------------ */
 /* the heap (mu held)                                                        */
 
@@ -206,7 +211,15 @@ timer_main(void *arg)
     pthread_mutex_lock(&ts->mu);
     while (!ts->stopping) {
         if (ts->len == 0) {
-            pthread_cond_wait(&ts->wake_cv, &ts->mu); /* nothing armed: sleep until armed */
+            /* Nothing armed: sleep until something is, and exit after an idle
+             * while, so the thread (and its reference to the engine) doesn't
+             * outlive a runtime dropped without shutdown. The next arm starts
+             * a new one. */
+            struct timespec idle = offload_deadline(TIMER_IDLE_EXIT_S);
+            if (pthread_cond_timedwait(&ts->wake_cv, &ts->mu, &idle) == ETIMEDOUT &&
+                ts->len == 0) {
+                break;
+            }
             continue;
         }
         int64_t due = ts->heap[0]->due;

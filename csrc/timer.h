@@ -4,7 +4,8 @@
  * A binary min-heap of deadlines on the engine clock (CLOCK_MONOTONIC plus a
  * skew that only tests move), served by one thread per engine. The thread
  * sleeps on a condition variable until the earliest deadline: with nothing
- * armed it sleeps until something is, so an idle runtime never wakes up.
+ * armed it sleeps until something is (and exits after 10 s of that; the next
+ * arm starts it again), so an idle runtime never wakes up.
  *
  * Why a heap and not a timing wheel: arming, cancelling and firing are
  * O(log n) with one pointer per armed timer (a node lives inside its owner),

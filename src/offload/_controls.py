@@ -59,7 +59,7 @@ class Backoff:
             raise TypeError(f"Backoff(jitter=) must be a bool, not {type(self.jitter).__name__}")
 
 
-class Retry(Exception):  # noqa: N818 (raised to ask for a retry, not an error name)
+class Retry(Exception):
     """Raise inside a task to ask for another attempt (it counts toward `retries`),
     after `delay` seconds if given, else after the task's backoff."""
 
@@ -70,7 +70,7 @@ class Retry(Exception):  # noqa: N818 (raised to ask for a retry, not an error n
         self.delay = delay
 
 
-class Duplicate(Exception):  # noqa: N818 (named after what happened, like Full/Closed)
+class Duplicate(Exception):
     """A spawn with `key=` and `on_duplicate="reject"` while a task with that key is
     scheduled, pending, running or retrying; `.task` is that task."""
 
@@ -143,7 +143,9 @@ def _set_at(spec: dict[str, Any], value: Any) -> None:
 
 def _exact_str(where: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{where} must be a str (e.g. 'user:42:refresh'), not {type(value).__name__}")
+        raise TypeError(
+            f"{where} must be a str (e.g. 'user:42:refresh'), not {type(value).__name__}"
+        )
     if not value:
         raise ValueError(f"{where} must be a non-empty str")
     return str.__str__(value)  # a str subclass's __eq__/__hash__ must not reach the engine
@@ -200,7 +202,9 @@ def merge_controls(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any
         setter = _SETTERS.get(name)
         if setter is None:
             known = ", ".join(["name", "lane", *_SETTERS])
-            raise TypeError(f"options() got an unexpected keyword argument {name!r} (known: {known})")
+            raise TypeError(
+                f"options() got an unexpected keyword argument {name!r} (known: {known})"
+            )
         setter(merged, value)
     if (merged.get("limit") is not None) != (merged.get("limit_key") is not None):
         raise ValueError(
