@@ -107,6 +107,9 @@ void controls_after_finish(struct task_object *t);
  * ended (timed out): discard its outcome; the thread stops counting as overrun. */
 int controls_discard_late(struct task_object *t, uint32_t attempt);
 
+/* Whether the running attempt's timeout fired (its cancellation is offload's). */
+int controls_attempt_timed_out(struct task_object *t);
+
 /* Whether a queued BRIDGE_CANCEL still applies to the running attempt. */
 int controls_cancel_applies(struct task_object *t);
 
