@@ -14,6 +14,7 @@
 #include "module.h"
 #include "ring.h"
 #include "task.h"
+#include "threadpool.h"
 
 /* The shortest wait before a timer-fired admission tries a full lane again
  * (on_full="block": the timer thread never blocks). */
@@ -572,6 +573,14 @@ controls_submit(task_object *t)
         }
         return 0;
     }
+    if (t->lane->kind == LANE_BACKGROUND && t->bridge == NULL) {
+        /* Its loop now, so the timer can hand it over without the GIL. */
+        bridge_object *b = engine_background_bridge(e);
+        if (b == NULL) {
+            return -1;
+        }
+        t->bridge = Py_NewRef((PyObject *)b);
+    }
     if (lane_register_waiting(t->lane, t, TASK_SCHEDULED) < 0) {
         return -1;
     }
@@ -591,7 +600,7 @@ controls_rearm_start(task_object *t, int64_t delay_ns)
     task_ctl *ctl = t->ctl;
     Py_XDECREF(timer_disarm(&t->engine->timer, &ctl->node));
     ctl->due = offload_ns_add(timer_now(&t->engine->timer), delay_ns);
-    if (timer_arm(&t->engine->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_START) <
+    if (timer_arm(&t->engine->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_READMIT) <
         0) {
         task_finish_from_error(t);
     }
@@ -866,8 +875,8 @@ controls_cancel_applies(task_object *t)
 /* the timer thread's side                                                   */
 
 /* A scheduled or retrying task is due (or a blocked admission tries again). */
-static void
-fire_start(task_object *t)
+void
+controls_fire_start(task_object *t)
 {
     task_ctl *ctl = t->ctl;
     if (ctl == NULL || task_is_done(t) || t->state == TASK_RUNNING) {
@@ -930,7 +939,8 @@ timer_fire(engine_object *e, timer_kind kind, PyObject *owner, uint32_t attempt,
     (void)e;
     (void)due;
     switch (kind) {
-    case TIMER_TASK_START: fire_start((task_object *)owner); break;
+    case TIMER_TASK_START:
+    case TIMER_TASK_READMIT: controls_fire_start((task_object *)owner); break;
     case TIMER_TASK_TIMEOUT: fire_timeout((task_object *)owner, attempt); break;
     case TIMER_CALLBACK: timer_handle_fire((timer_handle *)owner); return; /* consumed */
     }
@@ -940,10 +950,31 @@ timer_fire(engine_object *e, timer_kind kind, PyObject *owner, uint32_t attempt,
     Py_DECREF(owner);
 }
 
+int
+controls_fire_nogil(PyObject *owner)
+{
+    /* No GIL: only fields fixed before the node was armed (its lane, its loop's
+     * bridge, its controls), and no refcount changes. The task can't finish
+     * meanwhile: its finish disarms the node first, which waits on the timer's
+     * mutex, held by the caller. */
+    task_object *t = (task_object *)owner;
+    if (t->ctl == NULL || t->ctl->controls->limit_key != NULL) {
+        return 0; /* its key's limiter is a dict: the GIL path */
+    }
+    switch (t->lane->kind) {
+    case LANE_LOOP:
+    case LANE_BACKGROUND:
+        return t->bridge != NULL &&
+               bridge_push_nogil((bridge_object *)t->bridge, BRIDGE_FIRE, owner) == 0;
+    case LANE_THREADS: return pool_push_due_nogil(&t->engine->pool, t) == 0;
+    default: return 0;
+    }
+}
+
 void
 controls_timer_leftover(timer_node *n, PyObject *owner)
 {
-    if (n->kind == TIMER_TASK_START) {
+    if (n->kind == TIMER_TASK_START || n->kind == TIMER_TASK_READMIT) {
         /* It can no longer start: the runtime is stopping. */
         task_object *t = (task_object *)owner;
         if (!task_is_done(t) && task_finish(t, TASK_CANCELLED, NULL)) {

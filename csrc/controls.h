@@ -120,6 +120,11 @@ void controls_on_cancel(struct task_object *t);
 void controls_free(struct task_object *t);
 int controls_traverse(struct task_object *t, visitproc visit, void *arg);
 
+/* A due scheduled or retrying task (GIL held; the caller keeps its reference):
+ * through its key's limit to its lane's admission. Also run by a loop draining
+ * a BRIDGE_FIRE and by a pool worker for a task the timer queued without the GIL. */
+void controls_fire_start(struct task_object *t);
+
 /* Timer leftovers at engine stop: a task that can no longer start is cancelled. */
 void controls_timer_leftover(timer_node *n, PyObject *owner);
 
