@@ -709,7 +709,7 @@ lane_readmit(lane *l, task_object *t)
 }
 
 void
-lane_retry_task(lane *l, task_object *t)
+lane_retry_task(lane *l, task_object *t, lane_handoff *out)
 {
     assert(PyGILState_Check());
     pthread_mutex_lock(&l->mu);
@@ -735,7 +735,7 @@ lane_retry_task(lane *l, task_object *t)
     h.has_trash = ring_len(&l->trash) > 0;
     lane_assert_accounted(l);
     pthread_mutex_unlock(&l->mu);
-    lane_finish_dispatch(l, &h);
+    *out = h;
 }
 
 void

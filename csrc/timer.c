@@ -190,8 +190,8 @@ timer_fire_due(timer_service *ts)
         timer_kind kind = (timer_kind)n->kind;
         uint32_t attempt = n->attempt;
         int64_t due = n->due;
-        pthread_mutex_unlock(&ts->mu);
         ts->fired++;
+        pthread_mutex_unlock(&ts->mu);
         timer_fire(ts->engine, kind, owner, attempt, due);
         if (PyErr_Occurred()) {
             PyErr_WriteUnraisable(NULL);
@@ -222,10 +222,17 @@ timer_main(void *arg)
             }
             continue;
         }
-        int64_t due = ts->heap[0]->due;
-        if (due > offload_now_ns() + ts->skew_ns) {
-            struct timespec at = offload_deadline_at_ns(due - ts->skew_ns);
+        timer_node *top = ts->heap[0];
+        if (top->due > offload_now_ns() + ts->skew_ns) {
+            struct timespec at = offload_deadline_at_ns(top->due - ts->skew_ns);
             pthread_cond_timedwait(&ts->wake_cv, &ts->mu, &at);
+            continue;
+        }
+        if (top->kind == TIMER_TASK_START && controls_fire_nogil(top->owner)) {
+            heap_remove(ts, top); /* its owner's reference went with it */
+            heap_shrink(ts);
+            top->owner = NULL;
+            ts->fired++;
             continue;
         }
         pthread_mutex_unlock(&ts->mu);
@@ -267,8 +274,8 @@ int
 timer_arm(timer_service *ts, timer_node *n, PyObject *owner, int64_t due, timer_kind kind)
 {
     assert(PyGILState_Check());
-    assert(!timer_node_armed(n));
     pthread_mutex_lock(&ts->mu);
+    assert(!timer_node_armed(n));
     if (ts->stopping) {
         pthread_mutex_unlock(&ts->mu);
         PyErr_SetString(ts->engine->st->Closed, ENGINE_CLOSED_MESSAGE);

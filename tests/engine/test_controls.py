@@ -17,6 +17,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -680,3 +681,42 @@ def test_delay_key_and_limit_on_every_lane(arun: Arun, runtime: MakeRuntime, lan
 
     arun(main(), timeout=120)
     assert rt._timers_armed() == 0
+
+
+@pytest.mark.parametrize("lane", ["threads", "loop"])
+def test_due_tasks_handed_over_without_the_gil_while_others_cancel_them(
+    arun: Arun, runtime: MakeRuntime, lane: str
+) -> None:
+    """The timer thread hands due tasks to an idle worker or to their loop without the
+    GIL while another thread cancels some of them: each ends exactly once, succeeded or
+    cancelled, and the stats add up."""
+    rt = runtime(min_threads=2)
+    rt.threads.spawn(abs, 1).result(timeout=WAIT)  # the pool has idle workers now
+    n = 600
+
+    async def main() -> None:
+        args = _call_for(lane)
+        tasks = [
+            rt.options(lane=lane, delay=0.0005 * (i % 40)).spawn(*args)  # type: ignore[arg-type]
+            for i in range(n)
+        ]
+
+        def cancel_some() -> None:
+            for t in tasks[::3]:
+                t.cancel()
+
+        canceller = threading.Thread(target=cancel_some)
+        canceller.start()
+        for t in tasks:
+            try:
+                assert await t == 32
+            except asyncio.CancelledError:
+                pass
+        canceller.join()
+        assert all(t.state in ("succeeded", "cancelled") for t in tasks)
+        stats = rt.stats()[lane]
+        assert stats["succeeded"] + stats["cancelled"] >= n
+        assert stats["submitted"] == accounted(stats)
+        assert rt._timers_armed() == 0
+
+    arun(main(), timeout=120)
