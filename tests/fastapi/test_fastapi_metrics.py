@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 
 import pytest
 from fastapi import FastAPI
-from offload_fastapi_support import serve
+from offload_fastapi_support import WAIT, serve
 from prometheus_client.parser import text_string_to_metric_families
 
 import offload
@@ -102,3 +103,29 @@ async def test_task_controls_metrics(runtime: offload.Runtime) -> None:
     assert got[("offload_task_retries_total", (("name", "metrics-flaky"),))] == 2
     assert got[("offload_task_attempts_total", (("name", "metrics-slow"),))] == 1
     assert "# TYPE offload_tasks_scheduled gauge" in text
+
+
+@pytest.mark.skipif(
+    not hasattr(offload, "every"), reason="needs the periodic layer (offload.every)"
+)
+async def test_schedule_metrics(runtime: offload.Runtime) -> None:
+    gate = threading.Event()
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+    app.include_router(metrics_router())
+    async with serve(app) as client:
+        # The first run blocks on the gate; every later fire finds it going and is skipped.
+        busy = offload.every(0.02, gate.wait, WAIT, name="metrics-busy", runtime=runtime)
+        try:
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while busy.skipped < 2:
+                assert asyncio.get_running_loop().time() < deadline, "no skipped run"
+                await asyncio.sleep(0.01)
+            text = (await client.get("/metrics")).text
+            skipped_after = busy.skipped
+        finally:
+            busy.cancel()
+            gate.set()
+    got = samples(text)
+    assert got[("offload_schedule_runs_total", (("schedule", "metrics-busy"),))] == 1
+    skipped = got[("offload_schedule_skipped_total", (("schedule", "metrics-busy"),))]
+    assert 2 <= skipped <= skipped_after

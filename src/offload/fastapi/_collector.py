@@ -28,6 +28,10 @@ _GAUGES = {
     "retrying": "Tasks waiting for their next attempt.",
     "overrun": "Threads-lane calls still running after their task timed out.",
 }
+_SCHEDULES = {
+    "runs": "Runs a periodic schedule started (offload.every, cron, @periodic).",
+    "skipped": "Runs a periodic schedule skipped because the previous one was still going.",
+}
 _ATTEMPTS = {
     "attempts": "Attempts started, per task name (tasks with controls only).",
     "retries": "Retries scheduled, per task name (tasks with controls only).",
@@ -60,6 +64,7 @@ class OffloadCollector:
         yield from self._gauges(stats)
         yield from self._latencies(stats)
         yield from self._attempts(runtime)
+        yield from self._schedules(runtime)
 
     def _counters(self, stats: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         for key, doc in _COUNTERS.items():
@@ -107,4 +112,13 @@ class OffloadCollector:
             family = CounterMetricFamily(f"{self._prefix}_task_{key}", doc, labels=["name"])
             for name, values in sorted(by_name.items()):
                 family.add_metric([name], values.get(key, 0))
+            yield family
+
+    def _schedules(self, runtime: Runtime) -> Iterator[Metric]:
+        listing = getattr(runtime, "schedules", None)  # with the periodic layer
+        schedules = listing() if callable(listing) else []
+        for key, doc in _SCHEDULES.items():
+            family = CounterMetricFamily(f"{self._prefix}_schedule_{key}", doc, labels=["schedule"])
+            for schedule in schedules:
+                family.add_metric([schedule.name], getattr(schedule, key))
             yield family
