@@ -47,6 +47,14 @@ def console_errors(driver: Any) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def open_page(driver: Any, url: str) -> None:
+    """Leave the previous test's page (its server is gone: its polls fail) and forget its
+    console, then open `url`."""
+    driver.get("about:blank")
+    driver.get_log("browser")
+    driver.get(url)
+
+
 def cell(driver: Any, lane: str, field: str) -> str:
     selector = f'#lanes tr[data-lane="{lane}"] td[data-field="{field}"]'
     found = driver.find_elements(By.CSS_SELECTOR, selector)
@@ -137,7 +145,7 @@ def drawn_heights(points: str) -> list[float]:
 def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, browser: Any) -> None:
     server = start_server()
     spawn = f"{server.url}/spawn"
-    browser.get(f"{server.url}/offload/?token={TOKEN}")
+    open_page(browser, f"{server.url}/offload/?token={TOKEN}")
     wait_for(browser, lambda d: chart(d, "threads", "finished").get("total") == "0", "the charts")
     window = browser.find_element(By.ID, "history-window").text
     assert window == "2 minutes", window
@@ -215,7 +223,7 @@ def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, brows
 @needs_periodic
 def test_periodic_work_in_chromium(start_server: Any, browser: Any) -> None:
     server = start_server()
-    browser.get(f"{server.url}/offload/?token={TOKEN}")
+    open_page(browser, f"{server.url}/offload/?token={TOKEN}")
     hourly = wait_for(
         browser,
         lambda d: d.find_elements(By.CSS_SELECTOR, '#periodic tr[data-schedule="testapp-hourly"]'),
