@@ -125,6 +125,22 @@ waiting_pop_locked(lane *l)
     return NULL;
 }
 
+/* No task waits any more: every entry left in waiting_q is stale (cancelled
+ * while queued). Nothing would pop them (a pop happens only while some task
+ * waits), so they would keep their tasks alive forever: move them to `trash`. */
+static void
+lane_discard_stale_locked(lane *l)
+{
+    LANE_ASSERT_LOCKED(l);
+    task_object *t;
+    while ((t = ring_pop(&l->waiting_q)) != NULL) {
+        t->flags &= (uint8_t)~TF_WAITING;
+        if (ring_push(&l->trash, t) < 0) {
+            continue; /* out of memory: leak this one reference rather than risk re-entry */
+        }
+    }
+}
+
 static task_object *
 lane_release_locked(lane *l, task_object *t)
 {
@@ -190,6 +206,9 @@ lane_finish_locked(lane *l, task_object *t, task_state state)
         l->n_pending--;
         if (t->flags & TF_WAITING) {
             l->waiting--; /* its entry in waiting_q is skipped when popped */
+            if (l->waiting == 0) {
+                lane_discard_stale_locked(l);
+            }
         }
         break;
     }
