@@ -16,9 +16,29 @@ def _num(value: float) -> str:
 
 
 def targets(document: dict[str, Any]) -> str:
-    lines = ["| target | ratio of medians | verdict |", "| --- | ---: | --- |"]
+    lines = ["| target | median (or ratio of medians) | verdict |", "| --- | ---: | --- |"]
     for t in document["targets"]:
-        lines.append(f"| {t['target']} | {t['ratio']:.2f}x | {t['verdict']} |")
+        value = f"{t['ratio']:.2f}x" if "ratio" in t else f"{_num(t['value'])} {t['unit']}"
+        lines.append(f"| {t['target']} | {value} | {t['verdict']} |")
+    return "\n".join(lines)
+
+
+def compare_table(benches: dict[str, Any]) -> str:
+    """The before/after table of bench/before_after.py's benchmarks (keys compare_*)."""
+    rows = [bench for key, bench in benches.items() if key.startswith("compare_")]
+    before, after = rows[0]["contenders"]
+    head = f"| no controls set | {before} | {after} | after / before | before min – max"
+    lines = [
+        head + " | after min – max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for bench in rows:
+        b, a = bench["contenders"].values()
+        lines.append(
+            f"| {bench['title'].split(', no controls')[0]} ({bench['unit']}) | {_num(b['median'])}"
+            f" | {_num(a['median'])} | {a['median'] / b['median']:.2f}x"
+            f" | {_num(b['min'])} – {_num(b['max'])} | {_num(a['min'])} – {_num(a['max'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -45,6 +65,8 @@ def main() -> None:
         f" {meta['loadavg_after'][0]:.2f}\n"
     )
     print(targets(document) + "\n")
+    if any(key.startswith("compare_") for key in document["benchmarks"]):
+        print(compare_table(document["benchmarks"]) + "\n")
     print(benchmarks(document))
 
 
