@@ -145,7 +145,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--before", default="a4ebdaa", help="the commit to compare against")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--scale", type=float, default=1.0, help="work per sample (lanes.py's)")
     parser.add_argument(
         "--sample", nargs=3, metavar=("KEY", "CONTENDER", "SCALE"), help=argparse.SUPPRESS

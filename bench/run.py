@@ -269,7 +269,8 @@ def main() -> int:
                 2 if quick else rounds, 500 if quick else 2000, 0.5 if quick else 2.0
             )
         elif group == "compare":
-            benches += before_after.run(rounds, 0.25 if quick else 1.0, args.before)
+            # Samples are short and the two builds' spread is what matters: more rounds.
+            benches += before_after.run(2 * rounds + 1, 0.25 if quick else 1.0, args.before)
         group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
