@@ -6,6 +6,7 @@ python bench/report.py [bench/results.json]
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,20 +25,23 @@ def targets(document: dict[str, Any]) -> str:
 
 
 def compare_table(benches: dict[str, Any]) -> str:
-    """The before/after table of bench/before_after.py's benchmarks (keys compare_*)."""
+    """The before/after table of bench/before_after.py's benchmarks (keys compare_*):
+    medians, their ratio, the median of per-round ratios, and the best samples' ratio."""
     rows = [bench for key, bench in benches.items() if key.startswith("compare_")]
     before, after = rows[0]["contenders"]
-    head = f"| no controls set | {before} | {after} | after / before | before min – max"
+    head = f"| no controls set | {before} | {after} | after / before: medians | paired | best"
     lines = [
-        head + " | after min – max |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        head + " | before min – max | after min – max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for bench in rows:
         b, a = bench["contenders"].values()
+        paired = statistics.median(x / y for x, y in zip(a["samples"], b["samples"], strict=True))
         lines.append(
             f"| {bench['title'].split(', no controls')[0]} ({bench['unit']}) | {_num(b['median'])}"
-            f" | {_num(a['median'])} | {a['median'] / b['median']:.2f}x"
-            f" | {_num(b['min'])} – {_num(b['max'])} | {_num(a['min'])} – {_num(a['max'])} |"
+            f" | {_num(a['median'])} | {a['median'] / b['median']:.2f}x | {paired:.2f}x"
+            f" | {a['max'] / b['max']:.2f}x | {_num(b['min'])} – {_num(b['max'])}"
+            f" | {_num(a['min'])} – {_num(a['max'])} |"
         )
     return "\n".join(lines)
 
