@@ -105,7 +105,7 @@ def _sample(site: Path | None, key: str, contender: str, scale: float) -> Sample
     return sample
 
 
-def run(rounds: int, scale: float, before: str) -> list[Benchmark]:
+def run(rounds: int, scale: float, before: str, only: list[str] | None = None) -> list[Benchmark]:
     short, site = build_before(before)
     after = _git("rev-parse", "--short", "HEAD")
     if _git("status", "--porcelain", "--", "csrc", "src"):
@@ -113,6 +113,8 @@ def run(rounds: int, scale: float, before: str) -> list[Benchmark]:
     names = (f"before ({short})", f"after ({after})")
     out = []
     for key, title, contender in CASES:
+        if only and key not in only:
+            continue
         builds = [
             (names[0], _sample(site, key, contender, scale)),
             (names[1], _sample(None, key, contender, scale)),
@@ -148,13 +150,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--scale", type=float, default=1.0, help="work per sample (lanes.py's)")
     parser.add_argument(
+        "--only", help=f"comma-separated keys out of {','.join(c[0] for c in CASES)}"
+    )
+    parser.add_argument(
         "--sample", nargs=3, metavar=("KEY", "CONTENDER", "SCALE"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.sample:
         _run_one(args.sample[0], args.sample[1], float(args.sample[2]))
         return 0
-    benches = run(args.rounds, args.scale, args.before)
+    benches = run(args.rounds, args.scale, args.before, args.only.split(",") if args.only else None)
     print("\n" + report.compare_table({b.key: b.to_json() for b in benches}))
     return 0
 
