@@ -151,19 +151,19 @@ TARGETS: list[Target | Ceiling] = [
         None,
     ),
     Ceiling(
-        "100k scheduled tasks, shared view: <= 200 B each beyond pending (tracemalloc)",
+        "scheduled tasks (100k; quick: 20k), shared view: <= 200 B each beyond pending (tracemalloc)",
         "scheduled_memory_tracemalloc",
         "shared view, beyond pending",
         200,
     ),
     Ceiling(
-        "100k scheduled tasks, shared view: <= 200 B each beyond pending (RSS)",
+        "scheduled tasks (100k; quick: 20k), shared view: <= 200 B each beyond pending (RSS)",
         "scheduled_memory_rss",
         "shared view, beyond pending",
         200,
     ),
     Ceiling(
-        "100k scheduled tasks, options() per call: B each beyond pending (tracemalloc)",
+        "scheduled tasks (100k; quick: 20k), options() per call: B each beyond pending (tracemalloc)",
         "scheduled_memory_tracemalloc",
         "options per call, beyond pending",
         None,
