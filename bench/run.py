@@ -170,12 +170,12 @@ TARGETS: list[Target | Ceiling] = [
     ),
     *(
         Ceiling(
-            f"timer lateness p99 <= 2 ms: {lane} lane, {loop} loop",
+            f"timer lateness p99 <= 2 ms: {lane} lane, {loop}",
             "timer_lateness_p99",
-            f"offload {lane} lane, {loop} loop",
+            f"offload {lane} lane, {loop}",
             2.0,
         )
-        for loop in ("idle", "busy")
+        for loop in ("idle loop", "idle uvloop", "busy loop", "busy uvloop")
         for lane in ("threads", "loop")
     ),
 ]

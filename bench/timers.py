@@ -18,7 +18,9 @@ seconds; each task's code reads `time.monotonic()` as its first act, and latenes
 minus the due time (`time.monotonic()` read just before its spawn + its delay, so the
 spawn call itself counts against us). "busy" means: on the same event loop, a coroutine
 spawns 50 trivial `rt.loop.spawn(noop())` tasks and yields (`await asyncio.sleep(0)`),
-forever, so the loop never sleeps; its rate is printed.
+forever, so the loop never sleeps; its rate is printed. The offload lanes run on asyncio
+and on uvloop, the usual recipes (`loop.call_later` + `run_in_executor` / `create_task`)
+on asyncio.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import uvloop
 from common import Benchmark, f, make_benchmark, noop, percentile
 from memory import _rss
 
@@ -192,9 +195,12 @@ ARMS: dict[str, Arm] = {
     "asyncio call_later + run_in_executor": _call_later_to_thread,
     "asyncio call_later + create_task": _call_later_create_task,
 }
+UVLOOP_ARMS = ("offload threads lane", "offload loop lane")
 
 
-def lateness(arm: Arm, busy: bool, n: int, spread: float) -> tuple[list[float], list[float]]:
+def lateness(
+    arm: Arm, busy: bool, n: int, spread: float, uv: bool = False
+) -> tuple[list[float], list[float]]:
     """Lateness of each of `n` delayed tasks (s), and the busy loop's iteration times."""
     started = [0.0] * n
     due = [0.0] * n
@@ -226,7 +232,11 @@ def lateness(arm: Arm, busy: bool, n: int, spread: float) -> tuple[list[float], 
             if load is not None:
                 await load
 
-    asyncio.run(main())
+    loop = uvloop.new_event_loop() if uv else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
     return [s - d for s, d in zip(started, due, strict=True)], gaps
 
 
@@ -238,15 +248,21 @@ def firing(rounds: int, n: int, spread: float) -> list[Benchmark]:
     stats = ("p50", "p99", "max")
     samples: dict[str, dict[str, list[float]]] = {q: {} for q in stats}
     rates: list[float] = []
-    cases = [(name, busy) for busy in (False, True) for name in ARMS]
+    # The offload lanes run on uvloop too (the usual recipes: asyncio only).
+    places = [(name, False) for name in ARMS]
+    places[2:2] = [(name, True) for name in UVLOOP_ARMS]
+    cases = [(*place, busy) for busy in (False, True) for place in places]
     for r in range(rounds):
-        for where, busy in cases[r % len(cases) :] + cases[: r % len(cases)]:
+        for where, uv, busy in cases[r % len(cases) :] + cases[: r % len(cases)]:
             gc.collect()
-            late, gaps = lateness(ARMS[where], busy, n, spread)
-            rows = {f"{where}, {'busy' if busy else 'idle'} loop": _summary(late)}
+            late, gaps = lateness(ARMS[where], busy, n, spread, uv)
+            kind = f"{'busy' if busy else 'idle'} {'uvloop' if uv else 'loop'}"
+            rows = {f"{where}, {kind}": _summary(late)}
             if busy:
                 rates.append(BUSY_BATCH * len(gaps) / sum(gaps))
-                rows["(the busy loop's own iteration time)"] = _summary(gaps)
+                rows[f"(the busy {'uvloop' if uv else 'loop'}'s own iteration time)"] = _summary(
+                    gaps
+                )
             for name, values in rows.items():
                 for q in stats:
                     samples[q].setdefault(name, []).append(values[q] * 1e3)
