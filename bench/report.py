@@ -46,6 +46,37 @@ def compare_table(benches: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scheduled_table(benches: dict[str, Any], mode: str) -> str:
+    """bench/timers.py's memory rows as form | held | beyond pending | left after cancel."""
+    c = benches[f"scheduled_memory_{mode}"]["contenders"]
+    lines = ["| form | held | beyond pending | left after cancel |", "| --- | ---: | ---: | ---: |"]
+    for form in ("pending", "shared view", "options per call"):
+        beyond = c.get(f"{form}, beyond pending")
+        lines.append(
+            f"| {form} | {_num(c[form]['median'])} | {_num(beyond['median']) if beyond else ''}"
+            f" | {_num(c[f'{form}, left after cancel']['median'])} |"
+        )
+    return "\n".join(lines)
+
+
+def lateness_table(benches: dict[str, Any]) -> str:
+    """bench/timers.py's lateness rows: idle and busy p50 / p99 / max side by side, ms."""
+    stats = [benches[f"timer_lateness_{q}"]["contenders"] for q in ("p50", "p99", "max")]
+    head = "| where the delayed code runs | loop | idle p50 | idle p99 | idle max | busy p50"
+    lines = [
+        head + " | busy p99 | busy max |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in stats[0]:
+        if not name.endswith(("idle loop", "idle uvloop")):
+            continue
+        where, kind = name.rsplit(", idle ", 1)
+        busy = f"{where}, busy {kind}"
+        cells = [_num(s[n]["median"]) for n in (name, busy) for s in stats]
+        lines.append(f"| {where} | {'asyncio' if kind == 'loop' else kind} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def benchmarks(document: dict[str, Any]) -> str:
     out = []
     for bench in document["benchmarks"].values():
@@ -69,8 +100,14 @@ def main() -> None:
         f" {meta['loadavg_after'][0]:.2f}\n"
     )
     print(targets(document) + "\n")
-    if any(key.startswith("compare_") for key in document["benchmarks"]):
-        print(compare_table(document["benchmarks"]) + "\n")
+    benches = document["benchmarks"]
+    if any(key.startswith("compare_") for key in benches):
+        print(compare_table(benches) + "\n")
+    for mode in ("tracemalloc", "rss"):
+        if f"scheduled_memory_{mode}" in benches:
+            print(f"scheduled tasks ({mode}), bytes/task:\n\n{scheduled_table(benches, mode)}\n")
+    if "timer_lateness_p99" in benches:
+        print(f"timer lateness, ms:\n\n{lateness_table(benches)}\n")
     print(benchmarks(document))
 
 
