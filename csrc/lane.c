@@ -49,7 +49,12 @@ void
 lane_reset_after_fork(lane *l)
 {
     /* The parent's threads don't exist here; their records are abandoned
-     * (leaked on purpose: touching them could deadlock on parent locks). */
+     * (leaked on purpose: touching them could deadlock on parent locks).
+     * The tasks stop counting as registered, so one finished in the child (a
+     * scheduled task cancelled there) doesn't unbalance the fresh counters. */
+    for (task_object *t = l->live_head; t != NULL; t = t->live_next) {
+        task_forget_registration(t);
+    }
     lane_reset(l);
 }
 
@@ -368,7 +373,14 @@ on_loop_thread(engine_object *e)
     return 0;
 }
 
-typedef enum { ADMIT_DISPATCH, ADMIT_QUEUED, ADMIT_FULL, ADMIT_CLOSED, ADMIT_ERROR } admission;
+typedef enum {
+    ADMIT_DISPATCH,
+    ADMIT_QUEUED,
+    ADMIT_FULL,
+    ADMIT_CLOSED,
+    ADMIT_ERROR,
+    ADMIT_GONE, /* finished while its spawn waited for room (a key's joiner cancelled it) */
+} admission;
 
 /* Decide under `mu`; for on_full="block", wait for room with the GIL released. */
 static admission
@@ -434,6 +446,12 @@ lane_admit(lane *l, task_object *t, int may_block)
             return ADMIT_ERROR;
         }
         pthread_mutex_lock(&l->mu);
+        if (task_is_done(t)) {
+            l->stats.submitted++;
+            l->stats.cancelled++; /* counted as it ended: never admitted */
+            pthread_mutex_unlock(&l->mu);
+            return ADMIT_GONE;
+        }
     }
     l->stats.submitted++;
     task_set_registered(t);
@@ -503,6 +521,7 @@ lane_submit(lane *l, task_object *t)
         lane_dispatch(l, t);
         return 0;
     case ADMIT_QUEUED:
+    case ADMIT_GONE:
         return 0;
     case ADMIT_CLOSED:
         PyErr_SetString(l->engine->st->Closed, ENGINE_CLOSED_MESSAGE);
