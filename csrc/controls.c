@@ -19,6 +19,9 @@
 /* The shortest wait before a timer-fired admission tries a full lane again
  * (on_full="block": the timer thread never blocks). */
 #define BLOCKED_RETRY_NS 5000000
+/* runtime.attempts() counts this many distinct task names at most (names made
+ * from data would otherwise grow it without bound). */
+#define MAX_COUNTED_NAMES 10000
 
 /* ------------------------------------------------------------------------ */
 /* the Controls type                                                         */
@@ -333,6 +336,7 @@ typedef struct {
     Py_ssize_t limit;
     Py_ssize_t active; /* tasks holding one of its slots */
     ring waiting;      /* tasks waiting for a slot, FIFO (strong refs) */
+    int admitting;     /* limiter_admit_waiters runs: a nested release only frees */
 } limiter;
 
 #define LIMITER_NAME "offload.limiter"
@@ -400,6 +404,39 @@ limiter_forget_if_idle(engine_object *e, PyObject *key, limiter *lim)
 
 static void controls_rearm_start(task_object *t, int64_t delay_ns);
 
+/* Give free slots of `lim` to its waiters, in order, each admitted to its lane.
+ * Iterative: an admission runs Python code and may end tasks of this key (a
+ * full lane drops them), whose release, nested here, only frees its slot; this
+ * loop hands it on. (Recursing instead was one C frame per waiter.) */
+static void
+limiter_admit_waiters(limiter *lim)
+{
+    if (lim->admitting) {
+        return;
+    }
+    lim->admitting = 1;
+    for (;;) {
+        task_object *next = NULL;
+        while (lim->active < lim->limit && (next = ring_pop(&lim->waiting)) != NULL) {
+            if (!task_is_done(next) && next->ctl != NULL) {
+                break;
+            }
+            Py_DECREF(next); /* cancelled while it waited */
+            next = NULL;
+        }
+        if (next == NULL) {
+            break;
+        }
+        lim->active++;
+        next->ctl->limit_state = LIMIT_HOLDING;
+        if (lane_readmit(next->lane, next) == 1) {
+            controls_rearm_start(next, BLOCKED_RETRY_NS);
+        }
+        Py_DECREF(next);
+    }
+    lim->admitting = 0;
+}
+
 /* `t` leaves its key slot (finished or retrying): the next waiter of that key
  * gets it and is admitted to its lane. */
 static void
@@ -416,19 +453,7 @@ limit_release(task_object *t)
     limiter *lim = limiter_of(cap);
     if (was_holding && lim != NULL) {
         lim->active--;
-        task_object *next;
-        while (lim->active < lim->limit && (next = ring_pop(&lim->waiting)) != NULL) {
-            if (task_is_done(next) || next->ctl == NULL) {
-                Py_DECREF(next); /* cancelled while it waited */
-                continue;
-            }
-            lim->active++;
-            next->ctl->limit_state = LIMIT_HOLDING;
-            if (lane_readmit(next->lane, next) == 1) {
-                controls_rearm_start(next, BLOCKED_RETRY_NS);
-            }
-            Py_DECREF(next);
-        }
+        limiter_admit_waiters(lim);
     }
     if (lim != NULL) {
         limiter_forget_if_idle(t->engine, t->ctl->controls->limit_key, lim);
@@ -452,7 +477,8 @@ controls_enter(task_object *t, int is_new)
             return -1;
         }
         limiter *lim = limiter_of(cap);
-        if (lim->active >= lim->limit) {
+        limiter_admit_waiters(lim); /* a raised limit: the older waiters go first */
+        if (lim->active >= lim->limit || ring_len(&lim->waiting) > 0) {
             if (is_new && lane_register_waiting(t->lane, t, TASK_PENDING) < 0) {
                 limiter_forget_if_idle(t->engine, c->limit_key, lim);
                 Py_DECREF(cap);
@@ -619,7 +645,8 @@ count_attempt(task_object *t, int is_retry)
         return;
     }
     PyObject *pair = PyDict_GetItemWithError(t->engine->attempts, name);
-    if (pair == NULL && !PyErr_Occurred()) {
+    if (pair == NULL && !PyErr_Occurred() &&
+        PyDict_GET_SIZE(t->engine->attempts) < MAX_COUNTED_NAMES) {
         pair = Py_BuildValue("[ii]", 0, 0);
         if (pair != NULL && PyDict_SetItem(t->engine->attempts, name, pair) < 0) {
             Py_CLEAR(pair);
@@ -714,7 +741,16 @@ should_retry(task_object *t, PyObject *exc)
         return 1;
     }
     PyObject *on = ctl->controls->retry_on;
-    return on != NULL ? is_instance_quiet(exc, on) : is_instance_quiet(exc, PyExc_Exception);
+    if (on == NULL) {
+        return is_instance_quiet(exc, PyExc_Exception);
+    }
+    /* One type at a time: a user __instancecheck__ that raises only spoils its own. */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(on); i++) {
+        if (is_instance_quiet(exc, PyTuple_GET_ITEM(on, i))) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* A uniform double in [0, 1) from the engine's xorshift state (GIL held). */

@@ -1176,14 +1176,16 @@ Engine_join(engine_object *e, PyObject *arg)
         return NULL;
     }
     timeout = offload_wait_seconds(timeout); /* nan, negative: 0; inf: saturates */
+    /* One deadline for all three joins: each gets what the ones before left. */
+    int64_t deadline_ns = offload_ns_add(offload_now_ns(), offload_seconds_to_ns(timeout));
     int pool_done = pool_join(&e->pool, timeout);
     int timer_done;
     Py_BEGIN_ALLOW_THREADS
-    timer_done = timer_join(&e->timer, timeout);
+    timer_done = timer_join(&e->timer, (double)(deadline_ns - offload_now_ns()) / 1e9);
     Py_END_ALLOW_THREADS
     int bg_done;
     Py_BEGIN_ALLOW_THREADS
-    struct timespec deadline = offload_deadline(timeout);
+    struct timespec deadline = offload_deadline_at_ns(deadline_ns);
     pthread_mutex_lock(&e->bg_mu);
     while (e->bg_alive > 0) {
         if (pthread_cond_timedwait(&e->bg_cv, &e->bg_mu, &deadline) == ETIMEDOUT) {

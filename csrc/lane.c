@@ -49,7 +49,12 @@ void
 lane_reset_after_fork(lane *l)
 {
     /* The parent's threads don't exist here; their records are abandoned
-     * (leaked on purpose: touching them could deadlock on parent locks). */
+     * (leaked on purpose: touching them could deadlock on parent locks).
+     * The tasks stop counting as registered, so one finished in the child (a
+     * scheduled task cancelled there) doesn't unbalance the fresh counters. */
+    for (task_object *t = l->live_head; t != NULL; t = t->live_next) {
+        task_forget_registration(t);
+    }
     lane_reset(l);
 }
 
@@ -125,6 +130,22 @@ waiting_pop_locked(lane *l)
     return NULL;
 }
 
+/* No task waits any more: every entry left in waiting_q is stale (cancelled
+ * while queued). Nothing would pop them (a pop happens only while some task
+ * waits), so they would keep their tasks alive forever: move them to `trash`. */
+static void
+lane_discard_stale_locked(lane *l)
+{
+    LANE_ASSERT_LOCKED(l);
+    task_object *t;
+    while ((t = ring_pop(&l->waiting_q)) != NULL) {
+        t->flags &= (uint8_t)~TF_WAITING;
+        if (ring_push(&l->trash, t) < 0) {
+            continue; /* out of memory: leak this one reference rather than risk re-entry */
+        }
+    }
+}
+
 static task_object *
 lane_release_locked(lane *l, task_object *t)
 {
@@ -190,6 +211,9 @@ lane_finish_locked(lane *l, task_object *t, task_state state)
         l->n_pending--;
         if (t->flags & TF_WAITING) {
             l->waiting--; /* its entry in waiting_q is skipped when popped */
+            if (l->waiting == 0) {
+                lane_discard_stale_locked(l);
+            }
         }
         break;
     }
@@ -349,7 +373,14 @@ on_loop_thread(engine_object *e)
     return 0;
 }
 
-typedef enum { ADMIT_DISPATCH, ADMIT_QUEUED, ADMIT_FULL, ADMIT_CLOSED, ADMIT_ERROR } admission;
+typedef enum {
+    ADMIT_DISPATCH,
+    ADMIT_QUEUED,
+    ADMIT_FULL,
+    ADMIT_CLOSED,
+    ADMIT_ERROR,
+    ADMIT_GONE, /* finished while its spawn waited for room (a key's joiner cancelled it) */
+} admission;
 
 /* Decide under `mu`; for on_full="block", wait for room with the GIL released. */
 static admission
@@ -415,6 +446,12 @@ lane_admit(lane *l, task_object *t, int may_block)
             return ADMIT_ERROR;
         }
         pthread_mutex_lock(&l->mu);
+        if (task_is_done(t)) {
+            l->stats.submitted++;
+            l->stats.cancelled++; /* counted as it ended: never admitted */
+            pthread_mutex_unlock(&l->mu);
+            return ADMIT_GONE;
+        }
     }
     l->stats.submitted++;
     task_set_registered(t);
@@ -484,6 +521,7 @@ lane_submit(lane *l, task_object *t)
         lane_dispatch(l, t);
         return 0;
     case ADMIT_QUEUED:
+    case ADMIT_GONE:
         return 0;
     case ADMIT_CLOSED:
         PyErr_SetString(l->engine->st->Closed, ENGINE_CLOSED_MESSAGE);

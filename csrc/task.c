@@ -342,6 +342,12 @@ task_finish_from_error(task_object *t)
     Py_DECREF(value);
 }
 
+void
+task_forget_registration(task_object *t)
+{
+    t->flags &= (uint8_t)~(TF_REGISTERED | TF_HAS_SLOT | TF_WAITING);
+}
+
 /* Mark a task registered with its lane (called by lane_submit under mu). */
 void
 task_set_registered(task_object *t)
@@ -826,21 +832,51 @@ Task_set_running(task_object *t, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(task_mark_running(t));
 }
 
+/* An external executor's outcome for attempt `attempt` (optional second
+ * argument): one that arrives after that attempt ended (its timeout fired and
+ * another attempt began) is not this attempt's any more. 1: still current. */
+static int
+external_attempt_current(task_object *t, PyObject *const *args, Py_ssize_t nargs,
+                         const char *what)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "%s(value, attempt=None, /)", what);
+        return -1;
+    }
+    if (nargs < 2 || args[1] == Py_None || t->ctl == NULL) {
+        return 1;
+    }
+    unsigned long attempt = PyLong_AsUnsignedLong(args[1]);
+    if (attempt == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return attempt == t->ctl->attempt && t->state == TASK_RUNNING;
+}
+
 static PyObject *
-Task_set_result(task_object *t, PyObject *value)
+Task_set_result(task_object *t, PyObject *const *args, Py_ssize_t nargs)
 {
     if (task_check_external(t, "_set_result") < 0) {
         return NULL;
     }
-    return PyBool_FromLong(task_finish(t, TASK_SUCCEEDED, value));
+    int current = external_attempt_current(t, args, nargs, "_set_result");
+    if (current <= 0) {
+        return current < 0 ? NULL : Py_NewRef(Py_False);
+    }
+    return PyBool_FromLong(task_finish(t, TASK_SUCCEEDED, args[0]));
 }
 
 static PyObject *
-Task_set_exception(task_object *t, PyObject *exc)
+Task_set_exception(task_object *t, PyObject *const *args, Py_ssize_t nargs)
 {
     if (task_check_external(t, "_set_exception") < 0) {
         return NULL;
     }
+    int current = external_attempt_current(t, args, nargs, "_set_exception");
+    if (current <= 0) {
+        return current < 0 ? NULL : Py_NewRef(Py_False);
+    }
+    PyObject *exc = args[0];
     if (!PyExceptionInstance_Check(exc)) {
         PyErr_Format(PyExc_TypeError, "_set_exception() needs an exception instance, not %.100s",
                      Py_TYPE(exc)->tp_name);
@@ -918,6 +954,15 @@ Task_get_attempt(task_object *t, void *Py_UNUSED(c))
         return PyLong_FromUnsignedLong(t->ctl->attempt);
     }
     return PyLong_FromLong(t->t_start != 0);
+}
+
+static PyObject *
+Task_get_timeout(task_object *t, void *Py_UNUSED(c))
+{
+    if (t->ctl == NULL || t->ctl->controls->timeout < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(t->ctl->controls->timeout);
 }
 
 static PyObject *
@@ -1114,8 +1159,8 @@ static PyMethodDef Task_methods[] = {
     {"_wait", (PyCFunction)Task_wait, METH_O, NULL},
     {"_unobserve", (PyCFunction)Task_unobserve, METH_NOARGS, NULL},
     {"_set_running", (PyCFunction)Task_set_running, METH_NOARGS, NULL},
-    {"_set_result", (PyCFunction)Task_set_result, METH_O, NULL},
-    {"_set_exception", (PyCFunction)Task_set_exception, METH_O, NULL},
+    {"_set_result", (PyCFunction)(void (*)(void))Task_set_result, METH_FASTCALL, NULL},
+    {"_set_exception", (PyCFunction)(void (*)(void))Task_set_exception, METH_FASTCALL, NULL},
     {NULL},
 };
 
@@ -1128,6 +1173,7 @@ static PyGetSetDef Task_getset[] = {
     {"attempt", (getter)Task_get_attempt, NULL, "Attempts started so far (retries count).",
      NULL},
     {"key", (getter)Task_get_key, NULL, "The dedup key it was spawned with, or None.", NULL},
+    {"timeout", (getter)Task_get_timeout, NULL, "Seconds each attempt may run, or None.", NULL},
     {"scheduled_for", (getter)Task_get_scheduled_for, NULL,
      "Wall-clock time (epoch s) a scheduled or retrying task waits for, else None.", NULL},
     {"queue_wait", (getter)Task_get_queue_wait, NULL, "Seconds from spawn to start.", NULL},

@@ -88,6 +88,10 @@ void task_close_coroutine(struct module_state *st, PyObject *coro);
 /* Resolve one awaiter future on its loop's thread (called by bridges). */
 void task_resolve_future(struct module_state *st, PyObject *fut);
 
+/* After fork in the child: the task is no longer counted by its lane (whose
+ * counters and registry start fresh); finishing it touches no lane. */
+void task_forget_registration(task_object *t);
+
 /* Flag the task as counted by its lane's registry (lane mutex held). */
 void task_set_registered(task_object *t);
 

@@ -581,7 +581,12 @@ CONTROL_CASES: list[tuple[str, dict[str, Any], type[BaseException], str]] = [
         ValueError,
         r"on_duplicate must be 'join', 'reject' or 'replace'",
     ),
-    ("limit-zero", {"limit_key": "t", "limit": 0}, ValueError, r"limit must be >= 1"),
+    (
+        "limit-zero",
+        {"limit_key": "t", "limit": 0},
+        ValueError,
+        r"limit must be in 1\.\.2,147,483,647",
+    ),
     ("limit-without-key", {"limit": 2}, ValueError, r"limit= and limit_key= go together"),
     (
         "limit-key-without-limit",

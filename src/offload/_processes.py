@@ -175,6 +175,8 @@ class _Worker:
         child_end.close()
         #: Tasks sent to this worker, in the order it runs them.
         self.inflight: collections.OrderedDict[int, Task[Any]] = collections.OrderedDict()
+        #: The attempt of each task sent (a retried task comes back with a new one).
+        self.attempts: dict[int, int] = {}
         #: Killed by a task's timeout: gets no more work; its exit fails nothing.
         self.killed = False
 
@@ -230,6 +232,7 @@ class ProcessPool:
             worker.killed = True
             rest = [t for tid, t in worker.inflight.items() if tid != task.id]
             worker.inflight.clear()
+            worker.attempts.clear()
             self._queue.extendleft(reversed(rest))
             self._wakeup.notify()
         worker.process.kill()  # its sentinel wakes the collector, which replaces it
@@ -268,12 +271,19 @@ class ProcessPool:
         for worker in idle:
             batch: list[Task[Any]] = []
             while self._queue and len(batch) < per_worker:
+                # A task with a timeout runs alone: its attempt (and its timeout) starts
+                # when it is sent, so it must not wait behind another in a batch.
+                if batch and self._queue[0].timeout is not None:
+                    break
                 task = self._queue.popleft()
                 # False: cancelled while it waited; "running": requeued from a worker
                 # that died or was killed before it started this one.
                 if task._set_running() or task.state == "running":
                     batch.append(task)
                     worker.inflight[task.id] = task
+                    worker.attempts[task.id] = task.attempt
+                    if task.timeout is not None:
+                        break
             if batch:
                 sends.append((worker, batch))
         return sends
@@ -372,14 +382,17 @@ class ProcessPool:
         """Give a task its outcome; `value` is the result, or (exception, traceback text)."""
         with self._lock:
             task = worker.inflight.pop(tid, None)
+            attempt = worker.attempts.pop(tid, None)
             if not worker.inflight:
                 self._wakeup.notify()
         if task is None:
             return
+        # With its attempt: a result of an attempt whose timeout already fired (and
+        # which was retried meanwhile) is not the new attempt's.
         if ok:
-            task._set_result(value)
+            task._set_result(value, attempt)
         else:
-            task._set_exception(_with_remote_traceback(value))
+            task._set_exception(_with_remote_traceback(value), attempt)
 
     def _on_worker_exit(self, worker: _Worker) -> None:
         self._read_results(worker)  # results it sent before dying still count
@@ -391,6 +404,7 @@ class ProcessPool:
                 self._workers.remove(worker)
             running = list(worker.inflight.values())
             worker.inflight.clear()
+            worker.attempts.clear()
             stopping = self._stopping
         worker.conn.close()
         if not stopping:  # stopping: stop() still joins it, and releases it after

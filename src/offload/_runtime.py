@@ -193,7 +193,10 @@ class Runtime(_engine.Engine):
     def get(self, task_id: int) -> TaskInfo | None:
         """What is known about task `task_id`: live, or among the `keep_finished` most
         recent finished ones; None if unknown (or forgotten)."""
-        record = self._task_info(check_task_id(task_id))
+        task_id = check_task_id(task_id)
+        if not 0 < task_id < 2**64:
+            return None  # no task ever has such an id
+        record = self._task_info(task_id)
         return None if record is None else info_from_engine(record)
 
     def tasks(
@@ -208,6 +211,8 @@ class Runtime(_engine.Engine):
         """Live tasks, then the kept finished ones (newest first), filtered."""
         check_filters(state, lane, limit)
         found: list[TaskInfo] = []
+        if limit == 0:
+            return found
         for record in self._task_infos():
             if (
                 (name is not None and record["name"] != name)
