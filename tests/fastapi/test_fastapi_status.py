@@ -151,11 +151,13 @@ async def test_an_unknown_id_is_a_clear_404(runtime: offload.Runtime) -> None:
     async with serve(make_app(runtime)) as client:
         missing = await client.get("/jobs/987654321", headers=AUTH)
         not_an_id = await client.get("/jobs/abc", headers=AUTH)
+        impossible = [await client.get(f"/jobs/{i}", headers=AUTH) for i in (-1, 0, 10**30)]
     assert missing.status_code == 404
     body = missing.json()
     assert body["id"] == 987654321
     assert "no task with id 987654321" in body["detail"] and "keep_finished" in body["detail"]
     assert not_an_id.status_code == 422
+    assert [r.status_code for r in impossible] == [404, 404, 404]
 
 
 async def test_another_runtimes_task_is_unknown(runtime: offload.Runtime) -> None:
