@@ -3,7 +3,8 @@
 Fire and forget from anywhere with ``offload.spawn(send_email, to)``; await a result
 with ``await offload.run(resize, image)`` (a drop-in for ``asyncio.to_thread``); run a
 coroutine on a dedicated loop thread with ``offload.background.spawn(refresh())``; and
-finish with ``await offload.shutdown(timeout=10)``.
+finish with ``await offload.shutdown(timeout=10)``. Periodic work:
+``offload.every(60, refresh)``, ``offload.cron("0 3 * * *", report)``, ``@offload.periodic``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from . import _engine
 from ._decorator import TaskFunction, task
 from ._engine import Closed, Full, Lane, Task
 from ._local import annotate_error, loop_local, thread_local
+from ._periodic import Schedule, cron, every, periodic
 from ._processes import ProcessDied
 from ._runtime import Runtime, _reset_all_after_fork, _shutdown_all_at_exit, logger
 
@@ -28,17 +30,21 @@ __all__ = [
     "Lane",
     "ProcessDied",
     "Runtime",
+    "Schedule",
     "Task",
     "TaskFunction",
     "background",
     "call",
     "configure",
+    "cron",
     "default_runtime",
     "drain",
+    "every",
     "logger",
     "loop",
     "loop_local",
     "options",
+    "periodic",
     "processes",
     "run",
     "shutdown",

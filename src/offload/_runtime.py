@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from . import _engine
+from . import _engine, _periodic
 from ._local import close_loop_locals
 from ._options import safe_repr, validate
 from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
@@ -48,7 +48,7 @@ _COMPLETED = frozenset({"succeeded", "failed"})
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 #: Attributes Runtime.__init__ sets: missing means it never ran.
-_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned"})
+_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned", "_periodic"})
 
 
 def _safe_repr(obj: object) -> str:
@@ -83,6 +83,8 @@ class Runtime(_engine.Engine):
         #: The options as given: configure() merges into these, not into the resolved
         #: ones (whose per-lane dict would override a new top-level max_pending).
         self._given = dict(options)
+        #: Its schedules (offload.every/cron) and @offload.periodic registrations.
+        self._periodic = _periodic._Registry()
         super().__init__(_engine_options(self._options))
         self._install_process_pool()
         #: Tasks cancelled because their event loop was closed under them (e.g. the
@@ -126,6 +128,17 @@ class Runtime(_engine.Engine):
         self._pool = ProcessPool(self._options["processes"])
         self._pool_stuck: list[str] = []
         self._set_lane_starter("processes", self._pool.start_task, prepare)
+
+    # -- starting, and periodic work ----------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Make the running loop the home loop (e.g. in the app's lifespan), and start
+        the schedules `@offload.periodic` registered for this runtime."""
+        super().start(loop)
+        _periodic.start_registered(self)
+
+    def schedules(self) -> list[_periodic.Schedule]:
+        """The schedules running on this runtime (offload.every, cron, @periodic)."""
+        return self._periodic.schedules()
 
     # -- failure reporting (called by the engine, with the GIL) ------------------
     def _report(self, kind: str, task: Task[Any], exc: BaseException | None) -> None:
@@ -305,6 +318,7 @@ class Runtime(_engine.Engine):
                 " (offload.loop) or call close() from a thread of your own"
             )
         drain_for, cancel_for, join_for = _phases(timeout)
+        self._periodic.cancel_all()
         self._close()
         unfinished = await self.drain(drain_for)
         if unfinished:
@@ -334,6 +348,7 @@ class Runtime(_engine.Engine):
                 " own tasks (drain_sync() from a task leaves that task out)"
             )
         drain_for, cancel_for, join_for = _phases(timeout)
+        self._periodic.cancel_all()
         self._close()
         unfinished = self.drain_sync(drain_for)
         if unfinished:
@@ -498,6 +513,7 @@ def _reset_all_after_fork() -> None:
     for runtime in list(_live_runtimes):
         runtime._reset_after_fork()
         runtime._pool.forget_after_fork()
+        runtime._periodic.forget_after_fork()
 
 
 def _engine_options(options: dict[str, Any]) -> dict[str, Any]:

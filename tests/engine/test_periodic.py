@@ -1,0 +1,516 @@
+"""Periodic work (issue 12): offload.every, offload.cron, @offload.periodic, Schedule.
+
+No test waits for a period to pass: each moves its runtime's engine clock with
+`rt._advance_clock(seconds)` (monotonic and wall time alike) and then waits, bounded,
+for what the timer thread does. Every test that runs a loop runs on asyncio and uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from waiting import async_wait_until
+
+import offload
+from offload import _periodic
+
+from .conftest import Arun, MakeRuntime
+from .support import WAIT
+
+
+class Calls:
+    """A thread-safe record of runs: a sync job, an async one, and a gated one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.threads: list[str] = []
+        self.gate = threading.Event()
+        self._lock = threading.Lock()
+
+    def job(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        with self._lock:
+            self.count += 1
+            self.threads.append(threading.current_thread().name)
+        return (args, kwargs)
+
+    async def async_job(self) -> str:
+        with self._lock:
+            self.count += 1
+        return "async"
+
+    def blocking_job(self) -> None:
+        with self._lock:
+            self.count += 1
+        self.gate.wait(WAIT)
+
+
+async def until(predicate: Any) -> None:
+    assert await async_wait_until(predicate), "the timer thread did not get there"
+
+
+async def nothing_more_happens() -> None:
+    """A moment for a wrong run to show up (can only miss a bug, never fail a good run)."""
+    await asyncio.sleep(0.2)
+
+
+def seconds_until(rt: offload.Runtime, when: datetime | None) -> float:
+    assert when is not None
+    return when.timestamp() - rt._wall_time()
+
+
+# --- every ------------------------------------------------------------------------------------
+
+
+def test_every_runs_once_per_period_as_the_clock_moves(runtime: MakeRuntime, arun: Arun) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(10, calls.job, 1, runtime=rt, key="v")
+        assert rt.schedules() == [s]
+        assert s.name == calls.job.__qualname__ and s.runs == 0 and s.last_task is None
+        assert 9 < seconds_until(rt, s.next_run) <= 10
+        rt._advance_clock(5)  # half a period: not due yet
+        await nothing_more_happens()
+        assert s.runs == 0 and calls.count == 0
+        for n in (1, 2, 3):
+            rt._advance_clock(5 if n == 1 else 10)
+            await until(lambda n=n: s.runs == n)
+            task = s.last_task
+            assert task is not None and task.name == s.name and task.lane == "threads"
+            assert await task == ((1,), {"key": "v"})
+            # the next run is one period after the one just due: no drift
+            assert 9 < seconds_until(rt, s.next_run) <= 10
+        assert calls.count == 3 and s.skipped == 0
+        assert rt.stats()["threads"]["succeeded"] == 3
+        assert s.cancel() is True
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_every_runs_a_coroutine_function_on_the_home_loop(runtime: MakeRuntime, arun: Arun) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with runtime() as rt:
+            s = offload.every(0.5, calls.async_job, runtime=rt)
+            b = offload.every(0.5, calls.async_job, runtime=rt, lane="background", name="bg")
+            rt._advance_clock(1)
+            await until(lambda: s.runs >= 1 and b.runs >= 1)
+            assert s.last_task is not None and b.last_task is not None
+            assert s.last_task.lane == "loop" and await s.last_task == "async"
+            assert b.last_task.lane == "background" and b.last_task.name == "bg"
+            await b.last_task
+
+    arun(main())
+
+
+def test_a_clock_jump_over_many_periods_gives_one_run_not_a_burst(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(1, calls.job, runtime=rt)
+        rt._advance_clock(100.5)
+        await until(lambda: s.runs == 1)
+        await nothing_more_happens()
+        assert s.runs == 1 and s.skipped == 0
+        assert 0 < seconds_until(rt, s.next_run) <= 1
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_jitter_delays_each_run_by_up_to_jitter(runtime: MakeRuntime) -> None:
+    rt = runtime()
+    schedules = [offload.every(10, print, runtime=rt, jitter=5) for _ in range(20)]
+    delays = [seconds_until(rt, s.next_run) for s in schedules]
+    assert all(9 < d <= 15 for d in delays), delays
+    assert len({round(d, 3) for d in delays}) > 1  # spread, not one fixed offset
+    rt.close(5)
+    assert all(s.cancelled and s.next_run is None for s in schedules)
+
+
+# --- cron -------------------------------------------------------------------------------------
+
+
+def test_cron_runs_at_each_minute_boundary(runtime: MakeRuntime, arun: Arun) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.cron("* * * * *", calls.job, runtime=rt)
+        first = s.next_run
+        assert first is not None and first.tzinfo is timezone.utc
+        assert (first.second, first.microsecond) == (0, 0)
+        assert 0 < seconds_until(rt, first) <= 60
+        rt._advance_clock(seconds_until(rt, first) - 1)  # a second before: nothing
+        await nothing_more_happens()
+        assert s.runs == 0
+        rt._advance_clock(1.01)
+        await until(lambda: s.runs == 1)
+        assert s.next_run == first + timedelta(minutes=1)
+        rt._advance_clock(60)
+        await until(lambda: s.runs == 2)
+        assert s.next_run == first + timedelta(minutes=2)
+        assert calls.count == 2
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_cron_every_five_minutes_runs_on_multiples_of_five(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.cron("*/5 * * * *", calls.job, runtime=rt)
+        first = s.next_run
+        assert first is not None and first.minute % 5 == 0 and first.second == 0
+        rt._advance_clock(seconds_until(rt, first) + 0.01)
+        await until(lambda: s.runs == 1)
+        assert s.next_run == first + timedelta(minutes=5)
+        rt._advance_clock(60)  # one minute into the five: nothing
+        await nothing_more_happens()
+        assert s.runs == 1
+        rt._advance_clock(240)
+        await until(lambda: s.runs == 2)
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_cron_reads_the_expression_in_its_time_zone(runtime: MakeRuntime) -> None:
+    rt = runtime()
+    paris = offload.cron("30 9 * * *", print, runtime=rt, tz="Europe/Paris")
+    assert paris.next_run is not None and paris.next_run.tzinfo == ZoneInfo("Europe/Paris")
+    assert (paris.next_run.hour, paris.next_run.minute) == (9, 30)
+    assert 0 < seconds_until(rt, paris.next_run) <= 25 * 3600
+    east = timezone(timedelta(hours=5))
+    fixed = offload.cron("0 0 * * *", print, runtime=rt, tz=east)
+    assert fixed.next_run is not None and fixed.next_run.utcoffset() == timedelta(hours=5)
+    assert fixed.next_run.astimezone(timezone.utc).hour == 19
+    assert "Europe/Paris" in paris.trigger and "'30 9 * * *'" in paris.trigger
+    rt.close(5)
+
+
+# --- overlap -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
+def test_a_run_still_going_when_the_next_is_due(
+    overlap: str, runtime: MakeRuntime, arun: Arun
+) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(10, calls.blocking_job, runtime=rt, overlap=overlap)  # type: ignore[arg-type]
+        rt._advance_clock(10)
+        await until(lambda: s.runs == 1 and calls.count == 1)
+        first = s.last_task
+        assert first is not None and first.state == "running"
+        rt._advance_clock(10)  # due again while the first still runs
+        if overlap == "skip":
+            await until(lambda: s.skipped == 1)
+        elif overlap == "queue":
+            await until(lambda: s.queued)
+        else:
+            await until(lambda: s.runs == 2 and calls.count == 2)
+            assert rt.stats()["threads"]["running"] == 2
+        rt._advance_clock(10)  # and again
+        if overlap == "allow":
+            await until(lambda: s.runs == 3 and calls.count == 3)
+            assert s.skipped == 0
+        else:  # skip: skipped again; queue: one run is queued already, this one skips
+            await until(lambda: s.skipped == (2 if overlap == "skip" else 1))
+            assert s.runs == 1 and calls.count == 1
+        calls.gate.set()
+        await first
+        if overlap == "queue":  # the queued run starts when the first ends
+            await until(lambda: s.runs == 2 and calls.count == 2)
+            assert not s.queued and s.last_task is not first
+        await nothing_more_happens()
+        expected_runs = {"skip": 1, "queue": 2, "allow": 3}[overlap]
+        assert s.runs == calls.count == expected_runs
+        assert rt.stats()["threads"]["submitted"] == expected_runs  # the ordinary spawn path
+        assert not await rt.drain(WAIT)
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_a_full_lane_refuses_a_run_which_is_logged_and_the_schedule_goes_on(
+    runtime: MakeRuntime, arun: Arun, offload_log: pytest.LogCaptureFixture
+) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime(lanes={"threads": {"max_running": 1, "max_pending": 0}})
+        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="allow", name="report")
+        rt._advance_clock(10)
+        await until(lambda: calls.count == 1)
+        rt._advance_clock(10)
+        await until(lambda: rt.stats()["threads"]["rejected"] == 1)
+        assert s.runs == 1
+        calls.gate.set()
+        await until(lambda: rt.stats()["threads"]["running"] == 0)
+        rt._advance_clock(10)
+        await until(lambda: s.runs == 2)
+        await rt.shutdown(5)
+
+    arun(main())
+    refused = [r for r in offload_log.records if "lane is full" in r.getMessage()]
+    assert len(refused) == 1 and "'report'" in refused[0].getMessage()
+    assert refused[0].levelno == logging.WARNING
+
+
+def test_a_failing_run_is_reported_and_the_next_one_still_runs(
+    runtime: MakeRuntime, arun: Arun, offload_log: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(10, int, "not a number", runtime=rt, name="parse")
+        for n in (1, 2):
+            rt._advance_clock(10)
+            await until(lambda n=n: s.runs == n and s.last_task is not None)
+            assert s.last_task is not None
+            await until(s.last_task.done)
+        assert rt.stats()["threads"]["failed"] == 2
+        await rt.shutdown(5)
+
+    arun(main())
+    failures = [r for r in offload_log.records if "failed" in r.getMessage()]
+    assert len(failures) == 2 and all("'parse'" in r.getMessage() for r in failures)
+
+
+# --- cancel and shutdown -------------------------------------------------------------------------
+
+
+def test_cancel_stops_future_runs(runtime: MakeRuntime, arun: Arun) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(10, calls.job, runtime=rt)
+        rt._advance_clock(10)
+        await until(lambda: s.runs == 1)
+        assert s.cancel() is True
+        assert s.cancel() is False
+        assert s.cancelled and s.next_run is None and rt.schedules() == []
+        rt._advance_clock(100)
+        await nothing_more_happens()
+        assert s.runs == calls.count == 1
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_cancel_drops_a_queued_run(runtime: MakeRuntime, arun: Arun) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="queue")
+        rt._advance_clock(10)
+        await until(lambda: calls.count == 1)
+        rt._advance_clock(10)
+        await until(lambda: s.queued)
+        s.cancel()
+        assert not s.queued
+        calls.gate.set()
+        assert s.last_task is not None
+        await s.last_task
+        await nothing_more_happens()
+        assert s.runs == calls.count == 1
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_shutdown_stops_every_schedule_and_leaves_nothing_behind(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    """The test guards (tests/conftest.py) check that no thread, timer thread included,
+    and no task outlives the runtime."""
+    calls = Calls()
+
+    async def main() -> None:
+        rt = runtime()
+        every = offload.every(10, calls.blocking_job, runtime=rt, overlap="queue")
+        cron = offload.cron("* * * * *", calls.job, runtime=rt)
+        rt._advance_clock(10)
+        await until(lambda: every.runs == 1)
+        rt._advance_clock(10)
+        await until(lambda: every.queued)
+        calls.gate.set()  # the first run ends during shutdown's drain
+        assert await rt.shutdown(5) == set()
+        assert rt.schedules() == []
+        assert every.cancelled and cron.cancelled and every.next_run is None
+        with pytest.raises(offload.Closed, match="create a new offload.Runtime"):
+            offload.every(10, calls.job, runtime=rt)
+        rt._advance_clock(3600)
+        await nothing_more_happens()
+        assert every.runs == 1  # the queued run was dropped with the schedule
+
+    arun(main())
+
+
+def test_close_from_sync_code_stops_the_schedules(runtime: MakeRuntime) -> None:
+    rt = runtime()
+    s = offload.every(0.01, print, runtime=rt)
+    rt.close(5)
+    assert s.cancelled and rt.schedules() == []
+
+
+def test_two_runtimes_keep_their_schedules_apart(runtime: MakeRuntime, arun: Arun) -> None:
+    calls_a, calls_b = Calls(), Calls()
+
+    async def main() -> None:
+        a, b = runtime(), runtime()
+        sa = offload.every(10, calls_a.job, runtime=a, name="same")
+        sb = offload.every(10, calls_b.job, runtime=b, name="same")
+        assert a.schedules() == [sa] and b.schedules() == [sb]
+        a._advance_clock(10)
+        await until(lambda: sa.runs == 1)
+        await nothing_more_happens()
+        assert sb.runs == 0
+        await a.shutdown(5)
+        assert sa.cancelled and not sb.cancelled
+        b._advance_clock(10)
+        await until(lambda: sb.runs == 1)
+        assert calls_a.count == calls_b.count == 1
+        await b.shutdown(5)
+
+    arun(main())
+
+
+# --- @offload.periodic ---------------------------------------------------------------------------
+
+
+def test_periodic_starts_with_the_fastapi_lifespan_and_stops_with_it(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    from fastapi import FastAPI
+
+    import offload.fastapi
+
+    calls = Calls()
+    rt = runtime()
+
+    @offload.periodic(every=10, runtime=rt, name="tick")
+    def tick() -> None:
+        calls.job()
+
+    assert tick.__name__ == "tick"  # the function itself, still callable
+    assert rt.schedules() == []  # not before the runtime starts
+    app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=rt))
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            [s] = rt.schedules()
+            assert s.name == "tick"
+            rt._advance_clock(10)
+            await until(lambda: s.runs == 1)
+        assert rt.closed and rt.schedules() == [] and s.cancelled
+
+    arun(main())
+    assert calls.count == 1
+
+
+def test_periodic_starts_with_async_with_runtime_and_at_once_once_started(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    calls = Calls()
+    rt = runtime()
+
+    @offload.periodic(cron="*/10 * * * *", runtime=rt, overlap="allow")
+    async def report() -> None:
+        await calls.async_job()
+
+    async def main() -> None:
+        async with rt:
+            [s] = rt.schedules()
+            assert s.overlap == "allow" and s.next_run is not None
+            assert s.next_run.minute % 10 == 0
+            rt.start()  # starting again starts nothing twice
+            assert rt.schedules() == [s]
+
+            @offload.periodic(every=5, runtime=rt)
+            def late() -> None:
+                calls.job()
+
+            assert [x.name for x in rt.schedules()] == [s.name, late.__qualname__]
+            rt._advance_clock(seconds_until(rt, s.next_run) + 0.01)
+            await until(lambda: s.runs == 1 and calls.count >= 2)
+        assert rt.schedules() == []
+
+    arun(main())
+
+
+def test_periodic_without_a_runtime_follows_the_default_runtime_across_renewals(
+    arun: Arun,
+) -> None:
+    calls = Calls()
+    first = offload.Runtime()
+    previous = offload._replace_default_runtime(first)
+    try:
+
+        @offload.periodic(every=10)
+        def refresh() -> None:
+            calls.job()
+
+        async def one_app_start() -> None:
+            rt = offload.default_runtime()
+            if rt.closed:
+                rt = offload._renew_default_runtime()
+            async with rt:
+                [s] = rt.schedules()
+                rt._advance_clock(10)
+                await until(lambda: s.runs == 1)
+
+        arun(one_app_start())
+        assert first.closed and first.schedules() == []
+        arun(one_app_start())  # a fresh default runtime: the schedule starts on it too
+        assert offload.default_runtime() is not first
+        assert calls.count == 2
+    finally:
+        _periodic._for_default_runtime.clear()
+        renewed = offload._replace_default_runtime(previous)
+        if not renewed.closed:
+            renewed.close(5)
+
+
+def test_schedule_repr_and_trigger(runtime: MakeRuntime) -> None:
+    rt = runtime()
+    s = offload.every(30, print, runtime=rt, jitter=2, name="beat")
+    assert s.trigger == "every 30 s (+ up to 2 s)"
+    assert "beat" in repr(s) and "every 30 s" in repr(s) and "next_run=" in repr(s)
+    s.cancel()
+    assert "cancelled" in repr(s)
+    rt.close(5)
+
+
+def test_a_schedule_target_whose_repr_raises_is_still_named(runtime: MakeRuntime) -> None:
+    class Job:
+        def __call__(self) -> None:
+            pass
+
+        def __repr__(self) -> str:
+            raise RuntimeError("repr raised")
+
+    rt = runtime()
+    s = offload.every(10, Job(), runtime=rt)
+    assert "Job" in s.name and "Job" in repr(s)
+    rt.close(5)
