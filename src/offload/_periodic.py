@@ -70,9 +70,8 @@ def _target(fn: object, lane: object, args: tuple[Any, ...], kwargs: dict[str, A
         raise TypeError(f"a schedule needs a callable to run, not {type(fn).__name__}")
     if lane is not None and lane not in LANES:
         raise ValueError(f"lane must be one of {', '.join(LANES)} or None, got {lane!r}")
-    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(type(fn), "__call__", None)
-    )
+    # an async function, or an instance whose class defines `async def __call__`
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
     if lane in ("loop", "background") and not is_async:
         raise TypeError(
             f"offload.{lane} runs coroutines, and {safe_repr(fn)} is a sync callable;"
@@ -128,7 +127,9 @@ def _zone(tz: object) -> tzinfo:
             f"tz must be a time zone name (str), a tzinfo or None, not {type(tz).__name__}"
         )
     try:
-        offset = datetime.now(tz).utcoffset()
+        offset = tz.utcoffset(datetime.now(timezone.utc).replace(tzinfo=None))
+        if offset is not None:
+            datetime.now(tz)  # and it converts from UTC
     except Exception as exc:  # noqa: BLE001 (a user tzinfo's methods may raise anything)
         raise ValueError(
             f"tz {safe_repr(tz)} can't tell its UTC offset ({type(exc).__name__}); pass an"
@@ -364,7 +365,7 @@ class Schedule:
                 self._arm(self._timing.next_delay(self._runtime))
             except Closed:
                 self._stop()
-            except Exception as exc:  # noqa: BLE001 (reported; the schedule can't go on)
+            except Exception as exc:  # reported; the schedule can't go on
                 self._stop()
                 logger.error(
                     "offload schedule %s stopped: its next run could not be set",
@@ -396,7 +397,7 @@ class Schedule:
             self._runtime._call_later(0.0, self._start_queued)
         except Closed:
             pass  # shutting down: the queued run is dropped with the schedule
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # reported; the queued run is lost
             logger.error(
                 "offload schedule %s: its queued run could not start",
                 safe_repr(self._name),
@@ -424,7 +425,7 @@ class Schedule:
                 exc,
             )
             return
-        except Exception as exc:  # noqa: BLE001 (reported; the next run tries again)
+        except Exception as exc:  # reported; the next run tries again
             logger.error(
                 "offload schedule %s: run could not start",
                 safe_repr(self._name),
@@ -642,14 +643,20 @@ def periodic(
     make_timing: Callable[[], _Timing]
     if every is not None:
         if tz is not None:
-            raise TypeError("tz= is for cron= schedules; an every= schedule has no time zone")
+            raise TypeError(
+                "tz= is for cron= schedules; an every= schedule has no time zone: pass tz"
+                " only with cron="
+            )
         period, spread = _seconds("every", every, zero_ok=False), _jitter(jitter)
 
         def make_timing() -> _Timing:
             return _Every(period, spread)
     else:
         if jitter:
-            raise TypeError("jitter= is for every= schedules; a cron= one runs on its minute")
+            raise TypeError(
+                "jitter= is for every= schedules; a cron= one runs on its minute: pass jitter"
+                " only with every="
+            )
         zone = _zone(tz)
         _Cron(cron, zone)  # refuse a bad expression now
 
