@@ -205,6 +205,49 @@ def test_cron_reads_the_expression_in_its_time_zone(runtime: MakeRuntime) -> Non
     rt.close(5)
 
 
+class WallClock:
+    """Stands in for a runtime's clocks in the pure cron arithmetic below."""
+
+    def __init__(self, when: datetime) -> None:
+        self.now = when.timestamp()
+
+    def _wall_time(self) -> float:
+        return self.now
+
+
+def test_cron_across_daylight_saving_changes() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    daily = _periodic._Cron("30 2 * * *", paris)
+    clock = WallClock(datetime(2026, 3, 28, 12, tzinfo=paris))
+    daily.first_delay(clock)  # type: ignore[arg-type]
+    # 02:30 does not exist on 29 March 2026 (02:00 -> 03:00): the run is at 03:00
+    assert daily.next == datetime(2026, 3, 29, 3, 0, tzinfo=paris)
+    clock.now = datetime(2026, 10, 24, 12, tzinfo=paris).timestamp()
+    daily.first_delay(clock)  # type: ignore[arg-type]
+    seen = []
+    for _ in range(3):  # 25 October 2026 has 02:30 twice: one run that day
+        assert daily.next is not None
+        seen.append(daily.next)
+        clock.now = daily.next.timestamp() + 0.001
+        daily.next_delay(clock)  # type: ignore[arg-type]
+    assert [d.day for d in seen] == [25, 26, 27]
+    assert [d.utcoffset() for d in seen] == [timedelta(hours=2), *[timedelta(hours=1)] * 2]
+
+
+def test_cron_never_runs_the_same_time_twice_when_the_timer_is_early() -> None:
+    minutely = _periodic._Cron("* * * * *", timezone.utc)
+    clock = WallClock(datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc))
+    minutely.first_delay(clock)  # type: ignore[arg-type]
+    assert minutely.next == datetime(2026, 1, 1, 12, 1, tzinfo=timezone.utc)
+    # the timer fires with the wall clock a hair before 12:01 (the two clocks drift)
+    clock.now = datetime(2026, 1, 1, 12, 0, 59, 500000, tzinfo=timezone.utc).timestamp()
+    minutely.next_delay(clock)  # type: ignore[arg-type]
+    assert minutely.next == datetime(2026, 1, 1, 12, 2, tzinfo=timezone.utc)
+    clock.now += 3600  # a long stall: the missed minutes are not made up
+    assert minutely.next_delay(clock) == pytest.approx(0.5)  # type: ignore[arg-type]
+    assert minutely.next == datetime(2026, 1, 1, 13, 1, tzinfo=timezone.utc)
+
+
 # --- overlap -----------------------------------------------------------------------------------
 
 
