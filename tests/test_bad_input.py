@@ -1111,6 +1111,24 @@ PERIODIC_CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]]
         r"offload\.threads runs sync callables, and .*async_fn.* is an async function; use",
     ),
     (
+        "every(unpicklable-target-on-the-processes-lane)",
+        lambda env: offload.every(5, lambda: 1, lane="processes", runtime=env.rt()),
+        TypeError,
+        r"offload\.processes needs a picklable target and arguments, and <function <lambda>",
+    ),
+    (
+        "periodic(lane=unknown)",
+        lambda env: offload.periodic(every=5, lane="gpu", runtime=env.rt()),  # type: ignore[arg-type]
+        ValueError,
+        r"lane must be one of loop, background, threads, processes or None, got 'gpu'",
+    ),
+    (
+        "periodic(name=bytes)",
+        lambda env: offload.periodic(every=5, name=b"x", runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"name must be a str or None, not bytes",
+    ),
+    (
         "every(runtime=str)",
         lambda env: offload.every(5, sync_fn, runtime="default"),  # type: ignore[arg-type]
         TypeError,

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._engine import Closed, Full, Task
 from ._options import LANES, safe_repr
+from ._processes import prepare
 
 if TYPE_CHECKING:
     from ._engine import LaneName, TimerHandle
@@ -59,6 +60,12 @@ def _seconds(where: str, value: object, *, zero_ok: bool) -> float:
     return seconds
 
 
+def _lane(lane: object) -> LaneName | None:
+    if lane is not None and lane not in LANES:
+        raise ValueError(f"lane must be one of {', '.join(LANES)} or None, got {lane!r}")
+    return lane  # type: ignore[return-value]
+
+
 def _target(fn: object, lane: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse, now rather than at every run, a target the runs could never start."""
     if inspect.iscoroutine(fn):
@@ -68,8 +75,7 @@ def _target(fn: object, lane: object, args: tuple[Any, ...], kwargs: dict[str, A
         )
     if not callable(fn):
         raise TypeError(f"a schedule needs a callable to run, not {type(fn).__name__}")
-    if lane is not None and lane not in LANES:
-        raise ValueError(f"lane must be one of {', '.join(LANES)} or None, got {lane!r}")
+    _lane(lane)
     # an async function, or an instance whose class defines `async def __call__`
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
     if lane in ("loop", "background") and not is_async:
@@ -82,9 +88,11 @@ def _target(fn: object, lane: object, args: tuple[Any, ...], kwargs: dict[str, A
             f"offload.{lane} runs sync callables, and {safe_repr(fn)} is an async function;"
             " use lane='loop' or 'background' (or no lane) for it"
         )
+    if lane == "processes":
+        prepare(fn, args, kwargs)  # what can't be pickled for a worker fails now
     try:
         signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin without a signature: the runs will tell
+    except Exception:  # noqa: BLE001 (no signature, or a user object's odd one: runs tell)
         return
     try:
         signature.bind(*args, **kwargs)
@@ -103,7 +111,10 @@ def _overlap(value: object) -> Overlap:
 
 def _name(name: object, fn: object) -> str:
     if name is None:
-        found = getattr(fn, "__qualname__", None)
+        try:
+            found = getattr(fn, "__qualname__", None)
+        except Exception:  # noqa: BLE001 (a user's property may raise anything)
+            found = None
         return found if isinstance(found, str) else safe_repr(fn)
     if not isinstance(name, str):
         raise TypeError(f"name must be a str or None, not {type(name).__name__}")
@@ -664,6 +675,9 @@ def periodic(
             return _Cron(cron, zone)
 
     checked_overlap = _overlap(overlap)
+    _lane(lane)
+    if name is not None:
+        _name(name, None)
     if runtime is not None:
         _runtime(runtime)
 

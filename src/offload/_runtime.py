@@ -320,6 +320,7 @@ class Runtime(_engine.Engine):
         drain_for, cancel_for, join_for = _phases(timeout)
         self._periodic.cancel_all()
         self._close()
+        self._periodic.cancel_all()  # one made while it closed
         unfinished = await self.drain(drain_for)
         if unfinished:
             for task in unfinished:
@@ -350,6 +351,7 @@ class Runtime(_engine.Engine):
         drain_for, cancel_for, join_for = _phases(timeout)
         self._periodic.cancel_all()
         self._close()
+        self._periodic.cancel_all()  # one made while it closed
         unfinished = self.drain_sync(drain_for)
         if unfinished:
             for task in unfinished:
