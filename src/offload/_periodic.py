@@ -384,6 +384,7 @@ class Schedule:
                     exc_info=(type(exc), exc, exc.__traceback__),
                 )
             if self._overlap == "allow" or self._idle():
+                self._queued = False  # a queued run whose start is on its way: this is it
                 self._spawn()
             elif self._overlap == "queue" and not self._queued:
                 self._queued = True
