@@ -5,6 +5,7 @@
 
 #include "awaiter.h"
 #include "bridge.h"
+#include "controls.h"
 #include <structmember.h>
 #include "module.h"
 #include "runner.h"
@@ -225,7 +226,7 @@ bridge_process(bridge_object *b, module_state *st, bridge_item *it)
         break;
     case BRIDGE_CANCEL: {
         task_object *t = (task_object *)it->obj;
-        if (t->runner != NULL) {
+        if (t->runner != NULL && controls_cancel_applies(t)) { /* not a later attempt */
             PyObject *res = PyObject_CallMethodNoArgs(t->runner, st->s_cancel);
             if (res == NULL) {
                 PyErr_WriteUnraisable(t->runner);

@@ -13,6 +13,7 @@
 #ifndef OFFLOAD_DEADLINE_H
 #define OFFLOAD_DEADLINE_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -80,15 +81,53 @@ offload_timespec_after(struct timespec now, double seconds)
     return ts;
 }
 
-/* An absolute CLOCK_REALTIME deadline `seconds` from now, for
- * pthread_cond_timedwait (which fails with EINVAL on a bad timespec: a waiter
- * looping on it would spin holding its mutex). */
+/* The clock every engine condition variable waits on: monotonic, so a
+ * wall-clock jump (NTP, a suspended VM, a test) shifts no wait. Platforms
+ * without pthread_condattr_setclock (macOS) keep the wall clock. */
+#if defined(__APPLE__)
+#define OFFLOAD_COND_CLOCK CLOCK_REALTIME
+#else
+#define OFFLOAD_COND_CLOCK CLOCK_MONOTONIC
+#endif
+
+/* pthread_cond_init on OFFLOAD_COND_CLOCK: every engine condition variable
+ * is made here, so every offload_deadline() is on the clock it waits on. */
+static inline int
+offload_cond_init(pthread_cond_t *cv)
+{
+#if defined(__APPLE__)
+    return pthread_cond_init(cv, NULL);
+#else
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc;
+#endif
+}
+
+/* An absolute OFFLOAD_COND_CLOCK deadline `seconds` from now, for
+ * pthread_cond_timedwait on a condition variable made by offload_cond_init
+ * (it fails with EINVAL on a bad timespec: a waiter looping on it would spin
+ * holding its mutex). */
 static inline struct timespec
 offload_deadline(double seconds)
 {
     struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
+    clock_gettime(OFFLOAD_COND_CLOCK, &now);
     return offload_timespec_after(now, seconds);
+}
+
+/* The absolute OFFLOAD_COND_CLOCK time of a CLOCK_MONOTONIC instant in ns. */
+static inline struct timespec
+offload_deadline_at_ns(int64_t monotonic_ns)
+{
+    struct timespec mono;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    int64_t now = (int64_t)mono.tv_sec * OFFLOAD_NS_PER_S + mono.tv_nsec;
+    double left = monotonic_ns > now ? (double)(monotonic_ns - now) / 1e9 : 0.0;
+    return offload_deadline(left);
 }
 
 /* ---- the engine's seconds options, normalised -------------------------- */

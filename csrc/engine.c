@@ -6,6 +6,7 @@
 
 #include <structmember.h>
 
+#include "controls.h"
 #include "engine.h"
 #include "runner.h"
 #include "task.h"
@@ -475,10 +476,17 @@ Engine_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kw
         lane_init(&e->lanes[k], (lane_kind)k, e);
     }
     pool_init(&e->pool, e);
+    timer_init(&e->timer, e);
+    history_init(&e->finished);
+    e->rng = (uint64_t)offload_now_ns() | 1;
     pthread_mutex_init(&e->bg_mu, NULL);
-    pthread_cond_init(&e->bg_cv, NULL);
+    offload_cond_init(&e->bg_cv);
     e->bridges = PyDict_New();
-    if (e->bridges == NULL) {
+    e->keys = PyDict_New();
+    e->limiters = PyDict_New();
+    e->attempts = PyDict_New();
+    if (e->bridges == NULL || e->keys == NULL || e->limiters == NULL || e->attempts == NULL ||
+        history_configure(&e->finished, 1000, 0) < 0) {
         Py_DECREF(e);
         return NULL;
     }
@@ -521,6 +529,7 @@ Engine_init(engine_object *e, PyObject *args, PyObject *kwds)
             DO((e)->views[k_]);                                                                \
             DO((e)->starters[k_]);                                                             \
             DO((e)->preparers[k_]);                                                            \
+            DO((e)->killers[k_]);                                                              \
         }                                                                                      \
         DO((e)->auto_view);                                                                    \
         DO((e)->home_loop);                                                                    \
@@ -528,6 +537,9 @@ Engine_init(engine_object *e, PyObject *args, PyObject *kwds)
         DO((e)->bridges);                                                                      \
         DO((e)->last_bridge_ref);                                                              \
         DO((e)->loop_factory);                                                                 \
+        DO((e)->keys);                                                                         \
+        DO((e)->limiters);                                                                     \
+        DO((e)->attempts);                                                                     \
         for (int i_ = 0; i_ < (e)->n_bg; i_++) {                                               \
             DO((e)->bg[i_].bridge);                                                            \
             DO((e)->bg[i_].loop);                                                              \
@@ -564,6 +576,8 @@ Engine_dealloc(engine_object *e)
         lane_destroy(&e->lanes[k]);
     }
     pool_destroy(&e->pool);
+    timer_destroy(&e->timer);
+    history_clear(&e->finished);
     pthread_mutex_destroy(&e->bg_mu);
     pthread_cond_destroy(&e->bg_cv);
     free(e->bg);
@@ -580,7 +594,7 @@ Engine_spawn(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    return lane_spawn(e, -1, NULL, SPAWN_DETACHED, args, nargs, kwnames);
+    return lane_spawn(e, -1, NULL, NULL, SPAWN_DETACHED, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -589,7 +603,7 @@ Engine_run(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObject *
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    return lane_spawn(e, -1, NULL, SPAWN_DEFERRED, args, nargs, kwnames);
+    return lane_spawn(e, -1, NULL, NULL, SPAWN_DEFERRED, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -598,7 +612,7 @@ Engine_options(engine_object *e, PyObject *const *args, Py_ssize_t nargs, PyObje
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
-    return lane_options(e, -1, NULL, args, nargs, kwnames);
+    return lane_options(e, -1, NULL, NULL, args, nargs, kwnames);
 }
 
 static PyObject *
@@ -740,6 +754,216 @@ Engine_set_lane_starter(engine_object *e, PyObject *args)
     Py_XSETREF(e->starters[kind], fn == Py_None ? NULL : Py_NewRef(fn));
     Py_XSETREF(e->preparers[kind], prepare == Py_None ? NULL : Py_NewRef(prepare));
     Py_RETURN_NONE;
+}
+
+/* _set_lane_killer(lane, killer): killer(task) stops the worker running
+ * `task` (its timeout fired); the processes lane's pool replaces the worker. */
+static PyObject *
+Engine_set_lane_killer(engine_object *e, PyObject *args)
+{
+    PyObject *name, *fn;
+    int kind = -1;
+    if (engine_check_ready(e) < 0 || !PyArg_ParseTuple(args, "OO:_set_lane_killer", &name, &fn) ||
+        lane_parse_name(name, &kind) < 0) {
+        return NULL;
+    }
+    if (kind != LANE_PROCESSES || (fn != Py_None && !PyCallable_Check(fn))) {
+        PyErr_SetString(PyExc_ValueError, "only the 'processes' lane takes a killer (a callable)");
+        return NULL;
+    }
+    Py_XSETREF(e->killers[kind], fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+int64_t
+engine_wall_ns(engine_object *e)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec + e->timer.skew_ns;
+}
+
+/* Wall clock minus monotonic clock (ns): turns a monotonic instant into an
+ * epoch time for lookups. */
+static int64_t
+engine_wall_minus_mono(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - offload_now_ns();
+}
+
+static int
+seconds_arg(PyObject *arg, double *out)
+{
+    *out = PyFloat_AsDouble(arg);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(*out >= 0) || *out == Py_HUGE_VAL) {
+        PyErr_SetString(PyExc_ValueError, "seconds must be a finite number >= 0");
+        return -1;
+    }
+    return 0;
+}
+
+/* _call_later(seconds, callback) -> TimerHandle: callback() on the timer thread. */
+static PyObject *
+Engine_call_later(engine_object *e, PyObject *const *args, Py_ssize_t nargs)
+{
+    double seconds;
+    if (engine_check_ready(e) < 0) {
+        return NULL;
+    }
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_call_later(seconds, callback)");
+        return NULL;
+    }
+    if (seconds_arg(args[0], &seconds) < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_call_later() needs a callable");
+        return NULL;
+    }
+    if (e->closed || e->stop_requested) {
+        PyErr_SetString(e->st->Closed, ENGINE_CLOSED_MESSAGE);
+        return NULL;
+    }
+    e->started = 1;
+    return timer_handle_new(e, seconds, args[1]);
+}
+
+static PyObject *
+Engine_clock(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble((double)timer_now(&e->timer) / 1e9);
+}
+
+static PyObject *
+Engine_wall_time(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble((double)engine_wall_ns(e) / 1e9);
+}
+
+/* Tests only: move the engine clock forward (every timer comes due sooner). */
+static PyObject *
+Engine_advance_clock(engine_object *e, PyObject *arg)
+{
+    double seconds;
+    if (seconds_arg(arg, &seconds) < 0) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->timer.mu);
+    e->timer.skew_ns = offload_ns_add(e->timer.skew_ns, offload_seconds_to_ns(seconds));
+    pthread_cond_signal(&e->timer.wake_cv);
+    pthread_mutex_unlock(&e->timer.mu);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_timers_armed(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(timer_armed_count(&e->timer));
+}
+
+/* {name: {"attempts": n, "retries": m}} of the tasks that had controls. */
+static PyObject *
+Engine_attempts(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyDict_New();
+    PyObject *name, *pair;
+    Py_ssize_t pos = 0;
+    while (out != NULL && PyDict_Next(e->attempts, &pos, &name, &pair)) {
+        PyObject *d = Py_BuildValue("{s:O,s:O}", "attempts", PyList_GET_ITEM(pair, 0),
+                                    "retries", PyList_GET_ITEM(pair, 1));
+        if (d == NULL || PyDict_SetItem(out, name, d) < 0) {
+            Py_XDECREF(d);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(d);
+    }
+    return out;
+}
+
+/* _keep_finished(count, ttl_seconds): how many finished tasks lookups keep. */
+static PyObject *
+Engine_keep_finished(engine_object *e, PyObject *args)
+{
+    Py_ssize_t keep;
+    double ttl;
+    if (!PyArg_ParseTuple(args, "nd:_keep_finished", &keep, &ttl)) {
+        return NULL;
+    }
+    if (keep < 0) {
+        PyErr_SetString(PyExc_ValueError, "keep_finished must be >= 0");
+        return NULL;
+    }
+    if (history_configure(&e->finished, keep, ttl) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *live_tasks_of(engine_object *e, int first, int last);
+
+/* _task_infos() -> list of dicts: the live tasks, then the kept finished ones. */
+static PyObject *
+Engine_task_infos(engine_object *e, PyObject *Py_UNUSED(ignored))
+{
+    int64_t shift = engine_wall_minus_mono();
+    PyObject *live = live_tasks_of(e, 0, LANE_COUNT - 1);
+    if (live == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(live); i++) {
+        PyObject *d = task_info_dict((task_object *)PyList_GET_ITEM(live, i), shift);
+        if (d == NULL || PyList_Append(out, d) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(d);
+    }
+    Py_DECREF(live);
+    PyObject *done = out ? history_list(&e->finished, e->st, shift) : NULL;
+    if (done == NULL) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    PyObject *all = PySequence_Concat(out, done);
+    Py_DECREF(out);
+    Py_DECREF(done);
+    return all;
+}
+
+/* _task_info(id) -> dict or None: a live task, else a kept finished one. */
+static PyObject *
+Engine_task_info(engine_object *e, PyObject *arg)
+{
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int64_t shift = engine_wall_minus_mono();
+    task_object *found = NULL;
+    for (int k = 0; k < LANE_COUNT && found == NULL; k++) {
+        lane *l = &e->lanes[k];
+        pthread_mutex_lock(&l->mu);
+        for (task_object *t = l->live_head; t != NULL; t = t->live_next) {
+            if (t->id == id) {
+                found = (task_object *)Py_NewRef((PyObject *)t);
+                break;
+            }
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    if (found != NULL) {
+        PyObject *d = task_info_dict(found, shift);
+        Py_DECREF(found);
+        return d;
+    }
+    return history_find(&e->finished, e->st, (uint64_t)id, shift);
 }
 
 /* Append the live tasks of lanes [first, last] to a new list. */
@@ -922,6 +1146,7 @@ Engine_request_stop(engine_object *e, PyObject *Py_UNUSED(ignored))
     }
     e->stop_requested = 1;
     pool_request_stop(&e->pool);
+    timer_request_stop(&e->timer, controls_timer_leftover);
     for (int i = 0; i < e->n_bg; i++) {
         if (e->bg[i].bridge != NULL) {
             if (bridge_push(e->bg[i].bridge, BRIDGE_STOP, Py_NewRef(Py_None)) < 0) {
@@ -952,6 +1177,10 @@ Engine_join(engine_object *e, PyObject *arg)
     }
     timeout = offload_wait_seconds(timeout); /* nan, negative: 0; inf: saturates */
     int pool_done = pool_join(&e->pool, timeout);
+    int timer_done;
+    Py_BEGIN_ALLOW_THREADS
+    timer_done = timer_join(&e->timer, timeout);
+    Py_END_ALLOW_THREADS
     int bg_done;
     Py_BEGIN_ALLOW_THREADS
     struct timespec deadline = offload_deadline(timeout);
@@ -973,7 +1202,7 @@ Engine_join(engine_object *e, PyObject *arg)
             Py_CLEAR(e->bg[i].bridge);
         }
     }
-    return PyBool_FromLong(pool_done && bg_done);
+    return PyBool_FromLong(pool_done && bg_done && timer_done);
 }
 
 static PyObject *
@@ -1056,8 +1285,16 @@ Engine_reset_after_fork(engine_object *e, PyObject *Py_UNUSED(ignored))
         lane_reset_after_fork(&e->lanes[k]);
     }
     pool_reset_after_fork(&e->pool);
+    timer_reset_after_fork(&e->timer);
+    /* The parent's keys and limits named its tasks: the child starts empty
+     * (the old dicts are leaked with those tasks). */
+    e->keys = PyDict_New();
+    e->limiters = PyDict_New();
+    if (e->keys == NULL || e->limiters == NULL) {
+        return NULL;
+    }
     pthread_mutex_init(&e->bg_mu, NULL);
-    pthread_cond_init(&e->bg_cv, NULL);
+    offload_cond_init(&e->bg_cv);
     e->bg_alive = 0;
     for (int i = 0; i < e->n_bg; i++) {
         e->bg[i].bridge = NULL; /* leaked on purpose */
@@ -1123,7 +1360,10 @@ static PyMethodDef Engine_methods[] = {
      "run($self, target, /, *args, **kwargs)\n--\n\n"
      "Like spawn, but await the Task for the result; cancelling the await cancels the task."},
     {"options", (PyCFunction)(void (*)(void))Engine_options, METH_FASTCALL | METH_KEYWORDS,
-     "options($self, /, *, name=None, lane=None)\n--\n\nA Lane with per-call options."},
+     "options($self, /, *, name=None, lane=None, timeout=None, retries=None, "
+     "backoff=None, retry_on=None, delay=None, at=None, key=None, on_duplicate=None, "
+     "limit_key=None, limit=None)\n--\n\n"
+     "A Lane with these per-call options (see Lane.options)."},
     {"stats", (PyCFunction)Engine_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nPer-lane counters and percentiles."},
     {"start", (PyCFunction)(void (*)(void))Engine_start, METH_FASTCALL | METH_KEYWORDS,
@@ -1132,6 +1372,18 @@ static PyMethodDef Engine_methods[] = {
      "background_loops($self, /)\n--\n\nThe background event loops started so far."},
     {"_configure", (PyCFunction)Engine_configure, METH_O, NULL},
     {"_set_lane_starter", (PyCFunction)Engine_set_lane_starter, METH_VARARGS, NULL},
+    {"_set_lane_killer", (PyCFunction)Engine_set_lane_killer, METH_VARARGS, NULL},
+    {"_call_later", (PyCFunction)(void (*)(void))Engine_call_later, METH_FASTCALL,
+     "_call_later($self, seconds, callback, /)\n--\n\n"
+     "Call callback() on the runtime's timer thread in `seconds` (private)."},
+    {"_clock", (PyCFunction)Engine_clock, METH_NOARGS, NULL},
+    {"_wall_time", (PyCFunction)Engine_wall_time, METH_NOARGS, NULL},
+    {"_advance_clock", (PyCFunction)Engine_advance_clock, METH_O, NULL},
+    {"_timers_armed", (PyCFunction)Engine_timers_armed, METH_NOARGS, NULL},
+    {"_attempts", (PyCFunction)Engine_attempts, METH_NOARGS, NULL},
+    {"_keep_finished", (PyCFunction)Engine_keep_finished, METH_VARARGS, NULL},
+    {"_task_infos", (PyCFunction)Engine_task_infos, METH_NOARGS, NULL},
+    {"_task_info", (PyCFunction)Engine_task_info, METH_O, NULL},
     {"_live_tasks", (PyCFunction)Engine_live_tasks, METH_NOARGS, NULL},
     {"_close", (PyCFunction)Engine_close, METH_NOARGS, NULL},
     {"_request_stop", (PyCFunction)Engine_request_stop, METH_NOARGS, NULL},

@@ -6,9 +6,11 @@
 
 #include "bridge.h"
 #include "common.h"
+#include "history.h"
 #include "lane.h"
 #include "module.h"
 #include "threadpool.h"
+#include "timer.h"
 
 typedef struct background_loop {
     struct engine_object *engine;
@@ -27,6 +29,14 @@ typedef struct engine_object {
     PyObject *auto_view;         /* spawn()/run() dispatch */
     PyObject *starters[LANE_COUNT];  /* external executors (processes) */
     PyObject *preparers[LANE_COUNT]; /* check + serialize inputs at the call site */
+    PyObject *killers[LANE_COUNT];   /* stop the worker running a task (timeouts) */
+    /* task controls (controls.c), GIL-protected */
+    timer_service timer;
+    PyObject *keys;      /* dict: dedup key -> the live task holding it */
+    PyObject *limiters;  /* dict: limit_key -> limiter capsule */
+    PyObject *attempts;  /* dict: task name -> [attempts, retries] */
+    uint64_t rng;        /* xorshift state for backoff jitter */
+    history finished;    /* records of finished tasks, for lookup */
     /* loops */
     PyObject *home_loop;
     bridge_object *home_bridge;
@@ -76,6 +86,9 @@ PyObject *engine_abandon_dead_loops(engine_object *e, int first, int last);
  * never run: unstarted tasks fail, undelivered failures are reported). -1 on
  * error. GIL held. */
 int engine_close_dead_bridges(engine_object *e);
+
+/* Wall-clock time in ns, with the timer's test skew (GIL held). */
+int64_t engine_wall_ns(engine_object *e);
 
 /* The message of offload.Closed: what happened, then what to do. */
 #define ENGINE_CLOSED_MESSAGE                                                     \

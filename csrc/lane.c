@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include "bridge.h"
+#include "controls.h"
 #include "engine.h"
 #include "lane.h"
 #include "module.h"
@@ -22,13 +23,14 @@ static void
 lane_reset(lane *l)
 {
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->room_cv, NULL);
-    pthread_cond_init(&l->done_cv, NULL);
+    offload_cond_init(&l->room_cv);
+    offload_cond_init(&l->done_cv);
     l->active = l->waiting = 0;
     ring_init(&l->waiting_q);
     ring_init(&l->trash);
     l->live_head = NULL;
     l->n_pending = l->n_running = 0;
+    l->n_scheduled = l->n_retrying = l->n_overrun = 0;
     lane_stats_reset(&l->stats);
 }
 
@@ -57,9 +59,11 @@ lane_assert_accounted(lane *l)
 {
     LANE_ASSERT_LOCKED(l);
     assert(l->n_pending >= 0 && l->n_running >= 0 && l->active >= 0 && l->waiting >= 0);
+    assert(l->n_scheduled >= 0 && l->n_retrying >= 0 && l->n_overrun >= 0);
     assert(l->stats.submitted == l->stats.succeeded + l->stats.failed + l->stats.cancelled +
                                      l->stats.rejected + l->stats.dropped +
-                                     (uint64_t)l->n_pending + (uint64_t)l->n_running);
+                                     (uint64_t)l->n_pending + (uint64_t)l->n_running +
+                                     (uint64_t)l->n_scheduled + (uint64_t)l->n_retrying);
     (void)l;
 }
 
@@ -161,6 +165,9 @@ lane_start_task(lane *l, task_object *t)
     hist_record(&l->stats.queue_wait, t->t_start - t->t_submit);
     lane_assert_accounted(l);
     pthread_mutex_unlock(&l->mu);
+    if (t->ctl != NULL) {
+        controls_attempt_started(t);
+    }
     return 1;
 }
 
@@ -171,22 +178,34 @@ lane_finish_locked(lane *l, task_object *t, task_state state)
 {
     LANE_ASSERT_LOCKED(l);
     int64_t now = offload_now_ns();
-    if (t->state == TASK_RUNNING) {
+    switch (t->state) {
+    case TASK_RUNNING:
         l->n_running--;
         hist_record(&l->stats.run_time, now - t->t_start);
-    }
-    else {
+        break;
+    case TASK_SCHEDULED: l->n_scheduled--; break;
+    case TASK_RETRYING: l->n_retrying--; break;
+    default:
+        assert(t->state == TASK_PENDING);
         l->n_pending--;
         if (t->flags & TF_WAITING) {
             l->waiting--; /* its entry in waiting_q is skipped when popped */
         }
+        break;
     }
     t->state = (uint8_t)state;
     t->t_end = now;
     switch (state) {
     case TASK_SUCCEEDED: l->stats.succeeded++; break;
     case TASK_FAILED: l->stats.failed++; break;
-    default: l->stats.cancelled++; break;
+    default:
+        if (t->flags & TF_DROPPED) {
+            l->stats.dropped++; /* a scheduled or retried task that found the lane full */
+        }
+        else {
+            l->stats.cancelled++;
+        }
+        break;
     }
     task_object *next = lane_release_locked(l, t);
     lane_assert_accounted(l);
@@ -542,11 +561,19 @@ lane_pick_loop(engine_object *e, task_object *t)
     return 0;
 }
 
+int
+lane_prepare_new(task_object *t)
+{
+    if (t->lane->kind == LANE_LOOP && t->bridge == NULL) {
+        return lane_pick_loop(t->engine, t);
+    }
+    return 0;
+}
+
 static int
 lane_submit_new(task_object *t)
 {
-    engine_object *e = t->engine;
-    if (t->lane->kind == LANE_LOOP && t->bridge == NULL && lane_pick_loop(e, t) < 0) {
+    if (lane_prepare_new(t) < 0) {
         return -1;
     }
     int rc = lane_submit(t->lane, t);
@@ -563,11 +590,170 @@ lane_submit_deferred(task_object *t)
     }
     t->flags &= (uint8_t)~TF_DEFERRED;
     t->t_submit = offload_now_ns();
-    if (lane_submit_new(t) < 0) {
+    if ((t->ctl != NULL ? controls_submit(t) : lane_submit_new(t)) < 0) {
         task_finish(t, TASK_CANCELLED, NULL);
         return -1;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* controlled tasks: scheduled, retrying, waiting for their limit_key         */
+
+int
+lane_register_waiting(lane *l, task_object *t, int state)
+{
+    assert(PyGILState_Check());
+    assert(state == TASK_SCHEDULED || state == TASK_PENDING);
+    pthread_mutex_lock(&l->mu);
+    l->stats.submitted++;
+    if (l->engine->closed) {
+        l->stats.rejected++;
+        pthread_mutex_unlock(&l->mu);
+        PyErr_SetString(l->engine->st->Closed, ENGINE_CLOSED_MESSAGE);
+        return -1;
+    }
+    t->state = (uint8_t)state;
+    task_set_registered(t);
+    registry_link(l, t);
+    Py_INCREF(t); /* the registry's reference */
+    if (state == TASK_SCHEDULED) {
+        l->n_scheduled++;
+    }
+    else {
+        l->n_pending++;
+    }
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+typedef enum { READMIT_SLOT, READMIT_QUEUED, READMIT_FULL, READMIT_NOMEM, READMIT_GONE } readmission;
+
+/* Under `mu`: a slot, a place in the queue, or none. Moves the task to PENDING
+ * when it gets either. */
+static readmission
+lane_readmit_locked(lane *l, task_object *t)
+{
+    LANE_ASSERT_LOCKED(l);
+    if (task_is_done(t) || t->state == TASK_RUNNING) {
+        return READMIT_GONE;
+    }
+    readmission r;
+    if (l->active < l->max_running) {
+        l->active++;
+        t->flags |= TF_HAS_SLOT;
+        r = READMIT_SLOT;
+    }
+    else if (l->waiting < l->max_pending) {
+        if (ring_push(&l->waiting_q, Py_NewRef((PyObject *)t)) < 0) {
+            Py_DECREF(t); /* safe: the registry still holds it */
+            return READMIT_NOMEM;
+        }
+        l->waiting++;
+        t->flags |= TF_WAITING;
+        r = READMIT_QUEUED;
+    }
+    else {
+        return READMIT_FULL;
+    }
+    if (t->state == TASK_SCHEDULED) {
+        l->n_scheduled--;
+        l->n_pending++;
+    }
+    else if (t->state == TASK_RETRYING) {
+        l->n_retrying--;
+        l->n_pending++;
+    }
+    t->state = TASK_PENDING;
+    t->t_submit = offload_now_ns(); /* queue_wait counts from admission, not from spawn */
+    lane_assert_accounted(l);
+    return r;
+}
+
+int
+lane_readmit(lane *l, task_object *t)
+{
+    assert(PyGILState_Check());
+    pthread_mutex_lock(&l->mu);
+    readmission r = lane_readmit_locked(l, t);
+    pthread_mutex_unlock(&l->mu);
+    switch (r) {
+    case READMIT_SLOT: lane_dispatch(l, t); return 0;
+    case READMIT_QUEUED:
+    case READMIT_GONE: return 0;
+    case READMIT_NOMEM:
+        PyErr_NoMemory();
+        task_finish_from_error(t);
+        return 0;
+    case READMIT_FULL: break;
+    }
+    if (l->on_full == ON_FULL_BLOCK) {
+        return 1; /* the timer thread can't block: it tries again shortly */
+    }
+    if (l->on_full == ON_FULL_DROP) {
+        t->flags |= TF_DROPPED;
+        if (task_finish(t, TASK_CANCELLED, NULL)) {
+            offload_report(l->engine->st, (PyObject *)l->engine, l->engine->st->s_dropped,
+                           (PyObject *)t, Py_None);
+        }
+        return 0;
+    }
+    PyErr_Format(l->engine->st->Full,
+                 "offload lane '%s' was full (max_pending=%zd, max_running=%zd) when this "
+                 "scheduled or retried task was due; raise the limits, or use on_full='block' "
+                 "or 'drop'",
+                 lane_names[l->kind], l->max_pending, l->max_running);
+    task_finish_from_error(t);
+    return 0;
+}
+
+void
+lane_retry_task(lane *l, task_object *t)
+{
+    assert(PyGILState_Check());
+    pthread_mutex_lock(&l->mu);
+    assert(t->state == TASK_RUNNING);
+    l->n_running--;
+    hist_record(&l->stats.run_time, offload_now_ns() - t->t_start);
+    l->n_retrying++;
+    l->stats.retried++;
+    t->state = TASK_RETRYING;
+    lane_handoff h = {NULL, 0};
+    if (t->flags & TF_HAS_SLOT) {
+        t->flags &= (uint8_t)~TF_HAS_SLOT;
+        l->active--;
+        h.next = l->waiting ? waiting_pop_locked(l) : NULL;
+        if (h.next != NULL) {
+            l->active++;
+            h.next->flags |= TF_HAS_SLOT;
+        }
+    }
+    if (l->on_full == ON_FULL_BLOCK) {
+        pthread_cond_signal(&l->room_cv);
+    }
+    h.has_trash = ring_len(&l->trash) > 0;
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
+    lane_finish_dispatch(l, &h);
+}
+
+void
+lane_count_timeout(lane *l, int overrun)
+{
+    pthread_mutex_lock(&l->mu);
+    l->stats.timed_out++;
+    l->n_overrun += overrun ? 1 : 0;
+    pthread_mutex_unlock(&l->mu);
+}
+
+void
+lane_count_overrun_end(lane *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->n_overrun--;
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -847,9 +1033,28 @@ spawn_refused(module_state *st, task_object *t, target_kind tk)
     PyObject_GC_Track((PyObject *)t);
 }
 
+/* A spawn through a view with controls whose key is held by a live task:
+ * that task (join), an error (reject), or NULL to go on (replace: the holder
+ * was cancelled). A coroutine object passed in that won't run is closed. */
+static int
+spawn_join_duplicate(engine_object *e, PyObject *controls, PyObject *target, target_kind tk,
+                     PyObject **joined)
+{
+    int err = 0;
+    task_object *dup = controls_find_duplicate(e, (controls_object *)controls, &err);
+    if (err) {
+        return -1;
+    }
+    if (dup != NULL && tk == TARGET_CORO && dup->target != target) {
+        task_close_coroutine(e->st, target); /* it will never run: no "never awaited" */
+    }
+    *joined = (PyObject *)dup;
+    return 0;
+}
+
 PyObject *
-lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject *const *args,
-           Py_ssize_t nargs, PyObject *kwnames)
+lane_spawn(engine_object *e, int kind, PyObject *name, PyObject *controls, spawn_mode mode,
+           PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     int deferred = mode == SPAWN_DEFERRED;
     module_state *st = e->st;
@@ -870,11 +1075,28 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
     if (lane_kind < 0) {
         return NULL;
     }
+    if (controls != NULL &&
+        controls_check_target((controls_object *)controls, tk == TARGET_CORO) < 0) {
+        return NULL;
+    }
     if (engine_check_open(e) < 0) {
         return NULL;
     }
+    if (controls != NULL && ((controls_object *)controls)->key != NULL) {
+        PyObject *joined = NULL;
+        if (spawn_join_duplicate(e, controls, target, tk, &joined) < 0 || joined != NULL) {
+            return joined;
+        }
+    }
     PyObject *call_args = NULL, *call_kwargs = NULL, *coro = NULL;
     task_object *t = NULL;
+    if (controls != NULL && tk == TARGET_ASYNC_FN &&
+        ((controls_object *)controls)->retries > 0) {
+        /* Each attempt calls the function again: keep what to call it with. */
+        if (pack_call(args + 1, nargs - 1, kwnames, &call_args, &call_kwargs) < 0) {
+            goto error;
+        }
+    }
     if (tk == TARGET_ASYNC_FN) {
         /* Call now, so wrong arguments fail here and not later on a loop. */
         coro = PyObject_Vectorcall(target, args + 1, (size_t)(nargs - 1), kwnames);
@@ -894,7 +1116,14 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
     int flags = (tk == TARGET_SYNC ? 0 : TF_IS_CORO) |
                 (deferred ? (TF_DEFERRED | TF_CANCEL_ON_AWAIT) : 0) |
                 (mode == SPAWN_OBSERVED ? TF_OBSERVED : 0);
-    t = task_new(e, &e->lanes[lane_kind], target, call_args, call_kwargs, name, flags);
+    PyObject *task_args = tk == TARGET_SYNC || lane_kind == LANE_PROCESSES ? call_args : NULL;
+    PyObject *task_kwargs = tk == TARGET_SYNC || lane_kind == LANE_PROCESSES ? call_kwargs : NULL;
+    t = task_new(e, &e->lanes[lane_kind], target, task_args, task_kwargs, name, flags);
+    if (t != NULL && controls != NULL &&
+        controls_attach(t, (controls_object *)controls, tk == TARGET_ASYNC_FN ? args[0] : NULL,
+                        call_args, call_kwargs) < 0) {
+        Py_CLEAR(t);
+    }
     Py_CLEAR(call_args);
     Py_CLEAR(call_kwargs);
     if (t == NULL) {
@@ -909,7 +1138,7 @@ lane_spawn(engine_object *e, int kind, PyObject *name, spawn_mode mode, PyObject
     if (deferred) {
         PyObject_GC_Track((PyObject *)t); /* held by the caller, not the registry */
     }
-    else if (lane_submit_new(t) < 0) {
+    else if ((controls != NULL ? controls_submit(t) : lane_submit_new(t)) < 0) {
         spawn_refused(st, t, tk);
         goto error;
     }
@@ -942,6 +1171,7 @@ lane_view_new(engine_object *engine, int kind, PyObject *name)
     v->follows_default = 0;
     v->kind = kind;
     v->name = Py_XNewRef(name);
+    v->controls = NULL;
     PyObject_GC_Track((PyObject *)v);
     return (PyObject *)v;
 }
@@ -958,6 +1188,7 @@ lane_view_new_following(module_state *st, int kind)
     v->follows_default = 1;
     v->kind = kind;
     v->name = NULL;
+    v->controls = NULL;
     PyObject_GC_Track((PyObject *)v);
     return (PyObject *)v;
 }
@@ -986,7 +1217,7 @@ view_spawn(lane_view *v, spawn_mode mode, PyObject *const *args, Py_ssize_t narg
     if (e == NULL) {
         return NULL;
     }
-    PyObject *task = lane_spawn(e, v->kind, v->name, mode, args, nargs, kwnames);
+    PyObject *task = lane_spawn(e, v->kind, v->name, v->controls, mode, args, nargs, kwnames);
     Py_DECREF(e);
     return task;
 }
@@ -1033,42 +1264,94 @@ lane_parse_name(PyObject *obj, int *kind)
     return -1;
 }
 
-PyObject *
-lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *const *args,
-             Py_ssize_t nargs, PyObject *kwnames)
+/* options()'s controls: everything but name= and lane=, validated and merged
+ * over the view's own by the Python factory (offload/_controls.py). New
+ * reference; NULL with an error; `base` (maybe NULL) when none were given. */
+static PyObject *
+options_controls(module_state *st, PyObject *base, PyObject *extra)
 {
-    static const char *const params[] = {"name", "lane"};
-    PyObject *given[2] = {default_name, NULL};
+    if (extra == NULL || PyDict_GET_SIZE(extra) == 0) {
+        return Py_XNewRef(base);
+    }
+    if (st->controls_factory == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "offload's controls factory is not installed");
+        return NULL;
+    }
+    PyObject *res = PyObject_CallFunctionObjArgs(st->controls_factory, base ? base : Py_None,
+                                                 extra, NULL);
+    if (res == NULL || res == Py_None) {
+        Py_XDECREF(res);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(res, st->ControlsType)) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_TypeError, "the controls factory must return a Controls");
+        return NULL;
+    }
+    return res;
+}
+
+PyObject *
+lane_options(engine_object *e, int kind, PyObject *default_name, PyObject *default_controls,
+             PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
     if (engine_check_ready(e) < 0) {
         return NULL;
     }
     if (nargs) {
-        PyErr_SetString(PyExc_TypeError, "options() takes keyword arguments only: name=, lane=");
+        PyErr_SetString(PyExc_TypeError,
+                        "options() takes keyword arguments only: name=, lane=, timeout=, "
+                        "retries=, backoff=, retry_on=, delay=, at=, key=, on_duplicate=, "
+                        "limit_key=, limit=");
         return NULL;
     }
-    if (offload_parse_args("options", args, nargs, kwnames, params, 2, 0, given) < 0) {
-        return NULL;
+    PyObject *name = default_name, *lane_obj = NULL, *extra = NULL, *view = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(key, "name") == 0) {
+            name = args[i];
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "lane") == 0) {
+            lane_obj = args[i];
+        }
+        else if ((extra == NULL && (extra = PyDict_New()) == NULL) ||
+                 PyDict_SetItem(extra, key, args[i]) < 0) {
+            goto done;
+        }
     }
-    PyObject *name = given[0], *lane_obj = given[1];
     if (name == Py_None) {
         name = NULL;
     }
     if (name != NULL && !PyUnicode_Check(name)) {
         PyErr_Format(PyExc_TypeError, "name must be a str or None, not %.100s",
                      Py_TYPE(name)->tp_name);
-        return NULL;
+        goto done;
     }
     if (lane_parse_name(lane_obj, &kind) < 0) {
-        return NULL;
+        goto done;
+    }
+    PyObject *controls = options_controls(e->st, default_controls, extra);
+    if (controls == NULL && PyErr_Occurred()) {
+        goto done;
     }
     /* A str subclass's __repr__/__str__ are user code: keep an exact str, so
      * reporting the task never depends on them. */
     PyObject *exact = name ? offload_exact_str(name) : NULL;
     if (name != NULL && exact == NULL) {
-        return NULL;
+        Py_XDECREF(controls);
+        goto done;
     }
-    PyObject *view = lane_view_new(e, kind, exact);
+    view = lane_view_new(e, kind, exact);
     Py_XDECREF(exact);
+    if (view != NULL) {
+        ((lane_view *)view)->controls = controls; /* our reference moves to the view */
+    }
+    else {
+        Py_XDECREF(controls);
+    }
+done:
+    Py_XDECREF(extra);
     return view;
 }
 
@@ -1079,7 +1362,8 @@ Lane_options(lane_view *v, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     if (e == NULL) {
         return NULL;
     }
-    lane_view *view = (lane_view *)lane_options(e, v->kind, v->name, args, nargs, kwnames);
+    lane_view *view =
+        (lane_view *)lane_options(e, v->kind, v->name, v->controls, args, nargs, kwnames);
     Py_DECREF(e);
     if (view != NULL && v->follows_default) { /* options of a following view follow too */
         Py_CLEAR(view->engine);
@@ -1137,6 +1421,7 @@ Lane_traverse(lane_view *v, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(v));
     Py_VISIT(v->engine);
     Py_VISIT(v->name);
+    Py_VISIT(v->controls);
     return 0;
 }
 
@@ -1145,6 +1430,7 @@ Lane_clear(lane_view *v)
 {
     Py_CLEAR(v->engine);
     Py_CLEAR(v->name);
+    Py_CLEAR(v->controls);
     return 0;
 }
 
@@ -1166,8 +1452,11 @@ static PyMethodDef Lane_methods[] = {
      "run($self, target, /, *args, **kwargs)\n--\n\n"
      "A Task to await for target(*args, **kwargs)'s result."},
     {"options", (PyCFunction)(void (*)(void))Lane_options, METH_FASTCALL | METH_KEYWORDS,
-     "options($self, /, *, name=None, lane=None)\n--\n\n"
-     "A Lane with these per-call options."},
+     "options($self, /, *, name=None, lane=None, timeout=None, retries=None, "
+     "backoff=None, retry_on=None, delay=None, at=None, key=None, on_duplicate=None, "
+     "limit_key=None, limit=None)\n--\n\n"
+     "A Lane with these per-call options (timeout, retries, backoff, retry_on, delay, at,\n"
+     "key, on_duplicate, limit_key, limit)."},
     {"stats", (PyCFunction)Lane_stats, METH_NOARGS,
      "stats($self, /)\n--\n\nThis lane's counters and percentiles."},
     {"_spawn_observed", (PyCFunction)(void (*)(void))Lane_spawn_observed,
@@ -1218,11 +1507,14 @@ PyObject *
 lane_stats_dict(lane *l)
 {
     lane_stats s;
-    Py_ssize_t pending, running, active, waiting;
+    Py_ssize_t pending, running, active, waiting, scheduled, retrying, overrun;
     pthread_mutex_lock(&l->mu);
     s = l->stats;
     pending = l->n_pending;
     running = l->n_running;
+    scheduled = l->n_scheduled;
+    retrying = l->n_retrying;
+    overrun = l->n_overrun;
     active = l->active;
     waiting = l->waiting;
     pthread_mutex_unlock(&l->mu);
@@ -1237,6 +1529,9 @@ lane_stats_dict(lane *l)
         put_int(d, "cancelled", (long long)s.cancelled) < 0 ||
         put_int(d, "rejected", (long long)s.rejected) < 0 ||
         put_int(d, "dropped", (long long)s.dropped) < 0 || put_int(d, "active", active) < 0 ||
+        put_int(d, "scheduled", scheduled) < 0 || put_int(d, "retrying", retrying) < 0 ||
+        put_int(d, "overrun", overrun) < 0 || put_int(d, "retried", (long long)s.retried) < 0 ||
+        put_int(d, "timed_out", (long long)s.timed_out) < 0 ||
         put_int(d, "waiting", waiting) < 0 ||
         put_int(d, "max_running", l->max_running == PY_SSIZE_T_MAX ? -1 : l->max_running) < 0 ||
         put_int(d, "max_pending", l->max_pending == PY_SSIZE_T_MAX ? -1 : l->max_pending) < 0) {

@@ -45,6 +45,8 @@ typedef struct lane {
     /* registry */
     struct task_object *live_head;
     Py_ssize_t n_pending, n_running;
+    Py_ssize_t n_scheduled, n_retrying; /* registered, waiting for their time */
+    Py_ssize_t n_overrun;   /* threads whose attempt timed out but still run it */
     lane_stats stats;
     /* loop lanes: module_state.bridge_close_generation at the last scan for
      * dead-loop slots (GIL held) */
@@ -66,6 +68,29 @@ void lane_destroy(lane *l);
  * on_full. Returns 0 when accepted (or dropped: then t is CANCELLED), -1 with
  * an exception set (Full, Closed, MemoryError). */
 int lane_submit(lane *l, struct task_object *t);
+
+/* Controlled tasks (controls.c), GIL held, `mu` not held. */
+
+/* Register a new task that doesn't compete for a slot yet: TASK_SCHEDULED
+ * (delay) or TASK_PENDING (waits for its limit_key). -1 with Closed. */
+int lane_register_waiting(lane *l, struct task_object *t, int state);
+
+/* Admit a registered task that was scheduled, retrying or waiting for its
+ * limit_key: a slot (dispatched), the waiting queue, or on_full (drop:
+ * cancelled and reported; reject: failed with Full; block: 1 is returned, the
+ * caller tries again later). 0 otherwise. */
+int lane_readmit(lane *l, struct task_object *t);
+
+/* A running attempt failed and will be retried: RUNNING -> RETRYING, its
+ * slot handed on (dispatched here). */
+void lane_retry_task(lane *l, struct task_object *t);
+
+/* Counters of controlled tasks (under `mu`). */
+void lane_count_timeout(lane *l, int overrun);
+void lane_count_overrun_end(lane *l);
+
+/* The loop a new loop-lane task will run on (its bridge), chosen at spawn. */
+int lane_prepare_new(struct task_object *t);
 
 /* Submit a task created by run() on its first await (GIL held). */
 int lane_submit_deferred(struct task_object *t);
@@ -108,6 +133,7 @@ typedef struct {
     int follows_default;          /* works on st->default_engine, read at each call */
     int kind;                     /* lane_kind, or -1 for automatic dispatch */
     PyObject *name;               /* task name override or NULL */
+    PyObject *controls;           /* controls.h Controls for its tasks, or NULL */
 } lane_view;
 
 /* The type's slots; module.c's exec slot creates it (its table of types). */
@@ -126,13 +152,15 @@ typedef enum {
 } spawn_mode;
 
 /* Spawn through a view: shared by Lane.spawn/run and Engine.spawn/run. */
-PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, spawn_mode mode,
-                     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *lane_spawn(struct engine_object *engine, int kind, PyObject *name, PyObject *controls,
+                     spawn_mode mode, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames);
 
 /* The options() view shared by Lane.options and Engine.options (kind == -1:
  * automatic dispatch): a new Lane view with the given name and/or lane. */
 PyObject *lane_options(struct engine_object *e, int kind, PyObject *default_name,
-                       PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+                       PyObject *controls, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames);
 
 /* A lane name ("loop", "background", "threads", "processes") to its kind; -1
  * with ValueError/TypeError set otherwise. */

@@ -2,6 +2,7 @@
  * state (types, exceptions, cached asyncio callables, interned names). */
 #include "awaiter.h"
 #include "bridge.h"
+#include "controls.h"
 #include "engine.h"
 #include "lane.h"
 #include "module.h"
@@ -108,14 +109,14 @@ intern(PyObject **out, const char *s)
 static int
 init_names(module_state *st)
 {
-    static const char *const states[] = {"pending", "running", "succeeded", "failed",
-                                         "cancelled"};
+    static const char *const states[] = {"pending",   "running", "scheduled", "retrying",
+                                         "succeeded", "failed",  "cancelled"};
     for (int i = 0; i < LANE_COUNT; i++) {
         if (intern(&st->lane_names[i], lane_names[i]) < 0) {
             return -1;
         }
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         if (intern(&st->state_names[i], states[i]) < 0) {
             return -1;
         }
@@ -141,7 +142,8 @@ init_names(module_state *st)
         intern(&st->s_is_running, "is_running") < 0 ||
         intern(&st->s_thread_id, "_thread_id") < 0 ||
         intern(&st->s_interrupted, "interrupted") < 0 ||
-        intern(&st->s_coroutine_marker, "_is_coroutine_marker") < 0) {
+        intern(&st->s_coroutine_marker, "_is_coroutine_marker") < 0 ||
+        intern(&st->s_retrying, "retrying") < 0 || intern(&st->s_timer, "timer") < 0) {
         return -1;
     }
     st->kwnames_loop_context = Py_BuildValue("(ss)", "loop", "context");
@@ -198,6 +200,10 @@ init_types(PyObject *module, module_state *st)
         {"offload._engine.Engine", sizeof(engine_object),
          Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, Engine_slots,
          offsetof(module_state, EngineType), 1},
+        {"offload._engine.Controls", sizeof(controls_object), Py_TPFLAGS_HAVE_GC,
+         Controls_slots, offsetof(module_state, ControlsType), 1},
+        {"offload._engine.TimerHandle", sizeof(timer_handle), NOT_INSTANTIABLE,
+         TimerHandle_slots, offsetof(module_state, TimerHandleType), 1},
     };
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         PyType_Spec spec = {
@@ -273,7 +279,8 @@ offload_exec(PyObject *module)
     X(TaskType) X(AwaiterType) X(RunnerType) X(BridgeType) X(LaneType) X(EngineType) X(Full)   \
     X(Closed) X(get_running_loop) X(CancelledError) X(InvalidStateError) X(AsyncioTask)        \
     X(iscoroutine) X(iscoroutinefunction) X(new_event_loop) X(set_event_loop) X(all_tasks)     \
-    X(gather) X(kwnames_loop_context) X(claimed_coros) X(annotate_error) X(default_engine)
+    X(gather) X(kwnames_loop_context) X(claimed_coros) X(annotate_error) X(default_engine)     \
+    X(ControlsType) X(TimerHandleType) X(Duplicate) X(RetryError) X(controls_factory)
 
 static int
 offload_traverse(PyObject *module, visitproc visit, void *arg)
@@ -300,7 +307,7 @@ offload_clear(PyObject *module)
         &st->s_run_until_complete, &st->s_shutdown_asyncgens, &st->s_get_task_factory,
         &st->s_failed, &st->s_dropped, &st->s_callback, &st->s_cr_frame, &st->s_cr_running,
         &st->s_cr_suspended, &st->s_call_soon, &st->s_context, &st->s_is_running, &st->s_thread_id,
-        &st->s_interrupted, &st->s_coroutine_marker,
+        &st->s_interrupted, &st->s_coroutine_marker, &st->s_retrying, &st->s_timer,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);
@@ -308,7 +315,7 @@ offload_clear(PyObject *module)
     for (int i = 0; i < 4; i++) {
         Py_CLEAR(st->lane_names[i]);
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         Py_CLEAR(st->state_names[i]);
     }
     return 0;
@@ -346,6 +353,27 @@ set_default_runtime(PyObject *module, PyObject *rt)
     Py_RETURN_NONE;
 }
 
+/* _install_controls(factory, retry_type, duplicate_type): the Python halves
+ * of task controls (validation, offload.Retry, offload.Duplicate). */
+static PyObject *
+install_controls(PyObject *module, PyObject *args)
+{
+    PyObject *factory, *retry, *duplicate;
+    if (!PyArg_ParseTuple(args, "OOO:_install_controls", &factory, &retry, &duplicate)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(factory) || !PyExceptionClass_Check(retry) ||
+        !PyExceptionClass_Check(duplicate)) {
+        PyErr_SetString(PyExc_TypeError, "_install_controls(callable, exc type, exc type)");
+        return NULL;
+    }
+    module_state *st = state_of_module(module);
+    Py_XSETREF(st->controls_factory, Py_NewRef(factory));
+    Py_XSETREF(st->RetryError, Py_NewRef(retry));
+    Py_XSETREF(st->Duplicate, Py_NewRef(duplicate));
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 current_thread_task(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
@@ -364,6 +392,9 @@ default_lane(PyObject *module, PyObject *lane)
 }
 
 static PyMethodDef offload_methods[] = {
+    {"_install_controls", install_controls, METH_VARARGS,
+     "_install_controls($module, factory, retry_type, duplicate_type, /)\n--\n\n"
+     "Install the Python halves of task controls."},
     {"_set_error_annotator", set_error_annotator, METH_O,
      "_set_error_annotator($module, fn, /)\n--\n\n"
      "Install fn(exc), called on every task failure before it is reported."},

@@ -14,9 +14,15 @@ typedef struct module_state {
     PyTypeObject *BridgeType;
     PyTypeObject *LaneType;
     PyTypeObject *EngineType;
+    PyTypeObject *ControlsType;
+    PyTypeObject *TimerHandleType;
     /* exceptions */
     PyObject *Full;
     PyObject *Closed;
+    /* Python-defined, installed by offload/_controls.py (may be NULL before) */
+    PyObject *Duplicate;         /* offload.Duplicate(message, task) */
+    PyObject *RetryError;        /* offload.Retry */
+    PyObject *controls_factory;  /* (base Controls | None, dict) -> Controls */
     /* asyncio, cached at import */
     PyObject *get_running_loop; /* asyncio.events._get_running_loop */
     PyObject *CancelledError;   /* asyncio.CancelledError */
@@ -44,11 +50,12 @@ typedef struct module_state {
         *s_cancel, *s_throw, *s_close, *s_future_blocking, *s_report, *s_qualname,
         *s_is_closed, *s_stop, *s_run_forever, *s_run_until_complete, *s_shutdown_asyncgens,
         *s_get_task_factory, *s_failed, *s_dropped, *s_callback, *s_cr_frame, *s_cr_running,
-        *s_cr_suspended, *s_call_soon, *s_context, *s_is_running, *s_thread_id, *s_interrupted, *s_coroutine_marker;
+        *s_cr_suspended, *s_call_soon, *s_context, *s_is_running, *s_thread_id, *s_interrupted, *s_coroutine_marker,
+        *s_retrying, *s_timer;
     /* lane names, indexed by lane_kind */
     PyObject *lane_names[4];
     /* state names, indexed by task_state */
-    PyObject *state_names[5];
+    PyObject *state_names[7];
     /* process-wide task ids (incremented with the GIL held) */
     uint64_t next_task_id;
     /* Bumped whenever a bridge closes (its loop will never run its items):

@@ -18,6 +18,8 @@ typedef struct {
 
 typedef struct {
     uint64_t submitted, succeeded, failed, cancelled, rejected, dropped;
+    uint64_t retried;   /* attempts that failed and were given another */
+    uint64_t timed_out; /* attempts that reached their timeout */
     histogram queue_wait; /* accepted -> started */
     histogram run_time;   /* started -> finished */
 } lane_stats;

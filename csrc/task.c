@@ -6,7 +6,9 @@
 
 #include "awaiter.h"
 #include "bridge.h"
+#include "controls.h"
 #include "engine.h"
+#include "history.h"
 #include "lane.h"
 #include "module.h"
 #include "task.h"
@@ -44,6 +46,7 @@ task_new(engine_object *engine, lane *l, PyObject *target, PyObject *args, PyObj
     t->bridge = NULL;
     t->runner = NULL;
     t->waiters = NULL;
+    t->ctl = NULL;
     t->id = ++st->next_task_id;
     t->t_submit = offload_now_ns();
     t->t_start = t->t_end = 0;
@@ -93,6 +96,12 @@ task_derive_name(task_object *t)
 }
 
 static PyObject *Task_get_name(task_object *t, void *c);
+
+PyObject *
+task_name(task_object *t)
+{
+    return Task_get_name(t, NULL);
+}
 
 /* Let the Python side attach a hint to a failure (errors here are ignored:
  * the original exception matters more). */
@@ -181,6 +190,8 @@ task_release_inputs(task_object *t, int never_started)
     Py_CLEAR(t->context);
 }
 
+static int task_finish_now(task_object *t, task_state state, PyObject *outcome);
+
 /* Report an event about `t` to its runtime (Runtime._report); never raises. */
 static void
 task_report(task_object *t, PyObject *kind, PyObject *exc)
@@ -233,9 +244,25 @@ int
 task_finish(task_object *t, task_state state, PyObject *outcome)
 {
     assert(PyGILState_Check());
+    PyObject *owned = NULL; /* an outcome the controls replaced it with */
+    if (t->ctl != NULL && !task_is_done(t)) {
+        int st = (int)state;
+        if (controls_before_finish(t, &st, &outcome, &owned)) {
+            return 1; /* it goes on to another attempt */
+        }
+        state = (task_state)st;
+    }
+    int rc = task_finish_now(t, state, outcome);
+    Py_XDECREF(owned);
+    return rc;
+}
+
+static int
+task_finish_now(task_object *t, task_state state, PyObject *outcome)
+{
     lane *l = t->lane;
     int registered = (t->flags & TF_REGISTERED) != 0;
-    int never_started = t->state == TASK_PENDING;
+    int never_started = t->state != TASK_RUNNING;
     lane_handoff handoff = {NULL, 0};
     if (registered) {
         if (!lane_finish_task(l, t, state, &handoff)) {
@@ -255,6 +282,10 @@ task_finish(task_object *t, task_state state, PyObject *outcome)
     }
     task_expose_runner(t);
     task_release_inputs(t, never_started);
+    if (t->ctl != NULL) {
+        controls_after_finish(t); /* its key is free before anyone is woken */
+    }
+    history_add(&t->engine->finished, t);
     if (t->runner != NULL) {
         /* The asyncio.Task may still be pending (cancelled before its first
          * step, or its loop is gone): don't let asyncio warn about it. */
@@ -341,7 +372,7 @@ task_cancel(task_object *t)
     if (t->flags & TF_DEFERRED) {
         return task_finish(t, TASK_CANCELLED, NULL);
     }
-    if (t->state == TASK_PENDING) {
+    if (t->state == TASK_PENDING || t->state == TASK_SCHEDULED || t->state == TASK_RETRYING) {
         /* Atomic with respect to a worker or loop starting it: task_finish
          * re-checks the state under the lane mutex. */
         if (task_finish(t, TASK_CANCELLED, NULL)) {
@@ -879,6 +910,84 @@ Task_get_age(task_object *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
+Task_get_attempt(task_object *t, void *Py_UNUSED(c))
+{
+    if (t->ctl != NULL) {
+        return PyLong_FromUnsignedLong(t->ctl->attempt);
+    }
+    return PyLong_FromLong(t->t_start != 0);
+}
+
+static PyObject *
+Task_get_key(task_object *t, void *Py_UNUSED(c))
+{
+    PyObject *key = t->ctl != NULL ? t->ctl->controls->key : NULL;
+    return Py_NewRef(key ? key : Py_None);
+}
+
+/* Engine-clock ns of the timer a scheduled or retrying task waits for, or 0. */
+static int64_t
+task_due(task_object *t)
+{
+    if (t->ctl == NULL || (t->state != TASK_SCHEDULED && t->state != TASK_RETRYING)) {
+        return 0;
+    }
+    return t->ctl->due;
+}
+
+static PyObject *
+Task_get_scheduled_for(task_object *t, void *Py_UNUSED(c))
+{
+    int64_t due = task_due(t);
+    if (due == 0) {
+        Py_RETURN_NONE;
+    }
+    int64_t wall_due = engine_wall_ns(t->engine) + (due - timer_now(&t->engine->timer));
+    return PyFloat_FromDouble((double)wall_due / 1e9);
+}
+
+PyObject *
+task_info_dict(task_object *t, int64_t wall_minus_mono)
+{
+    PyObject *name = task_name(t);
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *error = NULL, *error_type = NULL;
+    if (t->state == TASK_FAILED && t->outcome != NULL) {
+        error_type = PyUnicode_FromString(Py_TYPE(t->outcome)->tp_name);
+        PyObject *msg = PyObject_Str(t->outcome);
+        if (msg == NULL) {
+            PyErr_Clear();
+        }
+        error = msg && error_type ? PyUnicode_FromFormat("%U: %U", error_type, msg) : NULL;
+        Py_XDECREF(msg);
+        PyErr_Clear();
+    }
+    int64_t due = task_due(t);
+    info_fields f = {
+        .id = t->id,
+        .name = name,
+        .key = t->ctl != NULL ? t->ctl->controls->key : NULL,
+        .error = error,
+        .error_type = error_type,
+        .task = (PyObject *)t,
+        .t_submit = t->t_submit,
+        .t_start = t->t_start,
+        .t_end = t->t_end,
+        .scheduled_mono = due ? due - t->engine->timer.skew_ns : 0,
+        .attempt = t->ctl != NULL ? t->ctl->attempt : (t->t_start != 0),
+        .lane = (uint8_t)t->lane->kind,
+        .state = t->state,
+    };
+    PyObject *d = history_info_dict(t->engine->st, &f, wall_minus_mono);
+    Py_DECREF(name);
+    Py_XDECREF(error);
+    Py_XDECREF(error_type);
+    return d;
+}
+
+static PyObject *
 Task_get_target(task_object *t, void *Py_UNUSED(c))
 {
     return Py_NewRef(t->target ? t->target : Py_None);
@@ -925,7 +1034,7 @@ Task_traverse(task_object *t, visitproc visit, void *arg)
     Py_VISIT(t->bridge);
     Py_VISIT(t->runner);
     Py_VISIT(t->waiters);
-    return 0;
+    return controls_traverse(t, visit, arg);
 }
 
 /* Break reference cycles; the engine link stays (t->lane points into it). */
@@ -968,6 +1077,7 @@ Task_dealloc(task_object *t)
     }
     task_unclaim_coroutine(t);
     Task_clear(t);
+    controls_free(t);
     Py_CLEAR(t->name);
     Py_CLEAR(t->engine);
     tp->tp_free(t);
@@ -1011,8 +1121,13 @@ static PyGetSetDef Task_getset[] = {
     {"id", (getter)Task_get_id, NULL, "Unique id in this process.", NULL},
     {"name", (getter)Task_get_name, NULL, "Name (default: the target's qualified name).", NULL},
     {"lane", (getter)Task_get_lane, NULL, "Lane the task runs on.", NULL},
-    {"state", (getter)Task_get_state, NULL, "pending, running, succeeded, failed or cancelled.",
+    {"state", (getter)Task_get_state, NULL,
+     "scheduled, pending, running, retrying, succeeded, failed or cancelled.", NULL},
+    {"attempt", (getter)Task_get_attempt, NULL, "Attempts started so far (retries count).",
      NULL},
+    {"key", (getter)Task_get_key, NULL, "The dedup key it was spawned with, or None.", NULL},
+    {"scheduled_for", (getter)Task_get_scheduled_for, NULL,
+     "Wall-clock time (epoch s) a scheduled or retrying task waits for, else None.", NULL},
     {"queue_wait", (getter)Task_get_queue_wait, NULL, "Seconds from spawn to start.", NULL},
     {"run_time", (getter)Task_get_run_time, NULL, "Seconds from start to end.", NULL},
     {"age", (getter)Task_get_age, NULL, "Seconds since spawn (until end).", NULL},

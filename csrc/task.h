@@ -14,11 +14,14 @@ struct lane;
 struct module_state;
 
 typedef enum {
-    TASK_PENDING = 0,
+    TASK_PENDING = 0,   /* accepted, waiting for a slot or a worker */
     TASK_RUNNING = 1,
-    TASK_SUCCEEDED = 2,
-    TASK_FAILED = 3,
-    TASK_CANCELLED = 4,
+    TASK_SCHEDULED = 2, /* delay= / at=: not admitted before its time */
+    TASK_RETRYING = 3,  /* an attempt failed; waiting for the next */
+    TASK_SUCCEEDED = 4, /* the done states: from here on */
+    TASK_FAILED = 5,
+    TASK_CANCELLED = 6,
+    TASK_STATE_COUNT = 7,
 } task_state;
 
 /* flags */
@@ -44,6 +47,7 @@ typedef struct task_object {
     PyObject *bridge;    /* loop lanes: the Bridge of the loop it runs on */
     PyObject *runner;    /* loop lanes: the asyncio.Task driving it, while running */
     PyObject *waiters;   /* list: futures (awaiters) and callables (done callbacks) */
+    struct task_ctl *ctl; /* controls (timeout, retries, delay, keys) or NULL */
     uint64_t id;
     int64_t t_submit, t_start, t_end;
     uint8_t state;
@@ -105,6 +109,12 @@ PyObject *task_raise_outcome(task_object *t);
 
 /* Request cancellation; same meaning as Task.cancel(). -1 on error. */
 int task_cancel(task_object *t);
+
+/* The display name (new reference): the override, else the target's __qualname__. */
+PyObject *task_name(task_object *t);
+
+/* The lookup dict of a live task (history.h's fields; `task` is itself). */
+PyObject *task_info_dict(task_object *t, int64_t wall_minus_mono);
 
 static inline int
 task_is_done(const task_object *t)

@@ -4,6 +4,7 @@
 
 #include "engine.h"
 #include "task.h"
+#include "controls.h"
 #include "threadpool.h"
 
 /* Fresh locks, an empty queue, no worker counted: a new pool, and the child's
@@ -12,9 +13,9 @@ static void
 pool_reset(thread_pool *p)
 {
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work_cv, NULL);
-    pthread_cond_init(&p->exit_cv, NULL);
-    pthread_cond_init(&p->monitor_cv, NULL);
+    offload_cond_init(&p->work_cv);
+    offload_cond_init(&p->exit_cv);
+    offload_cond_init(&p->monitor_cv);
     ring_init(&p->ready);
     p->threads = p->idle = p->wakeups = p->busy = p->starting = p->stopping = 0;
     p->monitor_alive = p->monitor_watching = 0;
@@ -56,52 +57,63 @@ pool_task_running_here(void)
     return running_here;
 }
 
-/* Run one task on this worker (GIL held). */
+/* Run one task on this worker (GIL held). The call holds its own references
+ * to what it runs: a timeout may end the task (and release its inputs) while
+ * the call still runs; its late outcome is then discarded. */
 static void
 run_task(task_object *t)
 {
     if (!task_mark_running(t)) {
         return; /* cancelled while queued */
     }
+    uint32_t attempt = t->ctl != NULL ? t->ctl->attempt : 0;
     module_state *st = t->engine->st;
-    if (PyContext_Enter(t->context) < 0) {
-        task_finish_from_error(t);
-        return;
+    PyObject *context = Py_NewRef(t->context);
+    PyObject *target = Py_NewRef(t->target);
+    PyObject *args = t->args ? Py_NewRef(t->args) : NULL;
+    PyObject *kwargs = t->kwargs ? Py_NewRef(t->kwargs) : NULL;
+    PyObject *res = NULL;
+    if (PyContext_Enter(context) < 0) {
+        goto done;
     }
-    PyObject *res;
     running_here = t; /* borrowed: the worker holds `t` until run_task returns */
-    if (t->args == NULL && t->kwargs == NULL) {
-        res = PyObject_CallNoArgs(t->target);
+    if (args == NULL && kwargs == NULL) {
+        res = PyObject_CallNoArgs(target);
     }
     else {
-        PyObject *args = t->args ? Py_NewRef(t->args) : PyTuple_New(0);
-        res = args ? PyObject_Call(t->target, args, t->kwargs) : NULL;
-        Py_XDECREF(args);
+        PyObject *call_args = args ? Py_NewRef(args) : PyTuple_New(0);
+        res = call_args ? PyObject_Call(target, call_args, kwargs) : NULL;
+        Py_XDECREF(call_args);
     }
     running_here = NULL;
-    if (PyContext_Exit(t->context) < 0) {
-        Py_XDECREF(res);
-        task_finish_from_error(t);
-        return;
+    if (PyContext_Exit(context) < 0) {
+        Py_CLEAR(res);
     }
-    if (res == NULL) {
-        task_finish_from_error(t);
-        return;
-    }
-    if (PyCoro_CheckExact(res)) {
+    if (res != NULL && PyCoro_CheckExact(res)) {
         /* An object with an async __call__ slipped past the check at spawn. */
         PyObject *closed = PyObject_CallMethodNoArgs(res, st->s_close);
         Py_XDECREF(closed);
         PyErr_Clear();
-        Py_DECREF(res);
+        Py_CLEAR(res);
         PyErr_SetString(PyExc_TypeError,
                         "the callable returned a coroutine: send coroutines to offload.loop "
                         "or offload.background, not offload.threads");
-        task_finish_from_error(t);
-        return;
     }
-    task_finish(t, TASK_SUCCEEDED, res);
-    Py_DECREF(res);
+done:
+    if (t->ctl != NULL && controls_discard_late(t, attempt)) {
+        PyErr_Clear(); /* this attempt timed out: its outcome was replaced by TimeoutError */
+    }
+    else if (res == NULL) {
+        task_finish_from_error(t);
+    }
+    else {
+        task_finish(t, TASK_SUCCEEDED, res);
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_DECREF(target);
+    Py_DECREF(context);
 }
 
 /* Run tasks back to back while the queue has some: one GIL hand-off per burst. */

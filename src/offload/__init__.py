@@ -17,22 +17,28 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _engine
+from ._controls import Backoff, Duplicate, Retry
 from ._decorator import TaskFunction, task
 from ._engine import Closed, Full, Lane, Task
 from ._local import annotate_error, loop_local, thread_local
+from ._lookup import TaskInfo
 from ._periodic import Schedule, cron, every, periodic
 from ._processes import ProcessDied
 from ._runtime import Runtime, _reset_all_after_fork, _shutdown_all_at_exit, logger
 
 __all__ = [
+    "Backoff",
     "Closed",
+    "Duplicate",
     "Full",
     "Lane",
     "ProcessDied",
+    "Retry",
     "Runtime",
     "Schedule",
     "Task",
     "TaskFunction",
+    "TaskInfo",
     "background",
     "call",
     "configure",
@@ -40,6 +46,7 @@ __all__ = [
     "default_runtime",
     "drain",
     "every",
+    "get",
     "logger",
     "loop",
     "loop_local",
@@ -135,6 +142,11 @@ def call(  # type: ignore[misc]  # (see Runtime.call)
 ) -> Any:
     """Run async code from sync code on the default runtime (see `Runtime.call`)."""
     return _default.call(target, *args, timeout=timeout, **kwargs)
+
+
+def get(task_id: int) -> TaskInfo | None:
+    """What the default runtime knows about task `task_id` (see `Runtime.get`)."""
+    return _default.get(task_id)
 
 
 def stats() -> dict[str, dict[str, Any]]:

@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "shutdown_timeout": 10.0,
     "loop_factory": None,
     "lanes": None,
+    "keep_finished": 1000,
+    "keep_finished_ttl": None,
 }
 
 
@@ -99,6 +101,12 @@ def validate(options: Mapping[str, Any]) -> dict[str, Any]:
     _check_limit("max_running", out["max_running"])
     _check_on_full("on_full", out["on_full"])
     out["shutdown_timeout"] = _check_seconds("shutdown_timeout", out["shutdown_timeout"])
+    out["keep_finished"] = (
+        _check_limit("keep_finished", out["keep_finished"], allow_zero=True, most=10_000_000) or 0
+    )
+    out["keep_finished_ttl"] = _check_seconds(
+        "keep_finished_ttl", out["keep_finished_ttl"], allow_none=True
+    )
     for key in ("error_handler", "loop_factory"):
         if out[key] is not None and not callable(out[key]):
             raise TypeError(f"{key} must be callable or None, not {type(out[key]).__name__}")

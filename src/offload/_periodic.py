@@ -76,8 +76,7 @@ def _target(fn: object, lane: object, args: tuple[Any, ...], kwargs: dict[str, A
     if not callable(fn):
         raise TypeError(f"a schedule needs a callable to run, not {type(fn).__name__}")
     _lane(lane)
-    # an async function, or an instance whose class defines `async def __call__`
-    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+    is_async = _is_async(fn)
     if lane in ("loop", "background") and not is_async:
         raise TypeError(
             f"offload.{lane} runs coroutines, and {safe_repr(fn)} is a sync callable;"
@@ -101,6 +100,19 @@ def _target(fn: object, lane: object, args: tuple[Any, ...], kwargs: dict[str, A
             f"the arguments given don't fit {safe_repr(fn)}: {exc}; pass what each run"
             " calls it with"
         ) from None
+
+
+def _is_async(fn: object) -> bool:
+    # an async function, or an instance whose class defines `async def __call__`
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _lanes_reached(fn: object, lane: LaneName | None) -> tuple[LaneName, ...]:
+    """The lanes a run may land on: the loop lane hands over to the background one
+    while there is no home loop."""
+    if lane is None:
+        lane = "loop" if _is_async(fn) else "threads"
+    return ("loop", "background") if lane == "loop" else (lane,)
 
 
 def _overlap(value: object) -> Overlap:
@@ -272,6 +284,11 @@ class Schedule:
         self._fn, self._args, self._kwargs = fn, args, kwargs
         self._name, self._overlap = name, overlap
         self._lane = runtime.options(name=name, lane=lane)
+        # A lane with on_full="block" would block the engine's timer thread (and every
+        # other timer of the runtime) while it is full: runs bound for one are admitted
+        # by the engine's timer instead (delay=0), which waits for room without blocking.
+        self._lane_via_timer = runtime.options(name=name, lane=lane, delay=0.0)
+        self._lanes_reached = _lanes_reached(fn, lane)
         self._lock = threading.Lock()
         self._handle: TimerHandle | None = None
         self._next_wall: float | None = None
@@ -425,8 +442,11 @@ class Schedule:
 
     def _spawn(self) -> None:
         """Under _lock: start one run through the runtime's ordinary spawn path."""
+        lanes = self._runtime.options_in_effect["lanes"]
+        blocks = any(lanes[name]["on_full"] == "block" for name in self._lanes_reached)
+        lane = self._lane_via_timer if blocks else self._lane
         try:
-            task = self._lane.spawn(self._fn, *self._args, **self._kwargs)
+            task = lane.spawn(self._fn, *self._args, **self._kwargs)
         except Closed:
             self._stop()  # the runtime is shutting down: so is the schedule
             return

@@ -175,6 +175,8 @@ class _Worker:
         child_end.close()
         #: Tasks sent to this worker, in the order it runs them.
         self.inflight: collections.OrderedDict[int, Task[Any]] = collections.OrderedDict()
+        #: Killed by a task's timeout: gets no more work; its exit fails nothing.
+        self.killed = False
 
 
 def pool_size(size: int | None) -> int:
@@ -217,6 +219,21 @@ class ProcessPool:
                 self._start_locked()
             self._wakeup.notify()
 
+    def kill_task(self, task: Task[Any]) -> None:
+        """`task` reached its timeout: kill the worker running it (the engine fails or
+        retries the task). The tasks batched behind it never started: they go back to
+        the front of the queue. A new worker replaces the killed one."""
+        with self._lock:
+            worker = next((w for w in self._workers if w.inflight.get(task.id) is task), None)
+            if worker is None:
+                return  # not running here (it just finished, or never reached a worker)
+            worker.killed = True
+            rest = [t for tid, t in worker.inflight.items() if tid != task.id]
+            worker.inflight.clear()
+            self._queue.extendleft(reversed(rest))
+            self._wakeup.notify()
+        worker.process.kill()  # its sentinel wakes the collector, which replaces it
+
     def _start_locked(self) -> None:
         self._started = True
         self._changed_r, self._changed_w = multiprocessing.Pipe(duplex=False)
@@ -241,7 +258,7 @@ class ProcessPool:
                 self._send(worker, batch)
 
     def _idle_workers(self) -> list[_Worker]:
-        return [w for w in self._workers if not w.inflight]
+        return [w for w in self._workers if not w.inflight and not w.killed]
 
     def _plan_batches(self) -> list[tuple[_Worker, list[Task[Any]]]]:
         """Share the queue among idle workers: one task each when few wait, batches when many."""
@@ -389,7 +406,7 @@ class ProcessPool:
                 self._wakeup.notify()
             if stopping:
                 return
-            logger.warning(
+            logger.warning(  # (a worker killed for a timeout has nothing in flight)
                 "offload: worker process %s died (%s); task %r failed, %d requeued",
                 pid,
                 _exit_reason(code),

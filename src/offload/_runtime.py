@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _engine, _periodic
 from ._local import close_loop_locals
+from ._lookup import TaskInfo, check_filters, check_task_id, info_from_engine
 from ._options import safe_repr, validate
 from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
 
@@ -87,6 +88,7 @@ class Runtime(_engine.Engine):
         self._periodic = _periodic._Registry()
         super().__init__(_engine_options(self._options))
         self._install_process_pool()
+        self._apply_keep_finished()
         #: Tasks cancelled because their event loop was closed under them (e.g. the
         #: app's loop is gone at interpreter exit); shutdown names them as unfinished.
         self._abandoned: set[Task[Any]] = set()
@@ -123,11 +125,16 @@ class Runtime(_engine.Engine):
         self._given = merged
         self._configure(_engine_options(self._options))
         self._install_process_pool()
+        self._apply_keep_finished()
+
+    def _apply_keep_finished(self) -> None:
+        self._keep_finished(self._options["keep_finished"], self._options["keep_finished_ttl"] or 0.0)
 
     def _install_process_pool(self) -> None:
         self._pool = ProcessPool(self._options["processes"])
         self._pool_stuck: list[str] = []
         self._set_lane_starter("processes", self._pool.start_task, prepare)
+        self._set_lane_killer("processes", self._pool.kill_task)
 
     # -- starting, and periodic work ----------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -176,10 +183,58 @@ class Runtime(_engine.Engine):
                 _describe(task),
                 extra={"offload_task": task},
             )
+        elif kind == "retrying":
+            logger.debug(
+                "offload task %s attempt %d failed (%s); it will be retried",
+                _describe(task),
+                task.attempt,
+                _safe_repr(exc),
+            )
+        elif kind == "timer":
+            logger.error(
+                "offload timer callback raised",
+                exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            )
         elif kind == "unfinished":
             logger.warning("offload task %s did not finish before shutdown", _describe(task))
         elif kind == "stuck":
             logger.error("offload: %s", exc)
+
+    # -- lookup (status endpoints) ---------------------------------------------------------
+    def get(self, task_id: int) -> TaskInfo | None:
+        """What is known about task `task_id`: live, or among the `keep_finished` most
+        recent finished ones; None if unknown (or forgotten)."""
+        record = self._task_info(check_task_id(task_id))
+        return None if record is None else info_from_engine(record)
+
+    def tasks(
+        self,
+        *,
+        name: str | None = None,
+        state: str | None = None,
+        key: str | None = None,
+        lane: str | None = None,
+        limit: int | None = None,
+    ) -> list[TaskInfo]:
+        """Live tasks, then the kept finished ones (newest first), filtered."""
+        check_filters(state, lane, limit)
+        found: list[TaskInfo] = []
+        for record in self._task_infos():
+            if (
+                (name is not None and record["name"] != name)
+                or (state is not None and record["state"] != state)
+                or (key is not None and record["key"] != key)
+                or (lane is not None and record["lane"] != lane)
+            ):
+                continue
+            found.append(info_from_engine(record))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def attempts(self) -> dict[str, dict[str, int]]:
+        """Per task name (tasks spawned with controls): attempts started and retries."""
+        return self._attempts()
 
     # -- calling async code from sync code -----------------------------------------------
     # Typed so the target's parameters check the arguments and the result is what the

@@ -319,6 +319,31 @@ def test_a_full_lane_refuses_a_run_which_is_logged_and_the_schedule_goes_on(
     assert refused[0].levelno == logging.WARNING
 
 
+def test_a_run_waiting_for_room_on_a_blocking_lane_never_stalls_the_timer(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    """on_full="block": the run waits for room like any blocked spawn, but the engine's
+    one timer thread must not wait with it (every other timer of the runtime would)."""
+    calls, other = Calls(), Calls()
+
+    async def main() -> None:
+        rt = runtime(lanes={"threads": {"max_running": 1, "max_pending": 0, "on_full": "block"}})
+        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="allow")
+        beat = offload.every(10, other.async_job, runtime=rt)
+        rt._advance_clock(10)
+        await until(lambda: calls.count == 1 and beat.runs == 1)
+        rt._advance_clock(10)  # the second run waits for room
+        await until(lambda: s.runs == 2 and beat.runs == 2)
+        assert calls.count == 1
+        rt._advance_clock(10)  # the timer thread still serves the other schedule
+        await until(lambda: beat.runs == 3 and other.count == 3)
+        calls.gate.set()
+        await until(lambda: calls.count >= 2)
+        await rt.shutdown(5)
+
+    arun(main())
+
+
 def test_a_failing_run_is_reported_and_the_next_one_still_runs(
     runtime: MakeRuntime, arun: Arun, offload_log: pytest.LogCaptureFixture
 ) -> None:

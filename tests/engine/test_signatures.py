@@ -103,6 +103,8 @@ def bound(name: str, rt: offload.Runtime, done: offload.Task[Any]) -> Callable[.
         "TaskFunction": offload.task(lane="threads")(abs),
         "loop_local": offload.loop_local(dict),
         "thread_local": offload.thread_local(dict),
+        "TaskInfo": rt.get(done.id),
+        "Backoff": offload.Backoff(),
     }
     return getattr(instances[owner], method)  # type: ignore[no-any-return]
 
