@@ -162,6 +162,8 @@ def test_cron_runs_at_each_minute_boundary(runtime: MakeRuntime, arun: Arun) -> 
         rt._advance_clock(60)
         await until(lambda: s.runs == 2)
         assert s.next_run == first + timedelta(minutes=2)
+        assert s.last_task is not None
+        await s.last_task
         assert calls.count == 2
         await rt.shutdown(5)
 
@@ -373,7 +375,7 @@ def test_cancel_stops_future_runs(runtime: MakeRuntime, arun: Arun) -> None:
         rt = runtime()
         s = offload.every(10, calls.job, runtime=rt)
         rt._advance_clock(10)
-        await until(lambda: s.runs == 1)
+        await until(lambda: s.runs == 1 and calls.count == 1)
         assert s.cancel() is True
         assert s.cancel() is False
         assert s.cancelled and s.next_run is None and rt.schedules() == []
@@ -457,8 +459,8 @@ def test_two_runtimes_keep_their_schedules_apart(runtime: MakeRuntime, arun: Aru
         await a.shutdown(5)
         assert sa.cancelled and not sb.cancelled
         b._advance_clock(10)
-        await until(lambda: sb.runs == 1)
-        assert calls_a.count == calls_b.count == 1
+        await until(lambda: sb.runs == 1 and calls_b.count == 1)
+        assert calls_a.count == 1
         await b.shutdown(5)
 
     arun(main())
