@@ -1030,7 +1030,7 @@ PERIODIC_CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]]
         "every(seconds=huge-int)",
         lambda env: offload.every(10**400, sync_fn, runtime=env.rt()),
         ValueError,
-        r"must be a finite number of seconds > 0",
+        r"must be a finite number of seconds > 0, got a huge int",
     ),
     (
         "every(seconds=str)",

@@ -56,7 +56,8 @@ def _seconds(where: str, value: object, *, zero_ok: bool) -> float:
         seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{where} must be a finite number of seconds {bound}, got {value!r}")
+        shown = repr(value) if math.isfinite(seconds) or isinstance(value, float) else "a huge int"
+        raise ValueError(f"{where} must be a finite number of seconds {bound}, got {shown}")
     return seconds
 
 
