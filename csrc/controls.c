@@ -697,7 +697,6 @@ controls_begin_retry(task_object *t, PyObject *exc)
     task_ctl *ctl = t->ctl;
     engine_object *e = t->engine;
     double wait = backoff_seconds(t);
-    offload_report(e->st, (PyObject *)e, e->st->s_retrying, (PyObject *)t, exc);
     Py_XDECREF(timer_disarm(&e->timer, &ctl->node)); /* the attempt's timeout */
     if (t->runner != NULL) {
         offload_gc_expose(t->runner);
@@ -718,6 +717,7 @@ controls_begin_retry(task_object *t, PyObject *exc)
     }
     lane_retry_task(t->lane, t);
     limit_release(t);
+    offload_report(e->st, (PyObject *)e, e->st->s_retrying, (PyObject *)t, exc);
     ctl->due = offload_ns_add(timer_now(&e->timer), offload_seconds_to_ns(wait));
     if (timer_arm(&e->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_START) < 0) {
         PyErr_Clear();

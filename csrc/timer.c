@@ -99,6 +99,23 @@ heap_reserve(timer_service *ts)
     return 0;
 }
 
+/* Give memory back once the heap is mostly empty (10,000 delayed tasks
+ * cancelled leave no big array behind). Best effort: a failed realloc keeps
+ * the larger array. */
+static void
+heap_shrink(timer_service *ts)
+{
+    if (ts->cap <= 64 || ts->len > ts->cap / 4) {
+        return;
+    }
+    Py_ssize_t cap = ts->cap / 2;
+    timer_node **smaller = PyMem_Realloc(ts->heap, (size_t)cap * sizeof(timer_node *));
+    if (smaller != NULL) {
+        ts->heap = smaller;
+        ts->cap = cap;
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* the service                                                               */
 
@@ -162,6 +179,7 @@ timer_fire_due(timer_service *ts)
         }
         timer_node *n = ts->heap[0];
         heap_remove(ts, n);
+        heap_shrink(ts);
         PyObject *owner = n->owner; /* the heap's reference moves to timer_fire */
         n->owner = NULL;
         timer_kind kind = (timer_kind)n->kind;
@@ -282,6 +300,7 @@ timer_disarm(timer_service *ts, timer_node *n)
         return NULL;
     }
     heap_remove(ts, n);
+    heap_shrink(ts);
     PyObject *owner = n->owner;
     n->owner = NULL;
     pthread_mutex_unlock(&ts->mu);

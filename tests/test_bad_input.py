@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import re
 import sys
 import threading
@@ -539,6 +540,78 @@ CASES.append(
         python_message=True,
     )
 )
+
+
+# options(): task controls (issue 12)
+CONTROL_CASES: list[tuple[str, dict[str, Any], type[BaseException], str]] = [
+    ("timeout-negative", {"timeout": -1}, ValueError, r"timeout must be > 0, got -1\.0"),
+    ("timeout-zero", {"timeout": 0}, ValueError, r"timeout must be > 0, got 0\.0"),
+    ("timeout-nan", {"timeout": math.nan}, ValueError, r"timeout must be a finite number"),
+    ("timeout-inf", {"timeout": math.inf}, ValueError, r"timeout must be a finite number"),
+    ("timeout-str", {"timeout": "5"}, TypeError, r"timeout must be a number of seconds, not str"),
+    ("delay-negative", {"delay": -0.5}, ValueError, r"delay must be >= 0, got -0\.5"),
+    ("delay-nan", {"delay": math.nan}, ValueError, r"delay must be a finite number"),
+    ("delay-inf", {"delay": math.inf}, ValueError, r"delay must be a finite number"),
+    ("retries-negative", {"retries": -1}, ValueError, r"retries must be >= 0 .*got -1"),
+    ("retries-float", {"retries": 1.5}, TypeError, r"retries must be an int >= 0, not float"),
+    ("retries-bool", {"retries": True}, TypeError, r"retries must be an int >= 0, not bool"),
+    ("backoff-negative", {"backoff": -1}, ValueError, r"backoff \(a fixed delay\) must be >= 0"),
+    ("backoff-str", {"backoff": "fast"}, TypeError, r"backoff \(a fixed delay\) must be a number"),
+    ("retry-on-int", {"retry_on": 3}, TypeError, r"retry_on must be an exception type or a non-empty tuple"),
+    ("retry-on-empty", {"retry_on": ()}, TypeError, r"retry_on must be an exception type or a non-empty tuple"),
+    ("retry-on-not-exc", {"retry_on": (str,)}, TypeError, r"retry_on must be an exception type"),
+    ("at-naive", {"at": datetime.datetime(2030, 1, 1)}, ValueError, r"at= needs an aware datetime"),
+    ("at-str", {"at": "2030-01-01"}, TypeError, r"at= must be a datetime, not str"),
+    ("key-int", {"key": 42}, TypeError, r"key must be a str \(e\.g\. 'user:42:refresh'\), not int"),
+    ("key-list", {"key": ["a"]}, TypeError, r"key must be a str .*not list"),
+    ("key-empty", {"key": ""}, ValueError, r"key must be a non-empty str"),
+    ("on-duplicate-unknown", {"key": "k", "on_duplicate": "ignore"}, ValueError, r"on_duplicate must be 'join', 'reject' or 'replace'"),
+    ("limit-zero", {"limit_key": "t", "limit": 0}, ValueError, r"limit must be >= 1"),
+    ("limit-without-key", {"limit": 2}, ValueError, r"limit= and limit_key= go together"),
+    ("limit-key-without-limit", {"limit_key": "t"}, ValueError, r"limit= and limit_key= go together"),
+    ("limit-key-int", {"limit_key": 7, "limit": 1}, TypeError, r"limit_key must be a str"),
+]
+for _id, _given, _exc, _match in CONTROL_CASES:
+    CASES.append(
+        Case(f"options({_id})", lambda env, g=_given: env.rt().options(**g), _exc, _match)
+    )
+    CASES.append(
+        Case(f"task({_id})", lambda env, g=_given: offload.task(**g), _exc, _match)
+    )
+
+
+@case("Backoff(factor<1)", ValueError, r"Backoff\(factor=\) must be >= 1")
+def _(env: Env) -> Any:
+    return offload.Backoff(factor=0.5)
+
+
+@case("Backoff(initial=nan)", ValueError, r"Backoff\(initial=\) must be a finite number")
+def _(env: Env) -> Any:
+    return offload.Backoff(initial=math.nan)
+
+
+@case("Retry(delay=-1)", ValueError, r"Retry\(delay=\) must be >= 0")
+def _(env: Env) -> Any:
+    return offload.Retry(delay=-1)
+
+
+@case(
+    "options(retries).spawn(coroutine-object)",
+    ValueError,
+    r"retries=2 needs a function to call again for each attempt, not a coroutine object",
+)
+def _(env: Env) -> Any:
+    return env.rt().loop.options(retries=2).spawn(env.coro())
+
+
+@case("get(task_id=str)", TypeError, r"task_id must be an int \(Task\.id\), not str")
+def _(env: Env) -> Any:
+    return env.rt().get("7")
+
+
+@case("tasks(state=unknown)", ValueError, r"state must be one of scheduled, pending")
+def _(env: Env) -> Any:
+    return env.rt().tasks(state="done")
 
 
 @case("options(lane=loop).spawn(sync)", TypeError, r"offload\.loop runs coroutines")

@@ -203,7 +203,9 @@ def merge_controls(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any
             raise TypeError(f"options() got an unexpected keyword argument {name!r} (known: {known})")
         setter(merged, value)
     if (merged.get("limit") is not None) != (merged.get("limit_key") is not None):
-        raise ValueError("limit= and limit_key= go together: limit_key='tenant:7', limit=2")
+        raise ValueError(
+            "limit= and limit_key= go together: pass both, e.g. limit_key='tenant:7', limit=2"
+        )
     return merged
 
 

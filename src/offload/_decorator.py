@@ -11,10 +11,13 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from ._controls import merge_controls
 from ._engine import Lane, Task
 
 if TYPE_CHECKING:
-    from ._engine import LaneName
+    import datetime
+
+    from ._engine import LaneName, OnDuplicate
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,12 +30,20 @@ _LANE_NAMES = ("loop", "background", "threads", "processes")
 class TaskFunction(Generic[P, R_co]):
     """Wraps a function; `f(...)` calls it, `f.spawn(...)`/`f.run(...)` offload it."""
 
-    def __init__(self, fn: Callable[P, R_co], lane: LaneName | None, name: str | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[P, R_co],
+        lane: LaneName | None,
+        name: str | None,
+        controls: dict[str, Any] | None = None,
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"@offload.task needs a callable, not {type(fn).__name__}")
         self.__wrapped__ = fn
         self._lane = lane
         self._name = name if name is not None else getattr(fn, "__qualname__", repr(fn))
+        #: Task controls given to the decorator: defaults for every call.
+        self._controls = dict(controls or {})
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
@@ -41,7 +52,7 @@ class TaskFunction(Generic[P, R_co]):
     def _target(self) -> Lane:
         from . import _default
 
-        return _default.options(name=self._name, lane=self._lane)
+        return _default.options(name=self._name, lane=self._lane, **self._controls)
 
     @overload
     def spawn(
@@ -61,12 +72,17 @@ class TaskFunction(Generic[P, R_co]):
     def run(self, *args: Any, **kwargs: Any) -> Task[Any]:
         return self._target().run(self.__wrapped__, *args, **kwargs)
 
-    def options(self, *, name: str | None = None, lane: LaneName | None = None) -> Lane:
+    def options(
+        self, *, name: str | None = None, lane: LaneName | None = None, **controls: Any
+    ) -> Lane:
+        """A Lane with this function's defaults, overridden by these options (the same
+        keywords as `offload.options`: timeout, retries, backoff, delay, key, ...)."""
         from . import _default
 
         return _default.options(
             name=self._name if name is None else name,
             lane=self._lane if lane is None else lane,
+            **{**self._controls, **controls},
         )
 
     def __repr__(self) -> str:
@@ -77,7 +93,21 @@ class TaskFunction(Generic[P, R_co]):
 def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
 @overload
 def task(
-    fn: None = None, /, *, lane: LaneName | None = None, name: str | None = None
+    fn: None = None,
+    /,
+    *,
+    lane: LaneName | None = None,
+    name: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    backoff: Any = None,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    delay: float | None = None,
+    at: datetime.datetime | None = None,
+    key: str | None = None,
+    on_duplicate: OnDuplicate | None = None,
+    limit_key: str | None = None,
+    limit: int | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 def task(
     fn: Callable[..., Any] | None = None,
@@ -85,16 +115,21 @@ def task(
     *,
     lane: LaneName | None = None,
     name: str | None = None,
+    **controls: Any,
 ) -> TaskFunction[..., Any] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
-    """Decorate a function: `@offload.task` or `@offload.task(lane="threads", name="x")`."""
+    """Decorate a function: `@offload.task` or `@offload.task(lane="threads", name="x",
+    timeout=30, retries=3)`; the controls are defaults for every call, which
+    `f.options(...)` overrides."""
     if lane is not None and lane not in _LANE_NAMES:
         raise ValueError(f"lane must be one of {', '.join(_LANE_NAMES)} or None, got {lane!r}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+    given = {k: v for k, v in controls.items() if v is not None}
+    merge_controls({}, given)  # bad values fail at decoration, where they are written
     if fn is not None:
-        return TaskFunction(fn, lane, name)
+        return TaskFunction(fn, lane, name, given)
 
     def decorate(f: Callable[P, R]) -> TaskFunction[P, R]:
-        return TaskFunction(f, lane, name)
+        return TaskFunction(f, lane, name, given)
 
     return decorate

@@ -89,7 +89,8 @@ class Peak:
 
 
 def in_flight(lane_stats: dict[str, Any]) -> int:
-    return int(lane_stats["pending"] + lane_stats["running"])
+    keys = ("pending", "running", "scheduled", "retrying")
+    return sum(int(lane_stats.get(k, 0)) for k in keys)
 
 
 def accounted(lane_stats: dict[str, Any]) -> int:

@@ -142,9 +142,10 @@ def test_c_methods_accept_the_parameters_their_signature_names(runtime: MakeRunt
     assert done.exception(timeout=None) is None
     for options in (rt.options, rt.threads.options):
         sig = inspect.signature(options)
+        names = ("name", "lane", "timeout", "retries", "backoff", "retry_on", "delay", "at")
+        names += ("key", "on_duplicate", "limit_key", "limit")
         assert [(p.name, p.kind) for p in sig.parameters.values()] == [
-            ("name", P.KEYWORD_ONLY),
-            ("lane", P.KEYWORD_ONLY),
+            (name, P.KEYWORD_ONLY) for name in names
         ]
         view = options(name="n", lane="threads")
         assert view.spawn(abs, -3).result(timeout=30) == 3
