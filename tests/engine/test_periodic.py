@@ -8,6 +8,7 @@ for what the timer thread does. Every test that runs a loop runs on asyncio and 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from datetime import datetime, timedelta, timezone
@@ -21,7 +22,7 @@ import offload
 from offload import _periodic
 
 from .conftest import Arun, MakeRuntime
-from .support import WAIT
+from .support import WAIT, run_python
 
 
 class Calls:
@@ -291,6 +292,44 @@ def test_a_run_still_going_when_the_next_is_due(
         assert s.runs == calls.count == expected_runs
         assert rt.stats()["threads"]["submitted"] == expected_runs  # the ordinary spawn path
         assert not await rt.drain(WAIT)
+        await rt.shutdown(5)
+
+    arun(main())
+
+
+def test_a_queued_run_and_a_due_run_at_the_same_moment_start_one_run(
+    runtime: MakeRuntime, arun: Arun
+) -> None:
+    """The run in progress ends while the next is already due: the queued run and the
+    due one are the same run, not two."""
+    calls = Calls()
+    hold, held = threading.Event(), threading.Event()
+
+    def busy_timer_thread() -> None:
+        held.set()
+        hold.wait(WAIT)
+
+    async def main() -> None:
+        rt = runtime()
+        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="queue")
+        rt._advance_clock(10)
+        await until(lambda: calls.count == 1)
+        first = s.last_task
+        assert first is not None
+        rt._advance_clock(10)
+        await until(lambda: s.queued)
+        rt._call_later(0, busy_timer_thread)  # keep the timer thread busy a moment
+        await until(held.is_set)
+        rt._advance_clock(10)  # the next run is due, behind the busy callback
+        calls.gate.set()  # the first run ends: its queued run's start is armed too
+        await first
+        await until(lambda: rt._timers_armed() == 2)
+        hold.set()
+        await until(lambda: s.runs >= 2)
+        assert s.last_task is not None
+        await s.last_task
+        await nothing_more_happens()
+        assert s.runs == calls.count == 2 and s.skipped == 0 and not s.queued
         await rt.shutdown(5)
 
     arun(main())
@@ -584,3 +623,64 @@ def test_a_schedule_target_whose_repr_raises_is_still_named(runtime: MakeRuntime
     s = offload.every(10, Job(), runtime=rt)
     assert "Job" in s.name and "Job" in repr(s)
     rt.close(5)
+
+
+FORK = """
+import json, os, signal, time
+import offload
+
+def wait(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+rt = offload.Runtime()
+calls = []
+parent_schedule = offload.every(10, calls.append, "parent", runtime=rt)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        out = {"schedules": len(rt.schedules()), "cancelled": parent_schedule.cancelled}
+        own = offload.every(10, calls.append, "child", runtime=rt)  # the child's timer works
+        rt._advance_clock(10)
+        wait(lambda: own.runs == 1)
+        own.last_task.result(5)
+        out["calls"] = calls
+        out["parent_schedule_runs"] = parent_schedule.runs
+        out["left"] = len(rt.close(5))
+        print(json.dumps(out), flush=True)
+        code = 0
+    finally:
+        os._exit(code)
+deadline = time.monotonic() + 20
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        status = -1
+        break
+    time.sleep(0.005)
+rt._advance_clock(10)
+wait(lambda: parent_schedule.runs == 1)
+parent_schedule.last_task.result(5)
+print(json.dumps({"status": status, "calls": calls, "left": len(rt.close(5))}), flush=True)
+"""
+
+
+def test_a_forked_child_runs_none_of_its_parents_schedules() -> None:
+    out = run_python(FORK)
+    assert out.returncode == 0, out.stderr
+    child, parent = (json.loads(line) for line in out.stdout.splitlines())
+    assert child == {
+        "schedules": 0,
+        "cancelled": True,
+        "calls": ["child"],
+        "parent_schedule_runs": 0,
+        "left": 0,
+    }
+    assert parent == {"status": 0, "calls": ["parent"], "left": 0}
