@@ -48,11 +48,12 @@ class Calls:
     def blocking_job(self) -> None:
         with self._lock:
             self.count += 1
-        self.gate.wait(WAIT)
+        self.gate.wait(3 * WAIT)
 
 
 async def until(predicate: Any) -> None:
-    assert await async_wait_until(predicate), "the timer thread did not get there"
+    """Wait, bounded generously (a loaded shared machine), for what the timer thread does."""
+    assert await async_wait_until(predicate, 3 * WAIT), "the timer thread did not get there"
 
 
 async def nothing_more_happens() -> None:
