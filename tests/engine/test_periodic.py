@@ -2,7 +2,11 @@
 
 No test waits for a period to pass: each moves its runtime's engine clock with
 `rt._advance_clock(seconds)` (monotonic and wall time alike) and then waits, bounded,
-for what the timer thread does. Every test that runs a loop runs on asyncio and uvloop.
+for what the timer thread does. Periods are an hour (`P`) and cron tests start half a
+minute before a boundary, so real time passing on a loaded machine never fires a run a
+test did not ask for. A test that moves the clock again first waits for the run before
+(a run still going would make the next one skip). Every test that runs a loop runs on
+asyncio and uvloop.
 """
 
 from __future__ import annotations
@@ -61,9 +65,24 @@ async def nothing_more_happens() -> None:
     await asyncio.sleep(0.2)
 
 
+#: The period of the `every` schedules: no test lives through one in real time.
+P = 3600.0
+
+
 def seconds_until(rt: offload.Runtime, when: datetime | None) -> float:
     assert when is not None
     return when.timestamp() - rt._wall_time()
+
+
+def advance_past(rt: offload.Runtime, when: datetime | None) -> None:
+    """Move the engine clock just past `when`."""
+    rt._advance_clock(max(0.0, seconds_until(rt, when)) + 0.01)
+
+
+def at_half_past_a_minute(rt: offload.Runtime) -> None:
+    """Move the engine's wall clock to hh:mm:30: the next minute boundary is 30 s of
+    real time away."""
+    rt._advance_clock((30.0 - rt._wall_time() % 60.0) % 60.0)
 
 
 # --- every ------------------------------------------------------------------------------------
@@ -74,21 +93,21 @@ def test_every_runs_once_per_period_as_the_clock_moves(runtime: MakeRuntime, aru
 
     async def main() -> None:
         rt = runtime()
-        s = offload.every(10, calls.job, 1, runtime=rt, key="v")
+        s = offload.every(P, calls.job, 1, runtime=rt, key="v")
         assert rt.schedules() == [s]
         assert s.name == calls.job.__qualname__ and s.runs == 0 and s.last_task is None
-        assert 9 < seconds_until(rt, s.next_run) <= 10
-        rt._advance_clock(5)  # half a period: not due yet
+        assert P - 1 < seconds_until(rt, s.next_run) <= P
+        rt._advance_clock(P / 2)  # half a period: not due yet
         await nothing_more_happens()
         assert s.runs == 0 and calls.count == 0
         for n in (1, 2, 3):
-            rt._advance_clock(5 if n == 1 else 10)
+            rt._advance_clock(P / 2 if n == 1 else P)
             await until(lambda n=n: s.runs == n)
             task = s.last_task
             assert task is not None and task.name == s.name and task.lane == "threads"
             assert await task == ((1,), {"key": "v"})
             # the next run is one period after the one just due: no drift
-            assert 9 < seconds_until(rt, s.next_run) <= 10
+            assert P - 1 < seconds_until(rt, s.next_run) <= P
         assert calls.count == 3 and s.skipped == 0
         assert rt.stats()["threads"]["succeeded"] == 3
         assert s.cancel() is True
@@ -102,9 +121,9 @@ def test_every_runs_a_coroutine_function_on_the_home_loop(runtime: MakeRuntime, 
 
     async def main() -> None:
         async with runtime() as rt:
-            s = offload.every(0.5, calls.async_job, runtime=rt)
-            b = offload.every(0.5, calls.async_job, runtime=rt, lane="background", name="bg")
-            rt._advance_clock(1)
+            s = offload.every(P, calls.async_job, runtime=rt)
+            b = offload.every(P, calls.async_job, runtime=rt, lane="background", name="bg")
+            rt._advance_clock(P)
             await until(lambda: s.runs >= 1 and b.runs >= 1)
             assert s.last_task is not None and b.last_task is not None
             assert s.last_task.lane == "loop" and await s.last_task == "async"
@@ -121,12 +140,12 @@ def test_a_clock_jump_over_many_periods_gives_one_run_not_a_burst(
 
     async def main() -> None:
         rt = runtime()
-        s = offload.every(1, calls.job, runtime=rt)
-        rt._advance_clock(100.5)
+        s = offload.every(P, calls.job, runtime=rt)
+        rt._advance_clock(100.5 * P)
         await until(lambda: s.runs == 1)
         await nothing_more_happens()
         assert s.runs == 1 and s.skipped == 0
-        assert 0 < seconds_until(rt, s.next_run) <= 1
+        assert 0 < seconds_until(rt, s.next_run) <= P
         await rt.shutdown(5)
 
     arun(main())
@@ -134,9 +153,9 @@ def test_a_clock_jump_over_many_periods_gives_one_run_not_a_burst(
 
 def test_jitter_delays_each_run_by_up_to_jitter(runtime: MakeRuntime) -> None:
     rt = runtime()
-    schedules = [offload.every(10, print, runtime=rt, jitter=5) for _ in range(20)]
+    schedules = [offload.every(P, print, runtime=rt, jitter=5) for _ in range(20)]
     delays = [seconds_until(rt, s.next_run) for s in schedules]
-    assert all(9 < d <= 15 for d in delays), delays
+    assert all(P - 1 < d <= P + 5 for d in delays), delays
     assert len({round(d, 3) for d in delays}) > 1  # spread, not one fixed offset
     rt.close(5)
     assert all(s.cancelled and s.next_run is None for s in schedules)
@@ -150,6 +169,7 @@ def test_cron_runs_at_each_minute_boundary(runtime: MakeRuntime, arun: Arun) -> 
 
     async def main() -> None:
         rt = runtime()
+        at_half_past_a_minute(rt)
         s = offload.cron("* * * * *", calls.job, runtime=rt)
         first = s.next_run
         assert first is not None and first.tzinfo is timezone.utc
@@ -161,6 +181,8 @@ def test_cron_runs_at_each_minute_boundary(runtime: MakeRuntime, arun: Arun) -> 
         rt._advance_clock(1.01)
         await until(lambda: s.runs == 1)
         assert s.next_run == first + timedelta(minutes=1)
+        assert s.last_task is not None
+        await s.last_task
         rt._advance_clock(60)
         await until(lambda: s.runs == 2)
         assert s.next_run == first + timedelta(minutes=2)
@@ -179,12 +201,15 @@ def test_cron_every_five_minutes_runs_on_multiples_of_five(
 
     async def main() -> None:
         rt = runtime()
+        at_half_past_a_minute(rt)
         s = offload.cron("*/5 * * * *", calls.job, runtime=rt)
         first = s.next_run
         assert first is not None and first.minute % 5 == 0 and first.second == 0
-        rt._advance_clock(seconds_until(rt, first) + 0.01)
+        advance_past(rt, first)
         await until(lambda: s.runs == 1)
         assert s.next_run == first + timedelta(minutes=5)
+        assert s.last_task is not None
+        await s.last_task
         rt._advance_clock(60)  # one minute into the five: nothing
         await nothing_more_happens()
         assert s.runs == 1
@@ -263,12 +288,12 @@ def test_a_run_still_going_when_the_next_is_due(
 
     async def main() -> None:
         rt = runtime()
-        s = offload.every(10, calls.blocking_job, runtime=rt, overlap=overlap)  # type: ignore[arg-type]
-        rt._advance_clock(10)
+        s = offload.every(P, calls.blocking_job, runtime=rt, overlap=overlap)  # type: ignore[arg-type]
+        rt._advance_clock(P)
         await until(lambda: s.runs == 1 and calls.count == 1)
         first = s.last_task
         assert first is not None and first.state == "running"
-        rt._advance_clock(10)  # due again while the first still runs
+        rt._advance_clock(P)  # due again while the first still runs
         if overlap == "skip":
             await until(lambda: s.skipped == 1)
         elif overlap == "queue":
@@ -276,7 +301,7 @@ def test_a_run_still_going_when_the_next_is_due(
         else:
             await until(lambda: s.runs == 2 and calls.count == 2)
             assert rt.stats()["threads"]["running"] == 2
-        rt._advance_clock(10)  # and again
+        rt._advance_clock(P)  # and again
         if overlap == "allow":
             await until(lambda: s.runs == 3 and calls.count == 3)
             assert s.skipped == 0
@@ -312,16 +337,16 @@ def test_a_queued_run_and_a_due_run_at_the_same_moment_start_one_run(
 
     async def main() -> None:
         rt = runtime()
-        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="queue")
-        rt._advance_clock(10)
+        s = offload.every(P, calls.blocking_job, runtime=rt, overlap="queue")
+        rt._advance_clock(P)
         await until(lambda: calls.count == 1)
         first = s.last_task
         assert first is not None
-        rt._advance_clock(10)
+        rt._advance_clock(P)
         await until(lambda: s.queued)
         rt._call_later(0, busy_timer_thread)  # keep the timer thread busy a moment
         await until(held.is_set)
-        rt._advance_clock(10)  # the next run is due, behind the busy callback
+        rt._advance_clock(P)  # the next run is due, behind the busy callback
         calls.gate.set()  # the first run ends: its queued run's start is armed too
         await first
         await until(lambda: rt._timers_armed() == 2)
@@ -343,15 +368,15 @@ def test_a_full_lane_refuses_a_run_which_is_logged_and_the_schedule_goes_on(
 
     async def main() -> None:
         rt = runtime(lanes={"threads": {"max_running": 1, "max_pending": 0}})
-        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="allow", name="report")
-        rt._advance_clock(10)
+        s = offload.every(P, calls.blocking_job, runtime=rt, overlap="allow", name="report")
+        rt._advance_clock(P)
         await until(lambda: calls.count == 1)
-        rt._advance_clock(10)
+        rt._advance_clock(P)
         await until(lambda: rt.stats()["threads"]["rejected"] == 1)
         assert s.runs == 1
         calls.gate.set()
         await until(lambda: rt.stats()["threads"]["running"] == 0)
-        rt._advance_clock(10)
+        rt._advance_clock(P)
         await until(lambda: s.runs == 2)
         await rt.shutdown(5)
 
@@ -370,14 +395,14 @@ def test_a_run_waiting_for_room_on_a_blocking_lane_never_stalls_the_timer(
 
     async def main() -> None:
         rt = runtime(lanes={"threads": {"max_running": 1, "max_pending": 0, "on_full": "block"}})
-        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="allow")
-        beat = offload.every(10, other.async_job, runtime=rt)
-        rt._advance_clock(10)
+        s = offload.every(P, calls.blocking_job, runtime=rt, overlap="allow")
+        beat = offload.every(P, other.async_job, runtime=rt, overlap="allow")
+        rt._advance_clock(P)
         await until(lambda: calls.count == 1 and beat.runs == 1)
-        rt._advance_clock(10)  # the second run waits for room
+        rt._advance_clock(P)  # the second run waits for room
         await until(lambda: s.runs == 2 and beat.runs == 2)
         assert calls.count == 1
-        rt._advance_clock(10)  # the timer thread still serves the other schedule
+        rt._advance_clock(P)  # the timer thread still serves the other schedule
         await until(lambda: beat.runs == 3 and other.count == 3)
         calls.gate.set()
         await until(lambda: calls.count >= 2)
@@ -391,9 +416,9 @@ def test_a_failing_run_is_reported_and_the_next_one_still_runs(
 ) -> None:
     async def main() -> None:
         rt = runtime()
-        s = offload.every(10, int, "not a number", runtime=rt, name="parse")
+        s = offload.every(P, int, "not a number", runtime=rt, name="parse")
         for n in (1, 2):
-            rt._advance_clock(10)
+            rt._advance_clock(P)
             await until(lambda n=n: s.runs == n and s.last_task is not None)
             assert s.last_task is not None
             await until(s.last_task.done)
@@ -413,13 +438,13 @@ def test_cancel_stops_future_runs(runtime: MakeRuntime, arun: Arun) -> None:
 
     async def main() -> None:
         rt = runtime()
-        s = offload.every(10, calls.job, runtime=rt)
-        rt._advance_clock(10)
+        s = offload.every(P, calls.job, runtime=rt)
+        rt._advance_clock(P)
         await until(lambda: s.runs == 1 and calls.count == 1)
         assert s.cancel() is True
         assert s.cancel() is False
         assert s.cancelled and s.next_run is None and rt.schedules() == []
-        rt._advance_clock(100)
+        rt._advance_clock(10 * P)
         await nothing_more_happens()
         assert s.runs == calls.count == 1
         await rt.shutdown(5)
@@ -432,10 +457,10 @@ def test_cancel_drops_a_queued_run(runtime: MakeRuntime, arun: Arun) -> None:
 
     async def main() -> None:
         rt = runtime()
-        s = offload.every(10, calls.blocking_job, runtime=rt, overlap="queue")
-        rt._advance_clock(10)
+        s = offload.every(P, calls.blocking_job, runtime=rt, overlap="queue")
+        rt._advance_clock(P)
         await until(lambda: calls.count == 1)
-        rt._advance_clock(10)
+        rt._advance_clock(P)
         await until(lambda: s.queued)
         s.cancel()
         assert not s.queued
@@ -458,19 +483,19 @@ def test_shutdown_stops_every_schedule_and_leaves_nothing_behind(
 
     async def main() -> None:
         rt = runtime()
-        every = offload.every(10, calls.blocking_job, runtime=rt, overlap="queue")
+        every = offload.every(P, calls.blocking_job, runtime=rt, overlap="queue")
         cron = offload.cron("* * * * *", calls.job, runtime=rt)
-        rt._advance_clock(10)
+        rt._advance_clock(P)
         await until(lambda: every.runs == 1)
-        rt._advance_clock(10)
+        rt._advance_clock(P)
         await until(lambda: every.queued)
         calls.gate.set()  # the first run ends during shutdown's drain
         assert await rt.shutdown(5) == set()
         assert rt.schedules() == []
         assert every.cancelled and cron.cancelled and every.next_run is None
         with pytest.raises(offload.Closed, match="create a new offload.Runtime"):
-            offload.every(10, calls.job, runtime=rt)
-        rt._advance_clock(3600)
+            offload.every(P, calls.job, runtime=rt)
+        rt._advance_clock(10 * P)
         await nothing_more_happens()
         assert every.runs == 1  # the queued run was dropped with the schedule
 
@@ -489,16 +514,16 @@ def test_two_runtimes_keep_their_schedules_apart(runtime: MakeRuntime, arun: Aru
 
     async def main() -> None:
         a, b = runtime(), runtime()
-        sa = offload.every(10, calls_a.job, runtime=a, name="same")
-        sb = offload.every(10, calls_b.job, runtime=b, name="same")
+        sa = offload.every(P, calls_a.job, runtime=a, name="same")
+        sb = offload.every(P, calls_b.job, runtime=b, name="same")
         assert a.schedules() == [sa] and b.schedules() == [sb]
-        a._advance_clock(10)
+        a._advance_clock(P)
         await until(lambda: sa.runs == 1)
         await nothing_more_happens()
         assert sb.runs == 0
         await a.shutdown(5)
         assert sa.cancelled and not sb.cancelled
-        b._advance_clock(10)
+        b._advance_clock(P)
         await until(lambda: sb.runs == 1 and calls_b.count == 1)
         assert calls_a.count == 1
         await b.shutdown(5)
@@ -519,7 +544,7 @@ def test_periodic_starts_with_the_fastapi_lifespan_and_stops_with_it(
     calls = Calls()
     rt = runtime()
 
-    @offload.periodic(every=10, runtime=rt, name="tick")
+    @offload.periodic(every=P, runtime=rt, name="tick")
     def tick() -> None:
         calls.job()
 
@@ -531,7 +556,7 @@ def test_periodic_starts_with_the_fastapi_lifespan_and_stops_with_it(
         async with app.router.lifespan_context(app):
             [s] = rt.schedules()
             assert s.name == "tick"
-            rt._advance_clock(10)
+            rt._advance_clock(P)
             await until(lambda: s.runs == 1)
         assert rt.closed and rt.schedules() == [] and s.cancelled
 
@@ -562,7 +587,7 @@ def test_periodic_starts_with_async_with_runtime_and_at_once_once_started(
                 calls.job()
 
             assert [x.name for x in rt.schedules()] == [s.name, late.__qualname__]
-            rt._advance_clock(seconds_until(rt, s.next_run) + 0.01)
+            advance_past(rt, s.next_run)
             await until(lambda: s.runs == 1 and calls.count >= 2)
         assert rt.schedules() == []
 
@@ -577,7 +602,7 @@ def test_periodic_without_a_runtime_follows_the_default_runtime_across_renewals(
     previous = offload._replace_default_runtime(first)
     try:
 
-        @offload.periodic(every=10)
+        @offload.periodic(every=P)
         def refresh() -> None:
             calls.job()
 
@@ -587,7 +612,7 @@ def test_periodic_without_a_runtime_follows_the_default_runtime_across_renewals(
                 rt = offload._renew_default_runtime()
             async with rt:
                 [s] = rt.schedules()
-                rt._advance_clock(10)
+                rt._advance_clock(P)
                 await until(lambda: s.runs == 1)
 
         arun(one_app_start())
@@ -621,7 +646,7 @@ def test_a_schedule_target_whose_repr_raises_is_still_named(runtime: MakeRuntime
             raise RuntimeError("repr raised")
 
     rt = runtime()
-    s = offload.every(10, Job(), runtime=rt)
+    s = offload.every(P, Job(), runtime=rt)
     assert "Job" in s.name and "Job" in repr(s)
     rt.close(5)
 
@@ -636,16 +661,17 @@ def wait(predicate, timeout=10.0):
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
 
+P = 3600.0
 rt = offload.Runtime()
 calls = []
-parent_schedule = offload.every(10, calls.append, "parent", runtime=rt)
+parent_schedule = offload.every(P, calls.append, "parent", runtime=rt)
 pid = os.fork()
 if pid == 0:
     code = 1
     try:
         out = {"schedules": len(rt.schedules()), "cancelled": parent_schedule.cancelled}
-        own = offload.every(10, calls.append, "child", runtime=rt)  # the child's timer works
-        rt._advance_clock(10)
+        own = offload.every(P, calls.append, "child", runtime=rt)  # the child's timer works
+        rt._advance_clock(P)
         wait(lambda: own.runs == 1)
         own.last_task.result(5)
         out["calls"] = calls
@@ -666,7 +692,7 @@ while True:
         status = -1
         break
     time.sleep(0.005)
-rt._advance_clock(10)
+rt._advance_clock(P)
 wait(lambda: parent_schedule.runs == 1)
 parent_schedule.last_task.result(5)
 print(json.dumps({"status": status, "calls": calls, "left": len(rt.close(5))}), flush=True)
