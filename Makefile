@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick test-sanitize test-debug test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare test-sanitize test-debug test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -113,7 +113,7 @@ build/venv-%/.deps-stamp: pyproject.toml
 TSAN_TESTS = tests/reliability tests/test_reliability.py tests/property \
   $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py \
   tests/engine/test_edges.py tests/engine/test_edges_python.py tests/engine/test_option_fuzz.py \
-  tests/engine/test_periodic.py)
+  tests/engine/test_controls.py tests/engine/test_periodic.py)
 TSAN_FUZZ_SEEDS ?= 0-199
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline
@@ -190,15 +190,22 @@ showcase: build
 
 # --- benchmarks (issue 4; docs/benchmarks.md) ------------------------------------
 # Every comparison in one run, interleaved; writes bench/results.json + results.png
-# (~10 min). bench-quick: a ~1 min subset, written to bench/out/. wrk drives the
-# end-to-end benchmark (Debian package `wrk`).
+# (~15 min). bench-quick: a ~1 min subset, written to bench/out/. wrk drives the
+# end-to-end benchmark (Debian package `wrk`). Their `compare` group builds the engine
+# of BEFORE (default: a4ebdaa, the last commit before task controls) into
+# build/compare/ and runs the spawn benchmarks on it and on this tree, interleaved.
+BEFORE ?= a4ebdaa
 bench: build
 	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
-	$(PY) bench/run.py
+	$(PY) bench/run.py --before $(BEFORE)
 
 bench-quick: build
 	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
-	$(PY) bench/run.py --quick
+	$(PY) bench/run.py --quick --before $(BEFORE)
+
+# Only the before/after table: `make bench-compare BEFORE=<commit>` (~3 min).
+bench-compare: build
+	$(PY) bench/before_after.py --before $(BEFORE)
 
 clean:
 	rm -rf build dist *.egg-info src/*.egg-info $(VENV)

@@ -105,6 +105,12 @@ def draw(document: dict[str, Any], path: Path) -> None:
         panels.append(("scaling", None))
     if any(k.startswith("latency_") for k in benches):
         panels.append(("latency", None))
+    if "scheduled_memory_tracemalloc" in benches:
+        panels.append(("scheduled", None))
+    if "timer_lateness_p99" in benches:
+        panels.append(("bars_log", "timer_lateness_p99"))
+    if any(k.startswith("compare_") for k in benches):
+        panels.append(("compare", None))
 
     cols = 2
     rows = math.ceil(len(panels) / cols)
@@ -141,6 +147,17 @@ def draw(document: dict[str, Any], path: Path) -> None:
                 waits,
                 log=True,
             )
+        elif kind == "scheduled":
+            bars = _rows(benches["scheduled_memory_tracemalloc"], "tracemalloc: ")
+            if "scheduled_memory_rss" in benches:
+                bars += _rows(benches["scheduled_memory_rss"], "RSS: ")
+            _bars(ax, "100k tasks delayed 3600 s vs pending", "bytes/task", bars)
+        elif kind == "compare":
+            bars = []
+            for key, b in benches.items():
+                if key.startswith("compare_"):
+                    bars += _rows(b, key.removeprefix("compare_") + ", ")
+            _bars(ax, "spawn speed, no controls: engine before/after", "tasks/s", bars, log=True)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     meta = document["meta"]

@@ -80,6 +80,11 @@ class Benchmark:
     def ratio(self, num: str, den: str) -> float:
         return self.median(num) / self.median(den)
 
+    def paired_ratio(self, num: str, den: str) -> float:
+        """The median of each round's num / den (the two ran back to back in a round)."""
+        rounds = zip(self.samples[num], self.samples[den], strict=True)
+        return statistics.median(a / b for a, b in rounds)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "title": self.title,

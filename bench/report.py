@@ -6,6 +6,7 @@ python bench/report.py [bench/results.json]
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,63 @@ def _num(value: float) -> str:
 
 
 def targets(document: dict[str, Any]) -> str:
-    lines = ["| target | ratio of medians | verdict |", "| --- | ---: | --- |"]
+    lines = ["| target | median (or ratio of medians) | verdict |", "| --- | ---: | --- |"]
     for t in document["targets"]:
-        lines.append(f"| {t['target']} | {t['ratio']:.2f}x | {t['verdict']} |")
+        value = f"{t['ratio']:.2f}x" if "ratio" in t else f"{_num(t['value'])} {t['unit']}"
+        lines.append(f"| {t['target']} | {value} | {t['verdict']} |")
+    return "\n".join(lines)
+
+
+def compare_table(benches: dict[str, Any]) -> str:
+    """The before/after table of bench/before_after.py's benchmarks (keys compare_*):
+    medians, their ratio, the median of per-round ratios, and the best samples' ratio."""
+    rows = [bench for key, bench in benches.items() if key.startswith("compare_")]
+    before, after = rows[0]["contenders"]
+    head = f"| no controls set | {before} | {after} | after / before: medians | paired | best"
+    lines = [
+        head + " | before min – max | after min – max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for bench in rows:
+        b, a = bench["contenders"].values()
+        paired = statistics.median(x / y for x, y in zip(a["samples"], b["samples"], strict=True))
+        lines.append(
+            f"| {bench['title'].split(', no controls')[0]} ({bench['unit']}) | {_num(b['median'])}"
+            f" | {_num(a['median'])} | {a['median'] / b['median']:.2f}x | {paired:.2f}x"
+            f" | {a['max'] / b['max']:.2f}x | {_num(b['min'])} – {_num(b['max'])}"
+            f" | {_num(a['min'])} – {_num(a['max'])} |"
+        )
+    return "\n".join(lines)
+
+
+def scheduled_table(benches: dict[str, Any], mode: str) -> str:
+    """bench/timers.py's memory rows as form | held | beyond pending | left after cancel."""
+    c = benches[f"scheduled_memory_{mode}"]["contenders"]
+    lines = ["| form | held | beyond pending | left after cancel |", "| --- | ---: | ---: | ---: |"]
+    for form in ("pending", "shared view", "options per call"):
+        beyond = c.get(f"{form}, beyond pending")
+        lines.append(
+            f"| {form} | {_num(c[form]['median'])} | {_num(beyond['median']) if beyond else ''}"
+            f" | {_num(c[f'{form}, left after cancel']['median'])} |"
+        )
+    return "\n".join(lines)
+
+
+def lateness_table(benches: dict[str, Any]) -> str:
+    """bench/timers.py's lateness rows: idle and busy p50 / p99 / max side by side, ms."""
+    stats = [benches[f"timer_lateness_{q}"]["contenders"] for q in ("p50", "p99", "max")]
+    head = "| where the delayed code runs | loop | idle p50 | idle p99 | idle max | busy p50"
+    lines = [
+        head + " | busy p99 | busy max |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in stats[0]:
+        if not name.endswith(("idle loop", "idle uvloop")):
+            continue
+        where, kind = name.rsplit(", idle ", 1)
+        busy = f"{where}, busy {kind}"
+        cells = [_num(s[n]["median"]) for n in (name, busy) for s in stats]
+        lines.append(f"| {where} | {'asyncio' if kind == 'loop' else kind} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -45,6 +100,14 @@ def main() -> None:
         f" {meta['loadavg_after'][0]:.2f}\n"
     )
     print(targets(document) + "\n")
+    benches = document["benchmarks"]
+    if any(key.startswith("compare_") for key in benches):
+        print(compare_table(benches) + "\n")
+    for mode in ("tracemalloc", "rss"):
+        if f"scheduled_memory_{mode}" in benches:
+            print(f"scheduled tasks ({mode}), bytes/task:\n\n{scheduled_table(benches, mode)}\n")
+    if "timer_lateness_p99" in benches:
+        print(f"timer lateness, ms:\n\n{lateness_table(benches)}\n")
     print(benchmarks(document))
 
 

@@ -5,7 +5,9 @@
     python bench/run.py --only lanes,e2e --out bench/out/x.json
 
 Groups: lanes (bench/lanes.py), e2e (bench/e2e.py), memory (bench/memory.py),
-scaling (bench/scaling.py). See docs/benchmarks.md.
+scaling (bench/scaling.py), scheduled and lateness (bench/timers.py), compare
+(bench/before_after.py: the spawn benchmarks on the engine of --before and on this
+tree's). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import before_after
 import chart
 import e2e
 import lanes
 import memory
 import scaling
+import timers
 from common import Benchmark
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("lanes", "e2e", "memory", "scaling")
+GROUPS = ("lanes", "e2e", "memory", "scaling", "scheduled", "lateness", "compare")
+#: The engine before task controls (issue 12): `compare` measures against it by default.
+BEFORE = "a4ebdaa"
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,15 @@ class Target:
     num: str
     den: str
     minimum: float | None  # None: shown for reference, no verdict
+    #: Judge the median of the per-round ratios instead of the ratio of medians.
+    paired: bool = False
 
     def check(self, results: dict[str, Benchmark]) -> dict[str, Any] | None:
         if self.bench not in results:
             return None
-        value = results[self.bench].ratio(self.num, self.den)
+        bench = results[self.bench]
+        ratio = bench.paired_ratio if self.paired else bench.ratio
+        value = ratio(self.num, self.den)
         verdict = "info" if self.minimum is None else "PASS" if value >= self.minimum else "MISS"
         return {
             "target": self.label,
@@ -56,7 +66,48 @@ class Target:
         }
 
 
-TARGETS = [
+@dataclass(frozen=True)
+class Ceiling:
+    """A contender's median must stay at or under `maximum` (None: shown, no verdict)."""
+
+    label: str
+    bench: str
+    contender: str
+    maximum: float | None
+
+    def check(self, results: dict[str, Benchmark]) -> dict[str, Any] | None:
+        if self.bench not in results:
+            return None
+        bench = results[self.bench]
+        value = bench.median(self.contender)
+        verdict = "info" if self.maximum is None else "PASS" if value <= self.maximum else "MISS"
+        return {
+            "target": self.label,
+            "benchmark": self.bench,
+            "value": value,
+            "unit": bench.unit,
+            "maximum": self.maximum,
+            "verdict": verdict,
+        }
+
+
+def _compare_targets(results: dict[str, Benchmark]) -> list[Target]:
+    """Spawn speed with no controls set, unchanged within noise: the median of the
+    per-round after / before ratios (each round runs the two back to back) >= 0.95."""
+    return [
+        Target(
+            f"no controls, {key.removeprefix('compare_')}: after / before >= 0.95 (paired)",
+            key,
+            *b.ratio_pairs[0],
+            0.95,
+            paired=True,
+        )
+        for key, b in results.items()
+        if key.startswith("compare_")
+    ]
+
+
+TARGETS: list[Target | Ceiling] = [
     Target(
         "thread run >= 10x asyncio.to_thread",
         "thread_run",
@@ -98,6 +149,34 @@ TARGETS = [
         "blocking: FastAPI BackgroundTasks",
         "plain",
         None,
+    ),
+    Ceiling(
+        "scheduled tasks (100k; quick: 20k), shared view: <= 200 B each beyond pending (tracemalloc)",
+        "scheduled_memory_tracemalloc",
+        "shared view, beyond pending",
+        200,
+    ),
+    Ceiling(
+        "scheduled tasks (100k; quick: 20k), shared view: <= 200 B each beyond pending (RSS)",
+        "scheduled_memory_rss",
+        "shared view, beyond pending",
+        200,
+    ),
+    Ceiling(
+        "scheduled tasks (100k; quick: 20k), options() per call: B each beyond pending (tracemalloc)",
+        "scheduled_memory_tracemalloc",
+        "options per call, beyond pending",
+        None,
+    ),
+    *(
+        Ceiling(
+            f"timer lateness p99 <= 2 ms: {lane} lane, {loop}",
+            "timer_lateness_p99",
+            f"offload {lane} lane, {loop}",
+            2.0,
+        )
+        for loop in ("idle loop", "idle uvloop", "busy loop", "busy uvloop")
+        for lane in ("threads", "loop")
     ),
 ]
 
@@ -157,6 +236,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="rounds per comparison (default 5; quick 3)")
     parser.add_argument("--only", help=f"comma-separated groups out of {','.join(GROUPS)}")
     parser.add_argument("--out", type=Path, help="results JSON path (the chart goes beside it)")
+    parser.add_argument(
+        "--before", default=BEFORE, help=f"compare: the older engine (default {BEFORE})"
+    )
     args = parser.parse_args()
     quick = args.quick
     rounds = args.rounds or (3 if quick else 5)
@@ -186,15 +268,34 @@ def main() -> int:
             benches += memory.run(1 if quick else 3, 100_000)
         elif group == "scaling":
             benches += scaling.run(2 if quick else rounds, 0.25 if quick else 1.0)
+        elif group == "scheduled":
+            benches += timers.memory(1 if quick else 3, 20_000 if quick else 100_000)
+        elif group == "lateness":
+            benches += timers.firing(
+                2 if quick else rounds, 500 if quick else 2000, 0.5 if quick else 2.0
+            )
+        elif group == "compare":
+            # Samples are short and the two builds' spread is what matters: more rounds.
+            benches += before_after.run(2 * rounds + 1, 0.25 if quick else 1.0, args.before)
         group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
     results = {b.key: b for b in benches}
-    checks = [c for c in (t.check(results) for t in TARGETS) if c is not None]
-    print("\n== targets (ratios of medians, same run)")
+    targets = [*TARGETS, *_compare_targets(results)]
+    checks = [c for c in (t.check(results) for t in targets) if c is not None]
+    print("\n== targets (medians or ratios of medians, same run)")
     for c in checks:
-        minimum = "" if c["minimum"] is None else f">= {c['minimum']}x"
-        print(f"  {c['target']:<66}{c['ratio']:>7.2f}x  {minimum:<8} {c['verdict']}")
+        if "ratio" in c:
+            value, bound = (
+                f"{c['ratio']:.2f}x",
+                "" if c["minimum"] is None else f">= {c['minimum']}x",
+            )
+        else:
+            value, bound = (
+                f"{c['value']:.3g} {c['unit']}",
+                "" if c["maximum"] is None else f"<= {c['maximum']:g}",
+            )
+        print(f"  {c['target']:<80}{value:>16}  {bound:<8} {c['verdict']}")
     print(
         f"\n{elapsed:.0f} s {group_seconds}; load average before {load_before}, after {os.getloadavg()}"
     )

@@ -156,6 +156,36 @@ bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
     return 0;
 }
 
+int
+bridge_push_nogil(bridge_object *b, bridge_kind kind, PyObject *obj)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->closed || b->detached) {
+        pthread_mutex_unlock(&b->mu);
+        return -1;
+    }
+    if (b->len == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        bridge_item *items = realloc(b->items, cap * sizeof(bridge_item));
+        if (items == NULL) {
+            pthread_mutex_unlock(&b->mu);
+            return -1;
+        }
+        b->items = items;
+        b->cap = cap;
+    }
+    b->items[b->len].kind = kind;
+    b->items[b->len].obj = obj;
+    b->len++;
+    int must_signal = !b->signalled;
+    b->signalled = 1;
+    pthread_mutex_unlock(&b->mu);
+    if (must_signal) {
+        wakeup_signal(&b->wake);
+    }
+    return 0;
+}
+
 static void
 bridge_remove_reader(bridge_object *b, module_state *st)
 {
@@ -223,6 +253,9 @@ bridge_process(bridge_object *b, module_state *st, bridge_item *it)
     }
     case BRIDGE_WAKE:
         task_resolve_future(st, it->obj);
+        break;
+    case BRIDGE_FIRE:
+        controls_fire_start((task_object *)it->obj);
         break;
     case BRIDGE_CANCEL: {
         task_object *t = (task_object *)it->obj;
@@ -332,7 +365,7 @@ bridge_drop_items(module_state *st, bridge_item *items, size_t len, PyObject *ca
 {
     PyObject *saved = PyErr_GetRaisedException(); /* reports run Python code; keep the caller's error */
     for (size_t i = 0; i < len; i++) {
-        if (items[i].kind == BRIDGE_START) {
+        if (items[i].kind == BRIDGE_START || items[i].kind == BRIDGE_FIRE) {
             task_object *t = (task_object *)items[i].obj;
             if (!task_is_done(t)) {
                 bridge_fail_unstarted(t, cause);

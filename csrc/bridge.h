@@ -16,6 +16,7 @@ typedef enum {
     BRIDGE_START,  /* obj: task to start on this loop */
     BRIDGE_WAKE,   /* obj: awaiter future to resolve */
     BRIDGE_CANCEL, /* obj: task whose runner must be cancelled */
+    BRIDGE_FIRE,   /* obj: a scheduled or retrying task that is due (the timer's) */
     BRIDGE_STOP,   /* obj: None; stop the loop (background loops) */
     BRIDGE_DETACH, /* obj: None; the runtime closed: give back the reader and fd */
 } bridge_kind;
@@ -57,6 +58,12 @@ int bridge_attach(bridge_object *b, PyObject *loop);
  * on a detached bridge the wakeup is loop.call_soon_threadsafe (Python code).
  * -1 on MemoryError or if the bridge is closed, or its loop turned out closed
  * (then it is closed here, its items dropped and reported); obj is released. */
+/* bridge_push for the timer thread, which doesn't hold the GIL: hands
+ * `obj`'s reference to the inbox and touches no refcount. -1 (nothing done,
+ * the reference stays the caller's) when the bridge is closed or detached or
+ * memory runs out: the caller takes the GIL path instead. */
+int bridge_push_nogil(bridge_object *b, bridge_kind kind, PyObject *obj);
+
 int bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj);
 /* True when the caller is on the bridge's loop thread. */
 static inline int

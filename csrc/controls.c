@@ -14,6 +14,7 @@
 #include "module.h"
 #include "ring.h"
 #include "task.h"
+#include "threadpool.h"
 
 /* The shortest wait before a timer-fired admission tries a full lane again
  * (on_full="block": the timer thread never blocks). */
@@ -457,6 +458,9 @@ controls_enter(task_object *t, int is_new)
                 Py_DECREF(cap);
                 return -1;
             }
+            if (!is_new) {
+                lane_mark_pending(t->lane, t); /* due: now it only waits for its key */
+            }
             if (ring_push(&lim->waiting, Py_NewRef((PyObject *)t)) < 0) {
                 Py_DECREF(t);
                 Py_DECREF(cap);
@@ -499,11 +503,62 @@ controls_initial_delay(engine_object *e, controls_object *c)
     return -1.0;
 }
 
+/* A run() task whose key is held by a live task when it is first awaited:
+ * it ends as that task ends, with the same outcome (singleflight for run()). */
+static PyObject *
+mirror_outcome(PyObject *follower, PyObject *holder_obj)
+{
+    task_object *t = (task_object *)follower, *holder = (task_object *)holder_obj;
+    if (task_is_done(t)) {
+        Py_RETURN_NONE;
+    }
+    t->flags |= TF_OBSERVED; /* the holder reports its own failure, once */
+    if (holder->state == TASK_CANCELLED) {
+        task_finish(t, TASK_CANCELLED, NULL);
+    }
+    else {
+        task_finish(t, (task_state)holder->state, holder->outcome);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef mirror_def = {"_mirror_outcome", mirror_outcome, METH_O, NULL};
+
+static int
+controls_follow(task_object *t, task_object *holder)
+{
+    if (t->flags & TF_IS_CORO) {
+        task_close_coroutine(t->engine->st, t->target); /* it won't run */
+    }
+    PyObject *fn = PyCFunction_New(&mirror_def, (PyObject *)t);
+    if (fn == NULL) {
+        return -1;
+    }
+    PyObject *res = PyObject_CallMethod((PyObject *)holder, "add_done_callback", "O", fn);
+    Py_DECREF(fn);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
 int
 controls_submit(task_object *t)
 {
     engine_object *e = t->engine;
     task_ctl *ctl = t->ctl;
+    if (ctl->controls->key != NULL) {
+        /* spawn() looked before making the task; a run() is submitted when first
+         * awaited, and a holder may have appeared since. */
+        int err = 0;
+        task_object *holder = controls_find_duplicate(e, ctl->controls, &err);
+        if (err) {
+            return -1;
+        }
+        if (holder != NULL) {
+            int rc = holder == t ? 0 : controls_follow(t, holder);
+            Py_DECREF(holder);
+            return rc;
+        }
+    }
     if (lane_prepare_new(t) < 0) {
         return -1;
     }
@@ -517,6 +572,14 @@ controls_submit(task_object *t)
             return -1;
         }
         return 0;
+    }
+    if (t->lane->kind == LANE_BACKGROUND && t->bridge == NULL) {
+        /* Its loop now, so the timer can hand it over without the GIL. */
+        bridge_object *b = engine_background_bridge(e);
+        if (b == NULL) {
+            return -1;
+        }
+        t->bridge = Py_NewRef((PyObject *)b);
     }
     if (lane_register_waiting(t->lane, t, TASK_SCHEDULED) < 0) {
         return -1;
@@ -537,7 +600,7 @@ controls_rearm_start(task_object *t, int64_t delay_ns)
     task_ctl *ctl = t->ctl;
     Py_XDECREF(timer_disarm(&t->engine->timer, &ctl->node));
     ctl->due = offload_ns_add(timer_now(&t->engine->timer), delay_ns);
-    if (timer_arm(&t->engine->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_START) <
+    if (timer_arm(&t->engine->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_READMIT) <
         0) {
         task_finish_from_error(t);
     }
@@ -715,14 +778,26 @@ controls_begin_retry(task_object *t, PyObject *exc)
         }
         PyErr_Clear();
     }
-    lane_retry_task(t->lane, t);
-    limit_release(t);
-    offload_report(e->st, (PyObject *)e, e->st->s_retrying, (PyObject *)t, exc);
+    lane_handoff handoff;
+    lane_retry_task(t->lane, t, &handoff); /* RETRYING; no Python code runs here */
     ctl->due = offload_ns_add(timer_now(&e->timer), offload_seconds_to_ns(wait));
-    if (timer_arm(&e->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_START) < 0) {
+    int armed = timer_arm(&e->timer, &ctl->node, (PyObject *)t, ctl->due, TIMER_TASK_START);
+    /* From here Python code runs (the next task's dispatch, the next key
+     * holder's, the log), which may cancel this task: it is consistent by now. */
+    Py_INCREF(t);
+    lane_finish_dispatch(t->lane, &handoff);
+    if (armed < 0) {
         PyErr_Clear();
+        limit_release(t);
         task_finish(t, TASK_FAILED, exc); /* retrying: no further retry is tried */
+        Py_DECREF(t);
+        return;
     }
+    limit_release(t);
+    if (!task_is_done(t)) { /* not cancelled by the code above */
+        offload_report(e->st, (PyObject *)e, e->st->s_retrying, (PyObject *)t, exc);
+    }
+    Py_DECREF(t);
 }
 
 int
@@ -784,19 +859,24 @@ controls_discard_late(task_object *t, uint32_t attempt)
 }
 
 int
-controls_cancel_applies(task_object *t)
+controls_attempt_timed_out(task_object *t)
 {
     task_ctl *ctl = t->ctl;
-    return ctl == NULL || t->cancel_requested ||
-           (ctl->timed_out != 0 && ctl->timed_out == ctl->attempt && t->state == TASK_RUNNING);
+    return ctl->timed_out != 0 && ctl->timed_out == ctl->attempt && t->state == TASK_RUNNING;
+}
+
+int
+controls_cancel_applies(task_object *t)
+{
+    return t->ctl == NULL || t->cancel_requested || controls_attempt_timed_out(t);
 }
 
 /* ------------------------------------------------------------------------ */
 /* the timer thread's side                                                   */
 
 /* A scheduled or retrying task is due (or a blocked admission tries again). */
-static void
-fire_start(task_object *t)
+void
+controls_fire_start(task_object *t)
 {
     task_ctl *ctl = t->ctl;
     if (ctl == NULL || task_is_done(t) || t->state == TASK_RUNNING) {
@@ -859,7 +939,8 @@ timer_fire(engine_object *e, timer_kind kind, PyObject *owner, uint32_t attempt,
     (void)e;
     (void)due;
     switch (kind) {
-    case TIMER_TASK_START: fire_start((task_object *)owner); break;
+    case TIMER_TASK_START:
+    case TIMER_TASK_READMIT: controls_fire_start((task_object *)owner); break;
     case TIMER_TASK_TIMEOUT: fire_timeout((task_object *)owner, attempt); break;
     case TIMER_CALLBACK: timer_handle_fire((timer_handle *)owner); return; /* consumed */
     }
@@ -869,10 +950,31 @@ timer_fire(engine_object *e, timer_kind kind, PyObject *owner, uint32_t attempt,
     Py_DECREF(owner);
 }
 
+int
+controls_fire_nogil(PyObject *owner)
+{
+    /* No GIL: only fields fixed before the node was armed (its lane, its loop's
+     * bridge, its controls), and no refcount changes. The task can't finish
+     * meanwhile: its finish disarms the node first, which waits on the timer's
+     * mutex, held by the caller. */
+    task_object *t = (task_object *)owner;
+    if (t->ctl == NULL || t->ctl->controls->limit_key != NULL) {
+        return 0; /* its key's limiter is a dict: the GIL path */
+    }
+    switch (t->lane->kind) {
+    case LANE_LOOP:
+    case LANE_BACKGROUND:
+        return t->bridge != NULL &&
+               bridge_push_nogil((bridge_object *)t->bridge, BRIDGE_FIRE, owner) == 0;
+    case LANE_THREADS: return pool_push_due_nogil(&t->engine->pool, t) == 0;
+    default: return 0;
+    }
+}
+
 void
 controls_timer_leftover(timer_node *n, PyObject *owner)
 {
-    if (n->kind == TIMER_TASK_START) {
+    if (n->kind == TIMER_TASK_START || n->kind == TIMER_TASK_READMIT) {
         /* It can no longer start: the runtime is stopping. */
         task_object *t = (task_object *)owner;
         if (!task_is_done(t) && task_finish(t, TASK_CANCELLED, NULL)) {

@@ -107,6 +107,9 @@ void controls_after_finish(struct task_object *t);
  * ended (timed out): discard its outcome; the thread stops counting as overrun. */
 int controls_discard_late(struct task_object *t, uint32_t attempt);
 
+/* Whether the running attempt's timeout fired (its cancellation is offload's). */
+int controls_attempt_timed_out(struct task_object *t);
+
 /* Whether a queued BRIDGE_CANCEL still applies to the running attempt. */
 int controls_cancel_applies(struct task_object *t);
 
@@ -116,6 +119,11 @@ void controls_on_cancel(struct task_object *t);
 /* Free the record (task dealloc / clear). */
 void controls_free(struct task_object *t);
 int controls_traverse(struct task_object *t, visitproc visit, void *arg);
+
+/* A due scheduled or retrying task (GIL held; the caller keeps its reference):
+ * through its key's limit to its lane's admission. Also run by a loop draining
+ * a BRIDGE_FIRE and by a pool worker for a task the timer queued without the GIL. */
+void controls_fire_start(struct task_object *t);
 
 /* Timer leftovers at engine stop: a task that can no longer start is cancelled. */
 void controls_timer_leftover(timer_node *n, PyObject *owner);

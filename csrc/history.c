@@ -78,10 +78,23 @@ history_add(history *h, task_object *t)
     if (h->cap == 0) {
         return;
     }
+    /* The summary first: it runs the user's __str__, which may finish other
+     * tasks (and add their records); from taking a slot to filling it no
+     * Python code runs. */
+    PyObject *error = NULL, *error_type = NULL;
+    if (t->state == TASK_FAILED && t->outcome != NULL) {
+        summarize_error(t->outcome, &error, &error_type);
+    }
+    if (h->cap == 0) { /* reconfigured meanwhile */
+        Py_XDECREF(error);
+        Py_XDECREF(error_type);
+        return;
+    }
     finished_record *r;
-    if (h->len == h->cap) { /* full: the oldest goes */
+    PyObject *old_name = NULL, *old_key = NULL, *old_error = NULL, *old_type = NULL;
+    if (h->len == h->cap) { /* full: the oldest goes (released after, outside the slot) */
         r = &h->slots[h->head];
-        record_clear(r);
+        old_name = r->name, old_key = r->key, old_error = r->error, old_type = r->error_type;
         h->head = (h->head + 1) % h->cap;
     }
     else {
@@ -91,16 +104,19 @@ history_add(history *h, task_object *t)
     r->id = t->id;
     r->name = Py_XNewRef(t->name);
     r->key = t->ctl != NULL ? Py_XNewRef(t->ctl->controls->key) : NULL;
-    r->error = r->error_type = NULL;
-    if (t->state == TASK_FAILED && t->outcome != NULL) {
-        summarize_error(t->outcome, &r->error, &r->error_type);
-    }
+    r->error = error;
+    r->error_type = error_type;
     r->t_submit = t->t_submit;
     r->t_start = t->t_start;
     r->t_end = t->t_end;
     r->attempt = t->ctl != NULL ? t->ctl->attempt : (t->t_start != 0);
     r->lane = (uint8_t)t->lane->kind;
     r->state = t->state;
+    /* str objects: releasing them runs no Python code, but keep it last anyway. */
+    Py_XDECREF(old_name);
+    Py_XDECREF(old_key);
+    Py_XDECREF(old_error);
+    Py_XDECREF(old_type);
 }
 
 static PyObject *

@@ -125,6 +125,22 @@ waiting_pop_locked(lane *l)
     return NULL;
 }
 
+/* No task waits any more: every entry left in waiting_q is stale (cancelled
+ * while queued). Nothing would pop them (a pop happens only while some task
+ * waits), so they would keep their tasks alive forever: move them to `trash`. */
+static void
+lane_discard_stale_locked(lane *l)
+{
+    LANE_ASSERT_LOCKED(l);
+    task_object *t;
+    while ((t = ring_pop(&l->waiting_q)) != NULL) {
+        t->flags &= (uint8_t)~TF_WAITING;
+        if (ring_push(&l->trash, t) < 0) {
+            continue; /* out of memory: leak this one reference rather than risk re-entry */
+        }
+    }
+}
+
 static task_object *
 lane_release_locked(lane *l, task_object *t)
 {
@@ -190,6 +206,9 @@ lane_finish_locked(lane *l, task_object *t, task_state state)
         l->n_pending--;
         if (t->flags & TF_WAITING) {
             l->waiting--; /* its entry in waiting_q is skipped when popped */
+            if (l->waiting == 0) {
+                lane_discard_stale_locked(l);
+            }
         }
         break;
     }
@@ -709,7 +728,7 @@ lane_readmit(lane *l, task_object *t)
 }
 
 void
-lane_retry_task(lane *l, task_object *t)
+lane_retry_task(lane *l, task_object *t, lane_handoff *out)
 {
     assert(PyGILState_Check());
     pthread_mutex_lock(&l->mu);
@@ -735,7 +754,25 @@ lane_retry_task(lane *l, task_object *t)
     h.has_trash = ring_len(&l->trash) > 0;
     lane_assert_accounted(l);
     pthread_mutex_unlock(&l->mu);
-    lane_finish_dispatch(l, &h);
+    *out = h;
+}
+
+void
+lane_mark_pending(lane *l, task_object *t)
+{
+    pthread_mutex_lock(&l->mu);
+    if (t->state == TASK_SCHEDULED) {
+        l->n_scheduled--;
+        l->n_pending++;
+        t->state = TASK_PENDING;
+    }
+    else if (t->state == TASK_RETRYING) {
+        l->n_retrying--;
+        l->n_pending++;
+        t->state = TASK_PENDING;
+    }
+    lane_assert_accounted(l);
+    pthread_mutex_unlock(&l->mu);
 }
 
 void

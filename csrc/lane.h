@@ -69,29 +69,6 @@ void lane_destroy(lane *l);
  * an exception set (Full, Closed, MemoryError). */
 int lane_submit(lane *l, struct task_object *t);
 
-/* Controlled tasks (controls.c), GIL held, `mu` not held. */
-
-/* Register a new task that doesn't compete for a slot yet: TASK_SCHEDULED
- * (delay) or TASK_PENDING (waits for its limit_key). -1 with Closed. */
-int lane_register_waiting(lane *l, struct task_object *t, int state);
-
-/* Admit a registered task that was scheduled, retrying or waiting for its
- * limit_key: a slot (dispatched), the waiting queue, or on_full (drop:
- * cancelled and reported; reject: failed with Full; block: 1 is returned, the
- * caller tries again later). 0 otherwise. */
-int lane_readmit(lane *l, struct task_object *t);
-
-/* A running attempt failed and will be retried: RUNNING -> RETRYING, its
- * slot handed on (dispatched here). */
-void lane_retry_task(lane *l, struct task_object *t);
-
-/* Counters of controlled tasks (under `mu`). */
-void lane_count_timeout(lane *l, int overrun);
-void lane_count_overrun_end(lane *l);
-
-/* The loop a new loop-lane task will run on (its bridge), chosen at spawn. */
-int lane_prepare_new(struct task_object *t);
-
 /* Submit a task created by run() on its first await (GIL held). */
 int lane_submit_deferred(struct task_object *t);
 
@@ -114,6 +91,32 @@ int lane_finish_task(lane *l, struct task_object *t, int state, lane_handoff *h)
 /* After lane_finish_task: dispatch h->next (its reference is consumed) and
  * release stale queue references. */
 void lane_finish_dispatch(lane *l, lane_handoff *h);
+
+/* Controlled tasks (controls.c), GIL held, `mu` not held. */
+
+/* Register a new task that doesn't compete for a slot yet: TASK_SCHEDULED
+ * (delay) or TASK_PENDING (waits for its limit_key). -1 with Closed. */
+int lane_register_waiting(lane *l, struct task_object *t, int state);
+
+/* Admit a registered task that was scheduled, retrying or waiting for its
+ * limit_key: a slot (dispatched), the waiting queue, or on_full (drop:
+ * cancelled and reported; reject: failed with Full; block: 1 is returned, the
+ * caller tries again later). 0 otherwise. */
+int lane_readmit(lane *l, struct task_object *t);
+
+/* A running attempt failed and will be retried: RUNNING -> RETRYING, its
+ * slot handed on; the caller dispatches `out` with lane_finish_dispatch. */
+void lane_retry_task(lane *l, struct task_object *t, lane_handoff *out);
+
+/* A scheduled or retrying task that is due but waits for its limit_key: PENDING. */
+void lane_mark_pending(lane *l, struct task_object *t);
+
+/* Counters of controlled tasks (under `mu`). */
+void lane_count_timeout(lane *l, int overrun);
+void lane_count_overrun_end(lane *l);
+
+/* The loop a new loop-lane task will run on (its bridge), chosen at spawn. */
+int lane_prepare_new(struct task_object *t);
 
 /* Block (GIL released by the caller) up to `slice` seconds for `t` to finish. */
 void lane_wait_done_unlocked(lane *l, struct task_object *t, double slice);

@@ -328,7 +328,9 @@ task_finish_from_error(task_object *t)
         /* Cancelled from outside offload (asyncio.run() cancelling every task
          * at exit, a second Ctrl-C, code cancelling all_tasks()) with nobody
          * awaiting it: name it, or the work would vanish without a trace. */
-        int unseen = !t->cancel_requested && !(t->flags & TF_OBSERVED);
+        /* (A timeout's cancellation is offload's own: it becomes TimeoutError.) */
+        int unseen = !t->cancel_requested && !(t->flags & TF_OBSERVED) &&
+                     !(t->ctl != NULL && controls_attempt_timed_out(t));
         if (task_finish(t, TASK_CANCELLED, NULL) && unseen) {
             task_report(t, st->s_interrupted, value);
         }

@@ -116,12 +116,25 @@ done:
     Py_DECREF(context);
 }
 
+/* A task the timer thread queued when it came due (pool_push_due_nogil): it
+ * holds no slot yet; admit it (GIL held), which queues it again if it gets one. */
+static int
+is_due_not_admitted(task_object *t)
+{
+    return t->ctl != NULL && (t->state == TASK_SCHEDULED || t->state == TASK_RETRYING);
+}
+
 /* Run tasks back to back while the queue has some: one GIL hand-off per burst. */
 static void
 run_burst(thread_pool *p, task_object *t)
 {
     while (t != NULL) {
-        run_task(t);
+        if (is_due_not_admitted(t)) {
+            controls_fire_start(t);
+        }
+        else {
+            run_task(t);
+        }
         Py_DECREF(t);
         if (PyErr_Occurred()) {
             PyErr_WriteUnraisable(NULL);
@@ -348,6 +361,20 @@ pool_submit(thread_pool *p, task_object *t)
     if (monitor) {
         pool_start_monitor(p);
     }
+    return 0;
+}
+
+int
+pool_push_due_nogil(thread_pool *p, task_object *t)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping || p->idle <= p->wakeups || ring_push(&p->ready, t) < 0) {
+        pthread_mutex_unlock(&p->mu);
+        return -1;
+    }
+    p->wakeups++;
+    pthread_cond_signal(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
     return 0;
 }
 

@@ -45,6 +45,11 @@ void pool_reset_after_fork(thread_pool *p);
 void pool_destroy(thread_pool *p);
 /* Queue a task that holds a slot (steals the reference). GIL held. */
 int pool_submit(thread_pool *p, struct task_object *t);
+/* The timer thread, without the GIL: queue a due scheduled or retrying task
+ * (handing over the caller's reference) if a worker is idle to take it; the
+ * worker admits it to the lane with the GIL it takes anyway (one GIL
+ * acquisition instead of two). -1 (nothing done) otherwise. */
+int pool_push_due_nogil(thread_pool *p, struct task_object *t);
 /* Ask every worker to exit once the queue is empty. */
 void pool_request_stop(thread_pool *p);
 /* Wait (GIL released) up to `timeout` seconds for all workers to exit. */

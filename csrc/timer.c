@@ -7,6 +7,11 @@
 #include "module.h"
 #include "timer.h"
 
+#include <errno.h>
+
+/* Seconds the thread waits with nothing armed before it exits. */
+#define TIMER_IDLE_EXIT_S 10.0
+
 /* ------------------------------------------------------------------------ */
 /* the heap (mu held)                                                        */
 
@@ -185,8 +190,8 @@ timer_fire_due(timer_service *ts)
         timer_kind kind = (timer_kind)n->kind;
         uint32_t attempt = n->attempt;
         int64_t due = n->due;
-        pthread_mutex_unlock(&ts->mu);
         ts->fired++;
+        pthread_mutex_unlock(&ts->mu);
         timer_fire(ts->engine, kind, owner, attempt, due);
         if (PyErr_Occurred()) {
             PyErr_WriteUnraisable(NULL);
@@ -206,13 +211,28 @@ timer_main(void *arg)
     pthread_mutex_lock(&ts->mu);
     while (!ts->stopping) {
         if (ts->len == 0) {
-            pthread_cond_wait(&ts->wake_cv, &ts->mu); /* nothing armed: sleep until armed */
+            /* Nothing armed: sleep until something is, and exit after an idle
+             * while, so the thread (and its reference to the engine) doesn't
+             * outlive a runtime dropped without shutdown. The next arm starts
+             * a new one. */
+            struct timespec idle = offload_deadline(TIMER_IDLE_EXIT_S);
+            if (pthread_cond_timedwait(&ts->wake_cv, &ts->mu, &idle) == ETIMEDOUT &&
+                ts->len == 0) {
+                break;
+            }
             continue;
         }
-        int64_t due = ts->heap[0]->due;
-        if (due > offload_now_ns() + ts->skew_ns) {
-            struct timespec at = offload_deadline_at_ns(due - ts->skew_ns);
+        timer_node *top = ts->heap[0];
+        if (top->due > offload_now_ns() + ts->skew_ns) {
+            struct timespec at = offload_deadline_at_ns(top->due - ts->skew_ns);
             pthread_cond_timedwait(&ts->wake_cv, &ts->mu, &at);
+            continue;
+        }
+        if (top->kind == TIMER_TASK_START && controls_fire_nogil(top->owner)) {
+            heap_remove(ts, top); /* its owner's reference went with it */
+            heap_shrink(ts);
+            top->owner = NULL;
+            ts->fired++;
             continue;
         }
         pthread_mutex_unlock(&ts->mu);
@@ -254,8 +274,8 @@ int
 timer_arm(timer_service *ts, timer_node *n, PyObject *owner, int64_t due, timer_kind kind)
 {
     assert(PyGILState_Check());
-    assert(!timer_node_armed(n));
     pthread_mutex_lock(&ts->mu);
+    assert(!timer_node_armed(n));
     if (ts->stopping) {
         pthread_mutex_unlock(&ts->mu);
         PyErr_SetString(ts->engine->st->Closed, ENGINE_CLOSED_MESSAGE);

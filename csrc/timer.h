@@ -4,7 +4,8 @@
  * A binary min-heap of deadlines on the engine clock (CLOCK_MONOTONIC plus a
  * skew that only tests move), served by one thread per engine. The thread
  * sleeps on a condition variable until the earliest deadline: with nothing
- * armed it sleeps until something is, so an idle runtime never wakes up.
+ * armed it sleeps until something is (and exits after 10 s of that; the next
+ * arm starts it again), so an idle runtime never wakes up.
  *
  * Why a heap and not a timing wheel: arming, cancelling and firing are
  * O(log n) with one pointer per armed timer (a node lives inside its owner),
@@ -15,10 +16,18 @@
  * Every node lives inside its owner (a task's controls, a TimerHandle) and the
  * heap holds a strong reference to that owner while the node is armed.
  *
- * Locking: the heap changes only with the GIL held AND `mu` held. The GIL
- * orders arming, cancelling and firing against each other (an owner may re-arm
- * its node the moment it fires); `mu` lets the timer thread read the earliest
- * deadline and sleep without the GIL. Lock order: GIL -> mu. */
+ * Locking: the heap changes only with `mu` held, and with the GIL held too,
+ * except for one case: without the GIL, the timer thread may pop a due
+ * TIMER_TASK_START node and hand its owner's reference to the task's loop
+ * (bridge inbox) or to an idle pool worker (controls_fire_nogil), reading only
+ * task fields fixed before the node was armed; the loop or the worker admits
+ * the task with the GIL it holds anyway. That keeps a busy event loop, which
+ * holds the GIL nearly all the time, from delaying every timer by the GIL
+ * hand-off (CPython restarts a waiter's 5 ms switch interval at every release).
+ * Everything else is ordered by the GIL (an owner may re-arm its node the
+ * moment it fires); a canceller's disarm waits on `mu`, so the owner is never
+ * finished under the timer thread's feet. Lock order: GIL -> mu -> lane mu ->
+ * pool / bridge mutex. */
 #ifndef OFFLOAD_TIMER_H
 #define OFFLOAD_TIMER_H
 
@@ -30,6 +39,7 @@ typedef enum {
     TIMER_TASK_START = 1,   /* a scheduled or retrying task is due to be admitted */
     TIMER_TASK_TIMEOUT = 2, /* a running attempt reached its timeout */
     TIMER_CALLBACK = 3,     /* a TimerHandle's callback (periodic schedules) */
+    TIMER_TASK_READMIT = 4, /* a due task found its lane full (on_full="block"): try again */
 } timer_kind;
 
 typedef struct timer_node {
@@ -101,6 +111,9 @@ Py_ssize_t timer_armed_count(timer_service *ts);
 
 /* What a fired node asks for, run by the timer thread with the GIL held; the
  * callee consumes `owner` (the heap's reference). Defined by controls.c. */
+/* Without the GIL, `mu` held: hand a due TIMER_TASK_START owner to where it
+ * runs; 1 if it took the heap's reference, 0 to fire it with the GIL. */
+int controls_fire_nogil(PyObject *owner);
 void timer_fire(struct engine_object *e, timer_kind kind, PyObject *owner, uint32_t attempt,
                 int64_t due);
 

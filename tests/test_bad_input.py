@@ -557,27 +557,43 @@ CONTROL_CASES: list[tuple[str, dict[str, Any], type[BaseException], str]] = [
     ("retries-bool", {"retries": True}, TypeError, r"retries must be an int >= 0, not bool"),
     ("backoff-negative", {"backoff": -1}, ValueError, r"backoff \(a fixed delay\) must be >= 0"),
     ("backoff-str", {"backoff": "fast"}, TypeError, r"backoff \(a fixed delay\) must be a number"),
-    ("retry-on-int", {"retry_on": 3}, TypeError, r"retry_on must be an exception type or a non-empty tuple"),
-    ("retry-on-empty", {"retry_on": ()}, TypeError, r"retry_on must be an exception type or a non-empty tuple"),
+    (
+        "retry-on-int",
+        {"retry_on": 3},
+        TypeError,
+        r"retry_on must be an exception type or a non-empty tuple",
+    ),
+    (
+        "retry-on-empty",
+        {"retry_on": ()},
+        TypeError,
+        r"retry_on must be an exception type or a non-empty tuple",
+    ),
     ("retry-on-not-exc", {"retry_on": (str,)}, TypeError, r"retry_on must be an exception type"),
     ("at-naive", {"at": datetime.datetime(2030, 1, 1)}, ValueError, r"at= needs an aware datetime"),
     ("at-str", {"at": "2030-01-01"}, TypeError, r"at= must be a datetime, not str"),
     ("key-int", {"key": 42}, TypeError, r"key must be a str \(e\.g\. 'user:42:refresh'\), not int"),
     ("key-list", {"key": ["a"]}, TypeError, r"key must be a str .*not list"),
     ("key-empty", {"key": ""}, ValueError, r"key must be a non-empty str"),
-    ("on-duplicate-unknown", {"key": "k", "on_duplicate": "ignore"}, ValueError, r"on_duplicate must be 'join', 'reject' or 'replace'"),
+    (
+        "on-duplicate-unknown",
+        {"key": "k", "on_duplicate": "ignore"},
+        ValueError,
+        r"on_duplicate must be 'join', 'reject' or 'replace'",
+    ),
     ("limit-zero", {"limit_key": "t", "limit": 0}, ValueError, r"limit must be >= 1"),
     ("limit-without-key", {"limit": 2}, ValueError, r"limit= and limit_key= go together"),
-    ("limit-key-without-limit", {"limit_key": "t"}, ValueError, r"limit= and limit_key= go together"),
+    (
+        "limit-key-without-limit",
+        {"limit_key": "t"},
+        ValueError,
+        r"limit= and limit_key= go together",
+    ),
     ("limit-key-int", {"limit_key": 7, "limit": 1}, TypeError, r"limit_key must be a str"),
 ]
 for _id, _given, _exc, _match in CONTROL_CASES:
-    CASES.append(
-        Case(f"options({_id})", lambda env, g=_given: env.rt().options(**g), _exc, _match)
-    )
-    CASES.append(
-        Case(f"task({_id})", lambda env, g=_given: offload.task(**g), _exc, _match)
-    )
+    CASES.append(Case(f"options({_id})", lambda env, g=_given: env.rt().options(**g), _exc, _match))
+    CASES.append(Case(f"task({_id})", lambda env, g=_given: offload.task(**g), _exc, _match))
 
 
 @case("Backoff(factor<1)", ValueError, r"Backoff\(factor=\) must be >= 1")

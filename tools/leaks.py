@@ -393,6 +393,56 @@ def quiet_callback(task: object) -> None:
     pass
 
 
+class _FailTwice:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        if self.calls < 3:
+            raise ConnectionError("try again")
+        return self.calls
+
+
+def scenario_controls() -> int:
+    """Issue 12's paths: 10,000 delayed tasks cancelled before they run; retries with a
+    fresh coroutine per attempt; timeouts on threads (overrun) and on the loop; dedup
+    keys (join, reject, replace); per-key limits; lookups of live and finished tasks."""
+    with offload.Runtime(error_handler=quiet, keep_finished=50) as rt:
+        view = rt.threads.options(delay=3600)
+        delayed = [view.spawn(sync_work, i) for i in range(10_000)]
+        for t in delayed:
+            t.cancel()
+        del delayed
+
+        async def main() -> None:
+            flaky = _FailTwice()
+            await rt.loop.options(retries=3, backoff=0).spawn(flaky.__call__)
+            try:
+                await rt.loop.options(timeout=0.01).spawn(asyncio.sleep, 3600)
+            except TimeoutError:
+                pass
+            keyed = rt.loop.options(key="k", delay=3600)
+            held = keyed.spawn(async_work, 1)
+            assert keyed.spawn(async_work, 2) is held
+            try:
+                rt.loop.options(key="k", on_duplicate="reject").spawn(async_work, 3)
+            except offload.Duplicate:
+                pass
+            rt.loop.options(key="k", on_duplicate="replace").spawn(async_work, 4)
+            limited = rt.options(limit_key="t", limit=2)
+            await asyncio.gather(*(limited.spawn(async_ok, i) for i in range(20)))
+            rt.get(held.id)
+            rt.tasks()
+
+        asyncio.run(main())
+        stuck = rt.threads.options(timeout=0.01).spawn(time.sleep, 0.05)
+        stuck.exception(timeout=10)
+        while rt.threads.stats()["overrun"]:
+            time.sleep(0.01)
+    return 10_040
+
+
 SCENARIOS: dict[str, Callable[[], int]] = {
     fn.__name__.removeprefix("scenario_"): fn
     for fn in (
@@ -405,6 +455,7 @@ SCENARIOS: dict[str, Callable[[], int]] = {
         scenario_uvloop,
         scenario_processes,
         scenario_edges,
+        scenario_controls,
         scenario_periodic,
     )
     if fn is not scenario_uvloop or uvloop is not None

@@ -62,7 +62,9 @@ fi
 so=$(ls "$venv"/lib/python3*/site-packages/offload/_engine*.so)
 marker=__asan_init
 [[ $kind == tsan ]] && marker=__tsan_init
-if ! nm -D --undefined-only "$so" | grep -q "$marker"; then
+# grep reads all of nm's output: with -q it would exit at the first match and nm, cut
+# off by SIGPIPE, would fail the pipeline under pipefail (a bigger .so made it likely).
+if ! nm -D --undefined-only "$so" | grep "$marker" >/dev/null; then
   echo "$kind: $so is not instrumented ($marker missing); refusing to run" >&2
   exit 1
 fi

@@ -20,13 +20,19 @@ if TYPE_CHECKING:
 __all__ = ["Backoff", "Duplicate", "Retry", "make_controls"]
 
 _ON_DUPLICATE = ("join", "reject", "replace")
+#: The largest retries= and limit= the engine holds (C int32 / Py_ssize_t).
+MAX_RETRIES = 1_000_000
+MAX_LIMIT = 2**31 - 1
 
 
 def _number(where: str, value: Any, *, minimum: float, strict: bool = False) -> float:
     """A finite real number >= minimum (> minimum when strict), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{where} must be a number of seconds, not {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not math.isfinite(number):
         raise ValueError(f"{where} must be a finite number of seconds, not {number!r}")
     if number < minimum or (strict and number == minimum):
@@ -59,7 +65,7 @@ class Backoff:
             raise TypeError(f"Backoff(jitter=) must be a bool, not {type(self.jitter).__name__}")
 
 
-class Retry(Exception):  # noqa: N818 (raised to ask for a retry, not an error name)
+class Retry(Exception):
     """Raise inside a task to ask for another attempt (it counts toward `retries`),
     after `delay` seconds if given, else after the task's backoff."""
 
@@ -70,7 +76,7 @@ class Retry(Exception):  # noqa: N818 (raised to ask for a retry, not an error n
         self.delay = delay
 
 
-class Duplicate(Exception):  # noqa: N818 (named after what happened, like Full/Closed)
+class Duplicate(Exception):
     """A spawn with `key=` and `on_duplicate="reject"` while a task with that key is
     scheduled, pending, running or retrying; `.task` is that task."""
 
@@ -90,6 +96,8 @@ def _set_retries(spec: dict[str, Any], value: Any) -> None:
         raise TypeError(f"retries must be an int >= 0, not {type(value).__name__}")
     if value < 0:
         raise ValueError(f"retries must be >= 0 (the attempts after the first), got {value}")
+    if value > MAX_RETRIES:
+        raise ValueError(f"retries must be at most {MAX_RETRIES:,}, got {value}")
     spec["retries"] = int(value)
 
 
@@ -143,7 +151,9 @@ def _set_at(spec: dict[str, Any], value: Any) -> None:
 
 def _exact_str(where: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{where} must be a str (e.g. 'user:42:refresh'), not {type(value).__name__}")
+        raise TypeError(
+            f"{where} must be a str (e.g. 'user:42:refresh'), not {type(value).__name__}"
+        )
     if not value:
         raise ValueError(f"{where} must be a non-empty str")
     return str.__str__(value)  # a str subclass's __eq__/__hash__ must not reach the engine
@@ -171,8 +181,10 @@ def _set_limit(spec: dict[str, Any], value: Any) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"limit must be an int >= 1, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"limit must be >= 1 (tasks with that limit_key at once), got {value}")
+    if not 1 <= value <= MAX_LIMIT:
+        raise ValueError(
+            f"limit must be in 1..{MAX_LIMIT:,} (tasks with that limit_key at once), got {value}"
+        )
     spec["limit"] = int(value)
 
 
@@ -200,7 +212,9 @@ def merge_controls(spec: dict[str, Any], given: dict[str, Any]) -> dict[str, Any
         setter = _SETTERS.get(name)
         if setter is None:
             known = ", ".join(["name", "lane", *_SETTERS])
-            raise TypeError(f"options() got an unexpected keyword argument {name!r} (known: {known})")
+            raise TypeError(
+                f"options() got an unexpected keyword argument {name!r} (known: {known})"
+            )
         setter(merged, value)
     if (merged.get("limit") is not None) != (merged.get("limit_key") is not None):
         raise ValueError(

@@ -71,7 +71,9 @@ def check_filters(state: str | None, lane: str | None, limit: int | None) -> Non
     if state is not None and state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)} or None, not {state!r}")
     if lane is not None and lane not in ("loop", "background", "threads", "processes"):
-        raise ValueError(f"lane must be 'loop', 'background', 'threads' or 'processes', not {lane!r}")
+        raise ValueError(
+            f"lane must be 'loop', 'background', 'threads' or 'processes', not {lane!r}"
+        )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be an int >= 0 or None, not {limit!r}")
 

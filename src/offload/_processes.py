@@ -269,7 +269,9 @@ class ProcessPool:
             batch: list[Task[Any]] = []
             while self._queue and len(batch) < per_worker:
                 task = self._queue.popleft()
-                if task._set_running():  # False: cancelled while it waited
+                # False: cancelled while it waited; "running": requeued from a worker
+                # that died or was killed before it started this one.
+                if task._set_running() or task.state == "running":
                     batch.append(task)
                     worker.inflight[task.id] = task
             if batch:

@@ -128,7 +128,9 @@ class Runtime(_engine.Engine):
         self._apply_keep_finished()
 
     def _apply_keep_finished(self) -> None:
-        self._keep_finished(self._options["keep_finished"], self._options["keep_finished_ttl"] or 0.0)
+        self._keep_finished(
+            self._options["keep_finished"], self._options["keep_finished_ttl"] or 0.0
+        )
 
     def _install_process_pool(self) -> None:
         self._pool = ProcessPool(self._options["processes"])

@@ -303,5 +303,7 @@ def test_a_failing_loop_factory_fails_the_task_with_the_reason(
     task = rt.background.spawn(asyncio.sleep, 0)
     exc = task.exception(WAIT)
     assert isinstance(exc, OSError) or isinstance(getattr(exc, "__cause__", None), OSError)
+    # The failure is reported right after the waiters are woken, on the finishing thread.
+    wait_until(lambda: handler.calls != [])
     assert [t for t, _ in handler.calls] == [task]
     assert [repr(u.exc_value) for u in unraisable] == []

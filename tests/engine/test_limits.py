@@ -352,3 +352,26 @@ def test_a_loop_lane_slot_is_not_kept_by_a_task_whose_loop_has_closed(
 
 async def _await(task: offload.Task[Any]) -> Any:
     return await task
+
+
+def test_tasks_cancelled_while_queued_are_freed(runtime: MakeRuntime) -> None:
+    """A task cancelled in the waiting queue leaves a stale entry there; once no task
+    waits, nothing pops them, so they used to keep every such Task alive (found by the
+    scheduled-task memory benchmark: 100,000 of 100,000 still alive after close)."""
+    rt = runtime(lanes={"threads": {"max_running": 1}})
+    gate = Gate()
+    blocker = rt.threads.spawn(gate.wait)
+
+    def live_tasks() -> int:
+        gc.collect()
+        return sum(type(o) is offload.Task for o in gc.get_objects())
+
+    before = live_tasks()
+    queued = [rt.threads.spawn(abs, -i) for i in range(1000)]
+    for t in queued:
+        assert t.cancel()
+    del queued, t
+    gate.open()
+    blocker.result(timeout=WAIT)
+    del blocker  # (live tasks are invisible to the GC: it wasn't in `before` either)
+    assert live_tasks() <= before

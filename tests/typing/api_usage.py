@@ -79,6 +79,19 @@ task.add_done_callback(lambda t: print(t.result()))
 task.result("soon")  # E
 
 
+# -- task controls -------------------------------------------------------------------------
+controlled = offload.options(timeout=5, retries=3, backoff=offload.Backoff(0.1, 2.0, 10.0))
+assert_type(controlled.spawn(resize, b"", 1), Task[list[int]])
+assert_type(
+    offload.threads.options(key="k", on_duplicate="reject").spawn(resize, b"", 1).attempt, int
+)
+assert_type(offload.get(task.id), offload.TaskInfo | None)
+offload.options(timeout="5")  # E
+offload.options(on_duplicate="ignore")  # E
+offload.options(retries=1.5)  # E
+offload.task(retries="3")  # E
+
+
 # -- @offload.task keeps the signature ---------------------------------------------------
 @offload.task
 def report(day: str, *, full: bool = False) -> dict[str, int]:
