@@ -103,7 +103,7 @@ build/venv-%/.deps-stamp: pyproject.toml
 # (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
 # (tests/engine/test_concurrency.py, test_shutdown.py) and the edge cases of issue 10
-# (test_edges.py, test_option_fuzz.py) and issue 12's periodic schedules on the timer
+# (test_edges.py, test_option_fuzz.py) and issue 12's controls and periodic schedules on the timer
 # thread (test_periodic.py) ($(wildcard) so a checkout without them still
 # runs). Each run first proves on a seeded bug that its sanitizer reports
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
