@@ -104,7 +104,7 @@ build/venv-%/.deps-stamp: pyproject.toml
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
 # (tests/engine/test_concurrency.py, test_shutdown.py) and the edge cases of issue 10
 # (test_edges.py, test_option_fuzz.py) and issue 12's controls and periodic schedules on the timer
-# thread (test_periodic.py) ($(wildcard) so a checkout without them still
+# thread (test_controls.py, test_periodic.py) ($(wildcard) so a checkout without them still
 # runs). Each run first proves on a seeded bug that its sanitizer reports
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
 # Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
