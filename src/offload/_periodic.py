@@ -10,10 +10,11 @@ engine's monotonic clock for `every`, the next cron time on the wall clock (cron
 the schedule's time zone) for `cron`.
 
 Lock rule: a Schedule's `_lock` guards its state (timer handle, counters, queued run).
-It is taken by the timer callbacks and by `cancel()`, and never held while a timer is
-cancelled (a timer's `cancel()` may wait for its callback, which may wait for the lock).
-`_Registry._lock` guards a runtime's list of schedules and registrations; no other lock
-is taken while it is held.
+It is taken by the timer callbacks and by `cancel()`; nothing done under it waits for
+another thread (arming a timer takes only the timer heap's short mutex, and a run bound
+for an on_full="block" lane is handed to the engine's timer rather than waited for), and
+`cancel()` cancels the timer after letting it go. `_Registry._lock` guards a runtime's
+list of schedules and registrations; no other lock is taken while it is held.
 """
 
 from __future__ import annotations
