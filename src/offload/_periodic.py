@@ -357,6 +357,22 @@ class Schedule:
         self._runtime._periodic.forget(self)
         return True
 
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able summary, for status pages and the dashboard."""
+        last, when = self._last_task, self.next_run
+        return {
+            "name": self._name,
+            "trigger": self.trigger,
+            "overlap": self._overlap,
+            "next_run": None if when is None else when.isoformat(),
+            "runs": self._runs,
+            "skipped": self._skipped,
+            "queued": self._queued,
+            "cancelled": self._cancelled,
+            "last_task_id": None if last is None else last.id,
+            "last_task_state": None if last is None else last.state,
+        }
+
     def __repr__(self) -> str:
         state = "cancelled" if self._cancelled else f"next_run={self.next_run}"
         return (

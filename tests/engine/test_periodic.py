@@ -637,6 +637,37 @@ def test_schedule_repr_and_trigger(runtime: MakeRuntime) -> None:
     rt.close(5)
 
 
+def test_as_dict_is_json_for_a_status_page(runtime: MakeRuntime, arun: Arun) -> None:
+    async def main() -> None:
+        rt = runtime()
+        at_half_past_a_minute(rt)
+        s = offload.cron("* * * * *", abs, -1, runtime=rt, name="minutely")
+        first = s.next_run
+        assert s.as_dict() == {
+            "name": "minutely",
+            "trigger": "cron '* * * * *' (UTC)",
+            "overlap": "skip",
+            "next_run": first.isoformat() if first is not None else None,
+            "runs": 0,
+            "skipped": 0,
+            "queued": False,
+            "cancelled": False,
+            "last_task_id": None,
+            "last_task_state": None,
+        }
+        advance_past(rt, first)
+        await until(lambda: s.runs == 1)
+        assert s.last_task is not None
+        await s.last_task
+        summary = json.loads(json.dumps(s.as_dict()))
+        assert summary["runs"] == 1 and summary["last_task_id"] == s.last_task.id
+        assert summary["last_task_state"] == "succeeded"
+        await rt.shutdown(5)
+        assert s.as_dict()["cancelled"] is True and s.as_dict()["next_run"] is None
+
+    arun(main())
+
+
 def test_a_schedule_target_whose_repr_raises_is_still_named(runtime: MakeRuntime) -> None:
     class Job:
         def __call__(self) -> None:

@@ -132,6 +132,7 @@ assert_type(beat.runs, int)
 assert_type(beat.skipped, int)
 assert_type(beat.name, str)
 assert_type(beat.cancel(), bool)
+assert_type(beat.as_dict(), dict[str, Any])
 assert_type(offload.cron("*/5 * * * *", tick, tz="Europe/Paris"), offload.Schedule)
 assert_type(rt.schedules(), list[offload.Schedule])
 offload.every(30, tick, overlap="sometimes")  # E
