@@ -103,7 +103,8 @@ build/venv-%/.deps-stamp: pyproject.toml
 # (tests/reliability), the producer storm, cancel storm and spawn/cancel/close model
 # (tests/test_reliability.py), and the engine's concurrency and shutdown-race tests
 # (tests/engine/test_concurrency.py, test_shutdown.py) and the edge cases of issue 10
-# (test_edges.py, test_option_fuzz.py) ($(wildcard) so a checkout without them still
+# (test_edges.py, test_option_fuzz.py) and issue 12's controls and periodic schedules on the timer
+# thread (test_controls.py, test_periodic.py) ($(wildcard) so a checkout without them still
 # runs). Each run first proves on a seeded bug that its sanitizer reports
 # (tools/sanitizer_canary.c), is bounded (SANITIZE_TIMEOUT) and must end with 0 reports.
 # Under TSan the model test runs 200 seeds (OFFLOAD_FUZZ_SEEDS; 12 in `make test`): a race
@@ -112,7 +113,7 @@ build/venv-%/.deps-stamp: pyproject.toml
 TSAN_TESTS = tests/reliability tests/test_reliability.py tests/property \
   $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py \
   tests/engine/test_edges.py tests/engine/test_edges_python.py tests/engine/test_option_fuzz.py \
-  tests/engine/test_controls.py)
+  tests/engine/test_controls.py tests/engine/test_periodic.py)
 TSAN_FUZZ_SEEDS ?= 0-199
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline

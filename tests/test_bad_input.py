@@ -1081,6 +1081,296 @@ def _(env: Env) -> Any:
     return offload.loop_local(async_fn)
 
 
+# issue 12, periodic work (offload.every / offload.cron / @offload.periodic): appended here
+# to ease merging
+
+
+class _NaiveZone(datetime.tzinfo):
+    def utcoffset(self, dt: datetime.datetime | None) -> None:
+        return None
+
+
+class _BrokenZone(datetime.tzinfo):
+    def utcoffset(self, dt: datetime.datetime | None) -> datetime.timedelta:
+        raise RuntimeError("no offset today")
+
+
+PERIODIC_CASES: list[tuple[str, Callable[[Env], Any], type[BaseException], str]] = [
+    (
+        "every(seconds=0)",
+        lambda env: offload.every(0, sync_fn, runtime=env.rt()),
+        ValueError,
+        r"every\(\) seconds must be a finite number of seconds > 0, got 0",
+    ),
+    (
+        "every(seconds=-1)",
+        lambda env: offload.every(-1, sync_fn, runtime=env.rt()),
+        ValueError,
+        r"must be a finite number of seconds > 0, got -1",
+    ),
+    (
+        "every(seconds=nan)",
+        lambda env: offload.every(float("nan"), sync_fn, runtime=env.rt()),
+        ValueError,
+        r"must be a finite number of seconds > 0, got nan",
+    ),
+    (
+        "every(seconds=inf)",
+        lambda env: offload.every(float("inf"), sync_fn, runtime=env.rt()),
+        ValueError,
+        r"must be a finite number of seconds > 0, got inf",
+    ),
+    (
+        "every(seconds=huge-int)",
+        lambda env: offload.every(10**400, sync_fn, runtime=env.rt()),
+        ValueError,
+        r"must be a finite number of seconds > 0, got a huge int",
+    ),
+    (
+        "every(seconds=str)",
+        lambda env: offload.every("5", sync_fn, runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"every\(\) seconds must be a number of seconds, not str",
+    ),
+    (
+        "every(seconds=bool)",
+        lambda env: offload.every(True, sync_fn, runtime=env.rt()),
+        TypeError,
+        r"every\(\) seconds must be a number of seconds, not bool",
+    ),
+    (
+        "every(non-callable)",
+        lambda env: offload.every(5, 42, runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"a schedule needs a callable to run, not int",
+    ),
+    (
+        "every(coroutine-object)",
+        lambda env: offload.every(5, env.coro(), runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"pass the async function itself, not a coroutine object",
+    ),
+    (
+        "every(arguments-that-don't-fit)",
+        lambda env: offload.every(5, async_fn, 1, runtime=env.rt()),
+        TypeError,
+        r"the arguments given don't fit .*async_fn.*: too many positional arguments; pass",
+    ),
+    (
+        "every(jitter=-1)",
+        lambda env: offload.every(5, sync_fn, jitter=-1, runtime=env.rt()),
+        ValueError,
+        r"jitter must be a finite number of seconds >= 0, got -1",
+    ),
+    (
+        "every(jitter=nan)",
+        lambda env: offload.every(5, sync_fn, jitter=float("nan"), runtime=env.rt()),
+        ValueError,
+        r"jitter must be a finite number of seconds >= 0, got nan",
+    ),
+    (
+        "every(jitter=str)",
+        lambda env: offload.every(5, sync_fn, jitter="1", runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"jitter must be a number of seconds, not str",
+    ),
+    (
+        "every(overlap=unknown)",
+        lambda env: offload.every(5, sync_fn, overlap="wait", runtime=env.rt()),  # type: ignore[arg-type]
+        ValueError,
+        r"overlap must be one of 'skip', 'queue', 'allow', got 'wait'",
+    ),
+    (
+        "every(name=int)",
+        lambda env: offload.every(5, sync_fn, name=3, runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"name must be a str or None, not int",
+    ),
+    (
+        "every(lane=unknown)",
+        lambda env: offload.every(5, sync_fn, lane="gpu", runtime=env.rt()),  # type: ignore[arg-type]
+        ValueError,
+        r"lane must be one of loop, background, threads, processes or None, got 'gpu'",
+    ),
+    (
+        "every(sync-callable-on-the-loop-lane)",
+        lambda env: offload.every(5, sync_fn, lane="loop", runtime=env.rt()),
+        TypeError,
+        r"offload\.loop runs coroutines, and .*sync_fn.* is a sync callable; use lane='threads'",
+    ),
+    (
+        "every(async-function-on-the-threads-lane)",
+        lambda env: offload.every(5, async_fn, lane="threads", runtime=env.rt()),
+        TypeError,
+        r"offload\.threads runs sync callables, and .*async_fn.* is an async function; use",
+    ),
+    (
+        "every(unpicklable-target-on-the-processes-lane)",
+        lambda env: offload.every(5, lambda: 1, lane="processes", runtime=env.rt()),
+        TypeError,
+        r"offload\.processes needs a picklable target and arguments, and <function <lambda>",
+    ),
+    (
+        "periodic(lane=unknown)",
+        lambda env: offload.periodic(every=5, lane="gpu", runtime=env.rt()),  # type: ignore[arg-type]
+        ValueError,
+        r"lane must be one of loop, background, threads, processes or None, got 'gpu'",
+    ),
+    (
+        "periodic(name=bytes)",
+        lambda env: offload.periodic(every=5, name=b"x", runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"name must be a str or None, not bytes",
+    ),
+    (
+        "every(runtime=str)",
+        lambda env: offload.every(5, sync_fn, runtime="default"),  # type: ignore[arg-type]
+        TypeError,
+        r"runtime must be an offload\.Runtime or None, not str",
+    ),
+    (
+        "cron(unparsable)",
+        lambda env: offload.cron("every day", sync_fn, runtime=env.rt()),
+        ValueError,
+        r"cron expression 'every day' is not valid \(Wrong number of fields\); pass five fields",
+    ),
+    (
+        "cron(minute-61)",
+        lambda env: offload.cron("61 * * * *", sync_fn, runtime=env.rt()),
+        ValueError,
+        r"cron expression '61 \* \* \* \*' is not valid \(Bad minute\); pass five fields",
+    ),
+    (
+        "cron(february-31)",
+        lambda env: offload.cron("0 0 31 2 *", sync_fn, runtime=env.rt()),
+        ValueError,
+        r"cron expression '0 0 31 2 \*' is not valid \(Bad day-of-month\)",
+    ),
+    (
+        "cron(None)",
+        lambda env: offload.cron(None, sync_fn, runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"a cron expression must be a str such as '\*/5 \* \* \* \*', not NoneType",
+    ),
+    (
+        "cron(tz=unknown-name)",
+        lambda env: offload.cron("* * * * *", sync_fn, tz="Mars/Olympus", runtime=env.rt()),
+        ValueError,
+        r"unknown time zone 'Mars/Olympus'; pass an IANA name such as 'Europe/Paris'",
+    ),
+    (
+        "cron(tz=path)",
+        lambda env: offload.cron("* * * * *", sync_fn, tz="../../etc/passwd", runtime=env.rt()),
+        ValueError,
+        r"unknown time zone '\.\./\.\./etc/passwd'",
+    ),
+    (
+        "cron(tz=int)",
+        lambda env: offload.cron("* * * * *", sync_fn, tz=5, runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"tz must be a time zone name \(str\), a tzinfo or None, not int",
+    ),
+    (
+        "cron(tz=naive-tzinfo)",
+        lambda env: offload.cron("* * * * *", sync_fn, tz=_NaiveZone(), runtime=env.rt()),
+        ValueError,
+        r"tz <.*_NaiveZone.*> is naive \(its utcoffset\(\) is None\); pass",
+    ),
+    (
+        "cron(tz=tzinfo-that-raises)",
+        lambda env: offload.cron("* * * * *", sync_fn, tz=_BrokenZone(), runtime=env.rt()),
+        ValueError,
+        r"can't tell its UTC offset \(RuntimeError\); pass",
+    ),
+    (
+        "cron(non-callable)",
+        lambda env: offload.cron("* * * * *", "report", runtime=env.rt()),  # type: ignore[arg-type]
+        TypeError,
+        r"a schedule needs a callable to run, not str",
+    ),
+    (
+        "periodic(neither-every-nor-cron)",
+        lambda env: offload.periodic(runtime=env.rt()),
+        TypeError,
+        r"@offload\.periodic needs exactly one of every=seconds or cron='\.\.\.'",
+    ),
+    (
+        "periodic(both-every-and-cron)",
+        lambda env: offload.periodic(every=5, cron="* * * * *", runtime=env.rt()),
+        TypeError,
+        r"@offload\.periodic needs exactly one of",
+    ),
+    (
+        "periodic(every=0)",
+        lambda env: offload.periodic(every=0, runtime=env.rt()),
+        ValueError,
+        r"every must be a finite number of seconds > 0, got 0",
+    ),
+    (
+        "periodic(every-with-tz)",
+        lambda env: offload.periodic(every=5, tz="UTC", runtime=env.rt()),
+        TypeError,
+        r"tz= is for cron= schedules; an every= schedule has no time zone",
+    ),
+    (
+        "periodic(cron-with-jitter)",
+        lambda env: offload.periodic(cron="* * * * *", jitter=1, runtime=env.rt()),
+        TypeError,
+        r"jitter= is for every= schedules",
+    ),
+    (
+        "periodic(cron=unparsable)",
+        lambda env: offload.periodic(cron="*/0 * * * *", runtime=env.rt()),
+        ValueError,
+        r"cron expression '\*/0 \* \* \* \*' is not valid \(Bad minute\)",
+    ),
+    (
+        "periodic(overlap=unknown)",
+        lambda env: offload.periodic(every=5, overlap="never", runtime=env.rt()),  # type: ignore[arg-type]
+        ValueError,
+        r"overlap must be one of 'skip', 'queue', 'allow', got 'never'",
+    ),
+    (
+        "periodic(runtime=int)",
+        lambda env: offload.periodic(every=5, runtime=1),  # type: ignore[arg-type]
+        TypeError,
+        r"runtime must be an offload\.Runtime or None, not int",
+    ),
+    (
+        "periodic(...)(non-callable)",
+        lambda env: offload.periodic(every=5, runtime=env.rt())(42),  # type: ignore[type-var]
+        TypeError,
+        r"a schedule needs a callable to run, not int",
+    ),
+    (
+        "periodic(...)(function-that-needs-arguments)",
+        lambda env: offload.periodic(every=5, runtime=env.rt())(sync_fn_needing_one),
+        TypeError,
+        r"the arguments given don't fit .*sync_fn_needing_one.*missing a required argument",
+    ),
+    (
+        "after-shutdown:every",
+        lambda env: offload.every(5, sync_fn, runtime=env.closed()),
+        offload.Closed,
+        r"this offload runtime is shut down and runs no schedule; create a new offload\.Runtime",
+    ),
+    (
+        "after-shutdown:cron",
+        lambda env: offload.cron("* * * * *", sync_fn, runtime=env.closed()),
+        offload.Closed,
+        r"this offload runtime is shut down and runs no schedule",
+    ),
+]
+
+
+def sync_fn_needing_one(x: int) -> int:
+    return x
+
+
+for _id, _call, _exc, _match in PERIODIC_CASES:
+    CASES.append(Case(_id, _call, _exc, _match))
+
+
 # --- the tests -------------------------------------------------------------------------------
 
 

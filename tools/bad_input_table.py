@@ -49,6 +49,10 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("`loop_local` / `thread_local`", ("loop_local", "thread_local")),
     ("`options()`", ("options(", "auto-lane")),
     ("`@offload.task`", ("task(",)),
+    (
+        "periodic work: `offload.every`, `offload.cron`, `@offload.periodic`",
+        ("every(", "cron(", "periodic("),
+    ),
     ("timeouts", ("drain", "shutdown(", "close(", "offload.drain", "Task.result(", "Task.exc")),
     ("`Task` and `Lane` objects", ("Task", "Lane")),
     (

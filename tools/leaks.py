@@ -360,6 +360,35 @@ def scenario_edges() -> int:
     return 9
 
 
+def scenario_periodic() -> int:
+    """Periodic work (issue 12): every and cron schedules fired by moving the engine
+    clock, a run queued behind an overrun and one skipped, cancel, shutdown with a
+    schedule armed."""
+    spawned = 0
+
+    async def main() -> None:
+        nonlocal spawned
+        async with offload.Runtime(threads=2, error_handler=quiet) as rt:
+            gate = threading.Event()
+            beat = offload.every(1, sync_work, 3, runtime=rt, jitter=0.5)
+            slow = offload.every(1, gate.wait, 5, runtime=rt, overlap="queue")
+            minutely = offload.cron("* * * * *", async_ok, 2, runtime=rt, tz="Europe/Paris")
+            failing = offload.every(1, sync_work, 0, runtime=rt, overlap="allow")
+            deadline = time.monotonic() + 10
+            for n in range(1, 4):
+                rt._advance_clock(60)
+                while minutely.runs < n or beat.runs < n or failing.runs < n:
+                    assert time.monotonic() < deadline, "the schedules did not fire"
+                    await asyncio.sleep(0.001)
+            gate.set()
+            beat.cancel()
+            await rt.drain(10)
+            spawned = beat.runs + slow.runs + minutely.runs + failing.runs
+
+    asyncio.run(main())
+    return spawned
+
+
 def quiet_callback(task: object) -> None:
     pass
 
@@ -427,6 +456,7 @@ SCENARIOS: dict[str, Callable[[], int]] = {
         scenario_processes,
         scenario_edges,
         scenario_controls,
+        scenario_periodic,
     )
     if fn is not scenario_uvloop or uvloop is not None
 }

@@ -3,7 +3,8 @@
 Fire and forget from anywhere with ``offload.spawn(send_email, to)``; await a result
 with ``await offload.run(resize, image)`` (a drop-in for ``asyncio.to_thread``); run a
 coroutine on a dedicated loop thread with ``offload.background.spawn(refresh())``; and
-finish with ``await offload.shutdown(timeout=10)``.
+finish with ``await offload.shutdown(timeout=10)``. Periodic work:
+``offload.every(60, refresh)``, ``offload.cron("0 3 * * *", report)``, ``@offload.periodic``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ._decorator import TaskFunction, task
 from ._engine import Closed, Full, Lane, Task
 from ._local import annotate_error, loop_local, thread_local
 from ._lookup import TaskInfo
+from ._periodic import Schedule, cron, every, periodic
 from ._processes import ProcessDied
 from ._runtime import Runtime, _reset_all_after_fork, _shutdown_all_at_exit, logger
 
@@ -33,19 +35,23 @@ __all__ = [
     "ProcessDied",
     "Retry",
     "Runtime",
+    "Schedule",
     "Task",
     "TaskFunction",
     "TaskInfo",
     "background",
     "call",
     "configure",
+    "cron",
     "default_runtime",
     "drain",
+    "every",
     "get",
     "logger",
     "loop",
     "loop_local",
     "options",
+    "periodic",
     "processes",
     "run",
     "shutdown",

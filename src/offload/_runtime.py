@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from . import _engine
+from . import _engine, _periodic
 from ._local import close_loop_locals
 from ._lookup import TaskInfo, check_filters, check_task_id, info_from_engine
 from ._options import safe_repr, validate
@@ -49,7 +49,7 @@ _COMPLETED = frozenset({"succeeded", "failed"})
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 #: Attributes Runtime.__init__ sets: missing means it never ran.
-_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned"})
+_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned", "_periodic"})
 
 
 def _safe_repr(obj: object) -> str:
@@ -84,6 +84,8 @@ class Runtime(_engine.Engine):
         #: The options as given: configure() merges into these, not into the resolved
         #: ones (whose per-lane dict would override a new top-level max_pending).
         self._given = dict(options)
+        #: Its schedules (offload.every/cron) and @offload.periodic registrations.
+        self._periodic = _periodic._Registry()
         super().__init__(_engine_options(self._options))
         self._install_process_pool()
         self._apply_keep_finished()
@@ -135,6 +137,17 @@ class Runtime(_engine.Engine):
         self._pool_stuck: list[str] = []
         self._set_lane_starter("processes", self._pool.start_task, prepare)
         self._set_lane_killer("processes", self._pool.kill_task)
+
+    # -- starting, and periodic work ----------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Make the running loop the home loop (e.g. in the app's lifespan), and start
+        the schedules `@offload.periodic` registered for this runtime."""
+        super().start(loop)
+        _periodic.start_registered(self)
+
+    def schedules(self) -> list[_periodic.Schedule]:
+        """The schedules running on this runtime (offload.every, cron, @periodic)."""
+        return self._periodic.schedules()
 
     # -- failure reporting (called by the engine, with the GIL) ------------------
     def _report(self, kind: str, task: Task[Any], exc: BaseException | None) -> None:
@@ -367,7 +380,9 @@ class Runtime(_engine.Engine):
                 " (offload.loop) or call close() from a thread of your own"
             )
         drain_for, cancel_for, join_for = _phases(timeout)
+        self._periodic.cancel_all()
         self._close()
+        self._periodic.cancel_all()  # one made while it closed
         unfinished = await self.drain(drain_for)
         if unfinished:
             for task in unfinished:
@@ -396,7 +411,9 @@ class Runtime(_engine.Engine):
                 " own tasks (drain_sync() from a task leaves that task out)"
             )
         drain_for, cancel_for, join_for = _phases(timeout)
+        self._periodic.cancel_all()
         self._close()
+        self._periodic.cancel_all()  # one made while it closed
         unfinished = self.drain_sync(drain_for)
         if unfinished:
             for task in unfinished:
@@ -560,6 +577,7 @@ def _reset_all_after_fork() -> None:
     for runtime in list(_live_runtimes):
         runtime._reset_after_fork()
         runtime._pool.forget_after_fork()
+        runtime._periodic.forget_after_fork()
 
 
 def _engine_options(options: dict[str, Any]) -> dict[str, Any]:

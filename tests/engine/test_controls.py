@@ -562,11 +562,31 @@ def test_limit_key_runs_at_most_limit_at_once_across_lanes_in_order(
         for t in tasks:
             await t
         assert peak == 2
-        # The waiting ones were admitted in spawn order; each lane starts its own in
-        # order (a loop task starts on its loop's next turn, a thread at once).
-        for parity in (0, 1):
-            mine = [i for i in order if i % 2 == parity]
-            assert mine == sorted(mine)
+        assert sorted(order) == list(range(12))
+
+    arun(main())
+
+
+def test_limit_key_waiters_start_in_spawn_order(arun: Arun, runtime: MakeRuntime) -> None:
+    """With limit=1 one task runs at a time, so start order is admission order: the
+    waiting ones are admitted in the order they were spawned, across lanes."""
+    rt = runtime()
+    order: list[int] = []
+
+    def sync_job(i: int) -> None:
+        order.append(i)
+        time.sleep(0.005)
+
+    async def async_job(i: int) -> None:
+        order.append(i)
+        await asyncio.sleep(0.005)
+
+    async def main() -> None:
+        view = rt.options(limit_key="serial", limit=1)
+        tasks = [view.spawn(sync_job, i) if i % 2 else view.spawn(async_job, i) for i in range(12)]
+        for t in tasks:
+            await t
+        assert order == list(range(12))
 
     arun(main())
 

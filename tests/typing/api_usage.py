@@ -10,6 +10,8 @@ result type but not its arguments; see `Runtime.call`.)
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+from typing import Any
 
 from typing_extensions import assert_type
 
@@ -115,3 +117,40 @@ offload.task(lane="gpu")  # E
 async def decorated() -> None:
     assert_type(await warm.run("k"), float)
     assert_type(await report.run("d"), dict[str, int])
+
+
+# -- periodic work: offload.every / offload.cron / @offload.periodic ----------------------
+def tick(region: str = "eu") -> None:
+    pass
+
+
+beat = offload.every(30, tick, "us", jitter=1.0, name="tick", overlap="queue", runtime=rt)
+assert_type(beat, offload.Schedule)
+assert_type(beat.next_run, datetime | None)
+assert_type(beat.last_task, Task[Any] | None)
+assert_type(beat.runs, int)
+assert_type(beat.skipped, int)
+assert_type(beat.name, str)
+assert_type(beat.cancel(), bool)
+assert_type(beat.as_dict(), dict[str, Any])
+assert_type(offload.cron("*/5 * * * *", tick, tz="Europe/Paris"), offload.Schedule)
+assert_type(rt.schedules(), list[offload.Schedule])
+offload.every(30, tick, overlap="sometimes")  # E
+offload.every("30", tick)  # E
+offload.every(30, tick, lane="gpu")  # E
+offload.cron(5, tick)  # E
+offload.cron("* * * * *", tick, tz=5)  # E
+
+
+@offload.periodic(every=60, overlap="allow")
+def refresh() -> int:
+    return 1
+
+
+@offload.periodic(cron="0 3 * * *", tz="UTC", runtime=rt)
+async def nightly() -> None:
+    pass
+
+
+assert_type(refresh(), int)  # the function itself, unchanged
+offload.periodic(every=60, overlap="never")  # E

@@ -41,9 +41,10 @@ def lifespan(
     """A lifespan for `FastAPI(lifespan=...)` that runs an offload runtime around the app.
 
     At startup, the runtime (default: `offload.default_runtime()`) starts on the app's
-    event loop, which becomes its home loop; then `app_lifespan`'s startup runs, so it
-    may already spawn. At shutdown, `app_lifespan`'s shutdown runs first (stop your
-    periodic jobs there), then `runtime.shutdown(drain_timeout)`: new spawns are refused,
+    event loop, which becomes its home loop, and its `@offload.periodic` schedules
+    start; then `app_lifespan`'s startup runs, so it may already spawn. At shutdown,
+    `app_lifespan`'s shutdown runs first, then `runtime.shutdown(drain_timeout)`: the
+    runtime's schedules stop, new spawns are refused,
     running tasks get `drain_timeout` seconds to finish, the rest are cancelled, and each
     unfinished task is logged by name on the `offload` logger. Whatever `app_lifespan`
     yields (lifespan state) is passed through.
