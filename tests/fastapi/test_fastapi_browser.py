@@ -11,8 +11,6 @@ import httpx
 import pytest
 from offload_fastapi_support import WAIT
 
-import offload
-
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -21,11 +19,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 CHROMIUM = os.environ.get("OFFLOAD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("OFFLOAD_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 TOKEN = "t0ken"  # testapp_offload.TOKEN
-
-#: offload.every/cron/periodic come with the periodic layer (branch i12-periodic).
-needs_periodic = pytest.mark.skipif(
-    not hasattr(offload, "periodic"), reason="needs the periodic layer (offload.periodic)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +213,6 @@ def test_charts_schedules_and_the_task_page_in_chromium(start_server: Any, brows
     assert errors and all("api/task/987654321" in e and "404" in e for e in errors), errors
 
 
-@needs_periodic
 def test_periodic_work_in_chromium(start_server: Any, browser: Any) -> None:
     server = start_server()
     open_page(browser, f"{server.url}/offload/?token={TOKEN}")

@@ -105,9 +105,6 @@ async def test_task_controls_metrics(runtime: offload.Runtime) -> None:
     assert "# TYPE offload_tasks_scheduled gauge" in text
 
 
-@pytest.mark.skipif(
-    not hasattr(offload, "every"), reason="needs the periodic layer (offload.every)"
-)
 async def test_schedule_metrics(runtime: offload.Runtime) -> None:
     gate = threading.Event()
     app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))

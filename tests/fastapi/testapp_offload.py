@@ -46,14 +46,9 @@ dashboard = dashboard_router(authorize=authorize, sample_seconds=0.25, history_s
 app.include_router(dashboard, prefix="/offload")
 
 
+@offload.periodic(every=3600, name="testapp-hourly")  # for the dashboard to show
 def hourly_report() -> None:
     log.info("hourly report")
-
-
-# A periodic job for the dashboard to show (offload.periodic comes with the periodic
-# layer, branch i12-periodic; without it the app has none).
-if hasattr(offload, "periodic"):
-    offload.periodic(every=3600, name="testapp-hourly")(hourly_report)
 
 
 async def sleep_async(name: str, seconds: float) -> None:

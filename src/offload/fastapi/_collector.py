@@ -106,8 +106,7 @@ class OffloadCollector:
             yield family
 
     def _attempts(self, runtime: Runtime) -> Iterator[Metric]:
-        attempts = getattr(runtime, "attempts", None)
-        by_name: dict[str, dict[str, int]] = attempts() if callable(attempts) else {}
+        by_name = runtime.attempts()
         for key, doc in _ATTEMPTS.items():
             family = CounterMetricFamily(f"{self._prefix}_task_{key}", doc, labels=["name"])
             for name, values in sorted(by_name.items()):
@@ -115,8 +114,7 @@ class OffloadCollector:
             yield family
 
     def _schedules(self, runtime: Runtime) -> Iterator[Metric]:
-        listing = getattr(runtime, "schedules", None)  # with the periodic layer
-        schedules = listing() if callable(listing) else []
+        schedules = runtime.schedules()
         for key, doc in _SCHEDULES.items():
             family = CounterMetricFamily(f"{self._prefix}_schedule_{key}", doc, labels=["schedule"])
             for schedule in schedules:

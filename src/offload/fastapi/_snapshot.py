@@ -92,8 +92,7 @@ def task(runtime: Runtime, task_id: int, log: FailureLog) -> dict[str, Any] | No
 
 def schedules(runtime: Runtime, *, limit: int) -> dict[str, Any]:
     """Periodic schedules (`runtime.schedules()`) and delayed tasks, soonest first."""
-    listing = getattr(runtime, "schedules", None)
-    periodic = [_schedule(s) for s in listing()] if callable(listing) else []
+    periodic = [_schedule(s) for s in runtime.schedules()]
     periodic.sort(key=lambda s: (s["next_run"] is None, s["next_run"] or 0.0))
     # From the live tasks, not runtime.tasks(): no record is built for the other ones.
     waiting = [task for task in runtime._live_tasks() if task.state == "scheduled"]
@@ -109,7 +108,6 @@ def schedules(runtime: Runtime, *, limit: int) -> dict[str, Any]:
         for task in soonest
     ]
     return {
-        "periodic_available": callable(listing),
         "periodic": periodic[:limit],
         "delayed_total": len(waiting),
         "delayed": delayed,
