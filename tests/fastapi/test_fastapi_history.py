@@ -15,13 +15,20 @@ from offload_fastapi_support import WAIT, serve
 import offload
 import offload.fastapi
 from offload.fastapi import dashboard_router
-from offload.fastapi._history import History, Sampler, Samplers
+from offload.fastapi._history import SERIES, History, Sampler, Samplers
 
 pytestmark = pytest.mark.anyio
 
 
 def lane_stats(**values: int) -> dict[str, Any]:
     return {"threads": {"succeeded": 0, "failed": 0, "cancelled": 0, **values}}
+
+
+def named(sample: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """A sample's per-lane lists as dicts, by the series' names."""
+    return {
+        lane: dict(zip(SERIES, values, strict=True)) for lane, values in sample["lanes"].items()
+    }
 
 
 def sampler_threads() -> list[threading.Thread]:
@@ -38,7 +45,7 @@ def test_samples_are_changes_per_interval_and_gauges_as_they_are() -> None:
     )
     [sample] = history.since()["samples"]
     assert sample["seq"] == 1 and sample["dt"] == pytest.approx(2.0)
-    assert sample["lanes"]["threads"] == {
+    assert named(sample)["threads"] == {
         "finished": 3 + 2 + 1,
         "failed": 2,
         "retried": 2,
@@ -63,7 +70,7 @@ def test_history_is_bounded_and_read_incrementally() -> None:
         98,
         99,
     ]
-    assert all(s["lanes"]["threads"]["finished"] == 1 for s in everything["samples"])
+    assert all(named(s)["threads"]["finished"] == 1 for s in everything["samples"])
     assert [s["seq"] for s in history.since(97)["samples"]] == [98, 99]
     assert history.since(99)["samples"] == []
 
@@ -73,7 +80,7 @@ def test_a_counter_going_down_counts_from_zero() -> None:
     history.record(lane_stats(succeeded=50), now=0.0)
     history.record(lane_stats(succeeded=2), now=1.0)
     [sample] = history.since()["samples"]
-    assert sample["lanes"]["threads"]["finished"] == 0
+    assert named(sample)["threads"]["finished"] == 0
 
 
 def test_samplers_keep_what_the_window_needs() -> None:
@@ -99,8 +106,8 @@ async def test_a_sampler_counts_what_the_runtime_finished(runtime: offload.Runti
     finally:
         sampler.stop(WAIT)
     [sample] = history.since()["samples"]
-    assert sample["lanes"]["threads"]["finished"] == 4
-    assert sample["lanes"]["loop"]["finished"] == 1 and sample["lanes"]["loop"]["failed"] == 1
+    assert named(sample)["threads"]["finished"] == 4
+    assert named(sample)["loop"]["finished"] == 1 and named(sample)["loop"]["failed"] == 1
     assert set(sample["lanes"]) == set(runtime.stats())
 
 
@@ -150,12 +157,13 @@ async def test_the_dashboard_samples_from_startup_and_stops_with_the_app(
         deadline = asyncio.get_running_loop().time() + WAIT
         while True:
             history = (await client.get("/ops/api/history")).json()
-            finished = sum(s["lanes"]["threads"]["finished"] for s in history["samples"])
+            finished = sum(named(s)["threads"]["finished"] for s in history["samples"])
             if finished == 5:
                 break
             assert asyncio.get_running_loop().time() < deadline, history
             await asyncio.sleep(0.05)
         assert history["interval"] == 0.05 and history["keep"] == 1200
+        assert history["series"] == list(SERIES)
         later = (await client.get(f"/ops/api/history?after={history['last']}")).json()
         assert all(s["seq"] > history["last"] for s in later["samples"])
         snapshot = (await client.get(f"/ops/api/snapshot?after={history['last']}")).json()
@@ -191,7 +199,7 @@ async def test_without_a_lifespan_sampling_starts_on_first_use_and_resumes(
     await runtime.run(sum, [1])
     assert samplers.history(runtime) is history  # resumed: the same samples, a new thread
     assert len(sampler_threads()) == 1 and len(history) == 1
-    assert history.since()["samples"][0]["lanes"]["threads"]["finished"] == 1
+    assert named(history.since()["samples"][0])["threads"]["finished"] == 1
     await runtime.shutdown(WAIT)
     samplers.stop(runtime, WAIT)
     assert samplers.history(runtime) is history and sampler_threads() == []  # closed: no thread

@@ -4,6 +4,8 @@ One `History` per sampled runtime. A daemon thread (`Sampler`) appends one sampl
 `interval` seconds, each the change since the previous one (tasks finished, failed and
 retried in that interval) plus the gauges at that moment (pending, running, scheduled,
 retrying, overrun). At most `keep` samples are kept: memory is bounded whatever the uptime.
+A sample holds per lane a list of ints in `SERIES` order (not a dict: 900 samples of four
+lanes take about 0.8 MB, and the page's first load is about 0.2 MB).
 
 Lock rule: `History._lock` guards `_samples`, `_last` and `_seq`; it is never held while
 calling into the runtime (`stats()` is read before taking it).
@@ -32,6 +34,7 @@ _DELTAS = {
 }
 #: Gauges copied as they are at sampling time.
 _GAUGES = ("pending", "running", "scheduled", "retrying", "overrun")
+#: What each lane's list in a sample holds, in order.
 SERIES = (*_DELTAS, *_GAUGES)
 
 
@@ -86,7 +89,13 @@ class History:
         with self._lock:
             samples = [s for s in self._samples if s["seq"] > after]
             last = self._seq
-        return {"interval": self.interval, "keep": self.keep, "last": last, "samples": samples}
+        return {
+            "interval": self.interval,
+            "keep": self.keep,
+            "last": last,
+            "series": list(SERIES),
+            "samples": samples,
+        }
 
     def __len__(self) -> int:
         with self._lock:
@@ -95,11 +104,10 @@ class History:
 
 def _sample_lane(
     stats: dict[str, Any], totals: dict[str, int], before: dict[str, int]
-) -> dict[str, int]:
+) -> list[int]:
     # A counter never goes down; if it seems to (a replaced runtime), count from zero.
-    out = {key: max(0, totals[key] - before.get(key, totals[key])) for key in _DELTAS}
-    out.update({key: int(stats.get(key, 0)) for key in _GAUGES})
-    return out
+    deltas = [max(0, totals[key] - before.get(key, totals[key])) for key in _DELTAS]
+    return deltas + [int(stats.get(key, 0)) for key in _GAUGES]
 
 
 class Sampler:

@@ -21,7 +21,7 @@
   const query = window.location.search;
   const apiUrl = (path) => new URL("api/" + path + query, window.location.href);
   const seenFailures = new Set();
-  const chartData = { samples: [], last: 0, keep: 900, interval: 1 };
+  const chartData = { samples: [], last: 0, keep: 900, interval: 1, series: [] };
 
   function el(tag, text, className) {
     const node = document.createElement(tag);
@@ -109,6 +109,7 @@
     if (data.last < chartData.last) chartData.samples = [];  // another runtime: start over
     chartData.keep = data.keep;
     chartData.interval = data.interval;
+    chartData.series = data.series;
     chartData.last = data.last;
     chartData.samples.push(...data.samples);
     if (chartData.samples.length > chartData.keep) {
@@ -117,9 +118,10 @@
   }
 
   function chartValues(lane, chart) {
+    const index = chartData.series.indexOf(chart.series);
     return chartData.samples.map((sample) => {
-      const values = sample.lanes[lane] || {};
-      const value = values[chart.series] || 0;
+      const values = sample.lanes[lane] || [];
+      const value = values[index] || 0;
       return { time: sample.time, value: chart.rate ? value / sample.dt : value, count: value };
     });
   }
