@@ -908,33 +908,83 @@ Engine_keep_finished(engine_object *e, PyObject *args)
 
 static PyObject *live_tasks_of(engine_object *e, int first, int last);
 
-/* _task_infos() -> list of dicts: the live tasks, then the kept finished ones. */
-static PyObject *
-Engine_task_infos(engine_object *e, PyObject *Py_UNUSED(ignored))
+/* Whether live task `t` passes `f` (its name is computed only when asked for). */
+static int
+task_matches(task_object *t, const info_filter *f)
 {
+    PyObject *key = t->ctl != NULL ? t->ctl->controls->key : NULL;
+    info_filter others = *f;
+    others.name = NULL;
+    if (!history_filter_matches(&others, NULL, key, t->state, t->lane->kind)) {
+        return 0;
+    }
+    if (f->name == NULL) {
+        return 1;
+    }
+    PyObject *name = task_name(t);
+    if (name == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = PyUnicode_Compare(name, f->name) == 0;
+    Py_DECREF(name);
+    return same;
+}
+
+static int
+optional_exact_str(PyObject *obj, PyObject **out)
+{
+    *out = NULL;
+    if (obj == Py_None) {
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(obj)) {
+        PyErr_SetString(PyExc_TypeError, "_task_infos: name and key must be str or None");
+        return -1;
+    }
+    *out = obj;
+    return 0;
+}
+
+/* _task_infos(name, state, key, lane, limit) -> list of dicts: the live tasks,
+ * then the kept finished ones (newest first), filtered here so a lookup in a
+ * backlog of 100,000 tasks builds only the dicts it returns. state and lane
+ * are indexes (-1: any), limit -1: all. */
+static PyObject *
+Engine_task_infos(engine_object *e, PyObject *args)
+{
+    PyObject *name_obj, *key_obj;
+    info_filter f;
+    if (!PyArg_ParseTuple(args, "OiOin:_task_infos", &name_obj, &f.state, &key_obj, &f.lane,
+                          &f.limit) ||
+        optional_exact_str(name_obj, &f.name) < 0 || optional_exact_str(key_obj, &f.key) < 0) {
+        return NULL;
+    }
     int64_t shift = engine_wall_minus_mono();
-    PyObject *live = live_tasks_of(e, 0, LANE_COUNT - 1);
+    PyObject *live = live_tasks_of(e, f.lane >= 0 ? f.lane : 0, f.lane >= 0 ? f.lane : LANE_COUNT - 1);
     if (live == NULL) {
         return NULL;
     }
     PyObject *out = PyList_New(0);
     for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(live); i++) {
-        PyObject *d = task_info_dict((task_object *)PyList_GET_ITEM(live, i), shift);
+        if (f.limit >= 0 && PyList_GET_SIZE(out) >= f.limit) {
+            break;
+        }
+        task_object *t = (task_object *)PyList_GET_ITEM(live, i);
+        if (!task_matches(t, &f)) {
+            continue;
+        }
+        PyObject *d = task_info_dict(t, shift);
         if (d == NULL || PyList_Append(out, d) < 0) {
             Py_CLEAR(out);
         }
         Py_XDECREF(d);
     }
     Py_DECREF(live);
-    PyObject *done = out ? history_list(&e->finished, e->st, shift) : NULL;
-    if (done == NULL) {
-        Py_XDECREF(out);
-        return NULL;
+    if (out != NULL && history_list(&e->finished, e->st, shift, &f, out) < 0) {
+        Py_CLEAR(out);
     }
-    PyObject *all = PySequence_Concat(out, done);
-    Py_DECREF(out);
-    Py_DECREF(done);
-    return all;
+    return out;
 }
 
 /* _task_info(id) -> dict or None: a live task, else a kept finished one. */
@@ -1384,7 +1434,7 @@ static PyMethodDef Engine_methods[] = {
     {"_timers_armed", (PyCFunction)Engine_timers_armed, METH_NOARGS, NULL},
     {"_attempts", (PyCFunction)Engine_attempts, METH_NOARGS, NULL},
     {"_keep_finished", (PyCFunction)Engine_keep_finished, METH_VARARGS, NULL},
-    {"_task_infos", (PyCFunction)Engine_task_infos, METH_NOARGS, NULL},
+    {"_task_infos", (PyCFunction)Engine_task_infos, METH_VARARGS, NULL},
     {"_task_info", (PyCFunction)Engine_task_info, METH_O, NULL},
     {"_live_tasks", (PyCFunction)Engine_live_tasks, METH_NOARGS, NULL},
     {"_close", (PyCFunction)Engine_close, METH_NOARGS, NULL},

@@ -172,25 +172,42 @@ record_expired(const history *h, const finished_record *r, int64_t now)
     return h->ttl_ns > 0 && now - r->t_end > h->ttl_ns;
 }
 
-PyObject *
-history_list(history *h, module_state *st, int64_t wall_minus_mono)
+static int
+same_str(PyObject *a, PyObject *b)
 {
-    PyObject *list = PyList_New(0);
+    return a != NULL && b != NULL && (a == b || PyUnicode_Compare(a, b) == 0);
+}
+
+int
+history_filter_matches(const info_filter *f, PyObject *name, PyObject *key, int state, int lane)
+{
+    return (f->state < 0 || f->state == state) && (f->lane < 0 || f->lane == lane) &&
+           (f->key == NULL || same_str(f->key, key)) &&
+           (f->name == NULL || same_str(f->name, name));
+}
+
+int
+history_list(history *h, module_state *st, int64_t wall_minus_mono, const info_filter *f,
+             PyObject *out)
+{
     int64_t now = offload_now_ns();
-    for (Py_ssize_t i = h->len - 1; list != NULL && i >= 0; i--) {
+    for (Py_ssize_t i = h->len - 1; i >= 0; i--) {
+        if (f->limit >= 0 && PyList_GET_SIZE(out) >= f->limit) {
+            break;
+        }
         const finished_record *r = &h->slots[(h->head + i) % h->cap];
-        if (record_expired(h, r, now)) {
+        if (record_expired(h, r, now) ||
+            !history_filter_matches(f, r->name, r->key, r->state, r->lane)) {
             continue;
         }
         PyObject *d = record_dict(st, r, wall_minus_mono);
-        if (d == NULL || PyList_Append(list, d) < 0) {
+        if (d == NULL || PyList_Append(out, d) < 0) {
             Py_XDECREF(d);
-            Py_CLEAR(list);
-            break;
+            return -1;
         }
         Py_DECREF(d);
     }
-    return list;
+    return 0;
 }
 
 PyObject *

@@ -40,8 +40,20 @@ void history_clear(history *h);
 /* Keep a record of `t`, which just finished (GIL held). Never fails: a
  * record that can't be made is skipped. */
 void history_add(history *h, struct task_object *t);
-/* A new list of dicts, newest first, of the records still within ttl. */
-PyObject *history_list(history *h, struct module_state *st, int64_t wall_minus_mono);
+/* What a lookup keeps (runtime.tasks(...)): NULL / -1 fields match anything.
+ * `name` and `key` are exact str (compared without user code). */
+typedef struct {
+    PyObject *name;
+    PyObject *key;
+    int state;        /* task_state or -1 */
+    int lane;         /* lane_kind or -1 */
+    Py_ssize_t limit; /* at most this many dicts, -1: all */
+} info_filter;
+
+/* Append to `out` dicts of the records still within ttl that match `f`, newest
+ * first, while `out` is shorter than f->limit. -1 on error. */
+int history_list(history *h, struct module_state *st, int64_t wall_minus_mono,
+                 const info_filter *f, PyObject *out);
 /* The record of task `id` as a dict, or None (new reference). */
 PyObject *history_find(history *h, struct module_state *st, uint64_t id, int64_t wall_minus_mono);
 
@@ -59,4 +71,8 @@ typedef struct {
 } info_fields;
 PyObject *history_info_dict(struct module_state *st, const info_fields *f,
                             int64_t wall_minus_mono);
+
+/* Whether a task or record with these fields passes `f` (name: its name). */
+int history_filter_matches(const info_filter *f, PyObject *name, PyObject *key, int state,
+                           int lane);
 #endif

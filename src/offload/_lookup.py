@@ -12,6 +12,9 @@ from typing import Any
 from ._engine import Task
 
 STATES = ("scheduled", "pending", "running", "retrying", "succeeded", "failed", "cancelled")
+#: The engine's numbering of states and lanes (csrc/task.h task_state, csrc/lane.h lane_kind).
+ENGINE_STATES = ("pending", "running", "scheduled", "retrying", "succeeded", "failed", "cancelled")
+ENGINE_LANES = ("loop", "background", "threads", "processes")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _engine, _periodic
 from ._local import close_loop_locals
-from ._lookup import TaskInfo, check_filters, check_task_id, info_from_engine
+from ._lookup import (
+    ENGINE_LANES,
+    ENGINE_STATES,
+    TaskInfo,
+    check_filters,
+    check_task_id,
+    info_from_engine,
+)
 from ._options import safe_repr, validate
 from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
 
@@ -223,21 +230,18 @@ class Runtime(_engine.Engine):
     ) -> list[TaskInfo]:
         """Live tasks, then the kept finished ones (newest first), filtered."""
         check_filters(state, lane, limit)
-        found: list[TaskInfo] = []
-        if limit == 0:
-            return found
-        for record in self._task_infos():
-            if (
-                (name is not None and record["name"] != name)
-                or (state is not None and record["state"] != state)
-                or (key is not None and record["key"] != key)
-                or (lane is not None and record["lane"] != lane)
-            ):
-                continue
-            found.append(info_from_engine(record))
-            if limit is not None and len(found) >= limit:
-                break
-        return found
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str or None, not {type(key).__name__}")
+        records = self._task_infos(
+            None if name is None else str.__str__(name),
+            ENGINE_STATES.index(state) if state is not None else -1,
+            None if key is None else str.__str__(key),
+            ENGINE_LANES.index(lane) if lane is not None else -1,
+            -1 if limit is None else limit,
+        )
+        return [info_from_engine(record) for record in records]
 
     def attempts(self) -> dict[str, dict[str, int]]:
         """Per task name (tasks spawned with controls): attempts started and retries."""

@@ -740,3 +740,22 @@ def test_due_tasks_handed_over_without_the_gil_while_others_cancel_them(
         assert rt._timers_armed() == 0
 
     arun(main(), timeout=120)
+
+
+def test_tasks_filters_live_tasks_by_state_lane_key_and_name(runtime: MakeRuntime) -> None:
+    rt = runtime()
+    gate = Gate()
+    scheduled = rt.threads.options(delay=3600, key="later", name="nightly").spawn(abs, 1)
+    running = rt.threads.options(name="busy").spawn(gate.wait)
+    wait_until(lambda: running.state == "running")
+    assert [i.id for i in rt.tasks(state="scheduled")] == [scheduled.id]
+    assert [i.id for i in rt.tasks(state="running", lane="threads")] == [running.id]
+    assert [i.id for i in rt.tasks(key="later")] == [scheduled.id]
+    assert [i.id for i in rt.tasks(name="busy")] == [running.id]
+    assert rt.tasks(lane="loop") == [] and rt.tasks(state="retrying") == []
+    assert len(rt.tasks(limit=1)) == 1
+    scheduled.cancel()
+    gate.open()
+    running.result(timeout=WAIT)
+    assert [i.state for i in rt.tasks(name="nightly")] == ["cancelled"]
+    assert [i.state for i in rt.tasks(key="later", state="cancelled")] == ["cancelled"]
