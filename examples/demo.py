@@ -116,7 +116,7 @@ def ms(seconds: float, count: int) -> str:
 
 
 def print_lanes(snapshot: dict[str, Any]) -> None:
-    columns = ["lane", "submitted", "succeeded", "failed", "cancelled"]
+    columns = ["lane", "submitted", "succeeded", "failed", "cancelled", "retried"]
     columns += ["wait p50 ms", "wait p99 ms", "run p50 ms", "run p99 ms"]
     rows = []
     for name, lane in snapshot["lanes"].items():
@@ -125,6 +125,7 @@ def print_lanes(snapshot: dict[str, Any]) -> None:
         wait, run = lane["queue_wait"], lane["run_time"]
         rows.append(
             [name, lane["submitted"], lane["succeeded"], lane["failed"], lane["cancelled"]]
+            + [lane.get("retried", 0)]
             + [ms(wait["p50"], wait["count"]), ms(wait["p99"], wait["count"])]
             + [ms(run["p50"], run["count"]), ms(run["p99"], run["count"])]
         )
@@ -187,8 +188,9 @@ def main() -> int:
         raise
     print("\nWhat ran where (from the dashboard JSON):")
     print_lanes(snapshot)
-    print("  loop: analytics events (async, on the app's own loop)")
-    print("  background: catalog refreshes (a dedicated event-loop thread)")
+    print("  loop: analytics events (async, on the app's own loop; 5 s timeout, 2 retries)")
+    print("  background: catalog refreshes (a dedicated event-loop thread; one at a time,")
+    print("    key='catalog:refresh': a refresh asked for while one runs joins it)")
     print("  threads: audit-log writes, welcome emails, order exports (the C thread pool)")
     failures = snapshot["failures"]
     if failures["items"]:

@@ -1,9 +1,10 @@
 """A small shop API whose side work runs on offload. `make serve`, then open the dashboard.
 
-POST /events            record an analytics event      -> loop lane (async)
+POST /events            record an analytics event      -> loop lane (timeout, retries)
 POST /orders            place an order (service layer) -> audit log on the thread pool
 POST /signup            drop-in BackgroundTasks        -> email on threads, event on loop
-POST /catalog/refresh   refresh the product cache      -> a background loop
+POST /catalog/refresh   refresh the product cache      -> a background loop, one at a time (key)
+(every 5 minutes)       the same refresh, @offload.periodic
 GET  /catalog           the cached products
 GET  /orders/export     a sync `def` route that spawns -> thread pool, then the home loop
 GET  /offload/?token=.. the dashboard (token: $OFFLOAD_DASHBOARD_TOKEN, default demo-token)
@@ -52,11 +53,29 @@ catalog = Catalog()
 orders = Orders(audit, analytics)
 
 
+@offload.task(lane="background", key="catalog:refresh")
+async def refresh_catalog_once() -> None:
+    """One catalog refresh at a time: a refresh asked for while one runs joins it."""
+    await catalog.refresh()
+
+
+#: Analytics calls time out after 5 s and are retried twice on transient errors
+#: (an unknown event is the backend's final answer: not retried).
+send_event = offload.loop.options(
+    timeout=5, retries=2, backoff=offload.Backoff(0.01, 2, 0.5), retry_on=ConnectionError
+)
+
+
+@offload.periodic(every=300, name="catalog-refresh")
+async def refresh_catalog_every_5_minutes() -> None:
+    await refresh_catalog_once.spawn()
+
+
 @asynccontextmanager
 async def shop_lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Runs after offload started (so it may spawn) and, at exit, before offload drains.
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    offload.background.spawn(catalog.refresh())  # warm the cache without delaying startup
+    refresh_catalog_once.spawn()  # warm the cache without delaying startup
     log.info("shop started; audit log at %s", audit.path)
     yield
     log.info("shop stopping; %d orders placed", len(orders.placed))
@@ -108,7 +127,7 @@ async def healthz() -> dict[str, bool]:
 
 @app.post("/events", status_code=status.HTTP_202_ACCEPTED)
 async def record_event(event: EventIn) -> dict[str, int]:
-    task = offload.loop.spawn(analytics.record(Event(event.name, event.user, event.props)))
+    task = send_event.spawn(analytics.record, Event(event.name, event.user, event.props))
     return {"task": task.id}
 
 
@@ -128,7 +147,7 @@ async def signup(user: SignupIn, background_tasks: BackgroundTasks) -> dict[str,
 
 @app.post("/catalog/refresh", status_code=status.HTTP_202_ACCEPTED)
 async def refresh_catalog(runtime: Offload) -> dict[str, int]:
-    task = runtime.background.spawn(catalog.refresh())
+    task = runtime.background.options(key="catalog:refresh").spawn(catalog.refresh)
     return {"task": task.id}
 
 
@@ -142,6 +161,8 @@ def export_orders() -> dict[str, int]:
     # A sync route: FastAPI runs it in its threadpool, where no event loop runs.
     # offload.spawn sends the blocking export to the offload thread pool, and
     # offload.loop (from a thread without a loop) means the app's home loop.
-    task = offload.spawn(orders.export, DATA_DIR / "orders.jsonl")
+    task = offload.options(key="orders:export", timeout=30).spawn(
+        orders.export, DATA_DIR / "orders.jsonl"
+    )
     offload.loop.spawn(analytics.record(Event("page_view", "ops", {"page": "export"})))
     return {"task": task.id}

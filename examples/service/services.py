@@ -46,6 +46,8 @@ class Analytics:
 
     async def record(self, event: Event) -> None:
         await asyncio.sleep(random.uniform(0.001, 0.005))  # the HTTP round trip
+        if random.random() < 0.02:  # a transient failure: worth a retry
+            raise ConnectionError("analytics backend timed out")
         if event.name not in self.KNOWN:
             raise EventRejected(f"analytics backend rejected unknown event {event.name!r}")
         self.counts[event.name] = self.counts.get(event.name, 0) + 1
