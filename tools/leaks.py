@@ -374,10 +374,18 @@ def scenario_periodic() -> int:
             slow = offload.every(1, gate.wait, 5, runtime=rt, overlap="queue")
             minutely = offload.cron("* * * * *", async_ok, 2, runtime=rt, tz="Europe/Paris")
             failing = offload.every(1, sync_work, 0, runtime=rt, overlap="allow")
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60
+
+            def fired(n: int) -> bool:
+                # ... and the cron run done: a run still going when the next is due is
+                # skipped (overlap="skip"), which a loaded machine would otherwise cause.
+                last = minutely.last_task
+                done = last is not None and last.done()
+                return minutely.runs >= n and beat.runs >= n and failing.runs >= n and done
+
             for n in range(1, 4):
                 rt._advance_clock(60)
-                while minutely.runs < n or beat.runs < n or failing.runs < n:
+                while not fired(n):
                     assert time.monotonic() < deadline, "the schedules did not fire"
                     await asyncio.sleep(0.001)
             gate.set()
