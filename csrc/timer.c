@@ -8,6 +8,7 @@
 #include "timer.h"
 
 #include <errno.h>
+#include <stdlib.h>
 
 /* Seconds the thread waits with nothing armed before it exits. */
 #define TIMER_IDLE_EXIT_S 10.0
@@ -88,6 +89,10 @@ heap_remove(timer_service *ts, timer_node *n)
     heap_sift_down(ts, last->index);
 }
 
+/* The heap array comes from the C allocator, not PyMem: the timer thread
+ * shrinks it while it hands due tasks over without the GIL, and CPython's
+ * allocator needs the thread's interpreter state (3.12+ crashes without it;
+ * the 3.12 and 3.13 legs of the matrix caught it). */
 static int
 heap_reserve(timer_service *ts)
 {
@@ -95,7 +100,7 @@ heap_reserve(timer_service *ts)
         return 0;
     }
     Py_ssize_t cap = ts->cap ? ts->cap * 2 : 64;
-    timer_node **grown = PyMem_Realloc(ts->heap, (size_t)cap * sizeof(timer_node *));
+    timer_node **grown = realloc(ts->heap, (size_t)cap * sizeof(timer_node *));
     if (grown == NULL) {
         return -1;
     }
@@ -114,7 +119,7 @@ heap_shrink(timer_service *ts)
         return;
     }
     Py_ssize_t cap = ts->cap / 2;
-    timer_node **smaller = PyMem_Realloc(ts->heap, (size_t)cap * sizeof(timer_node *));
+    timer_node **smaller = realloc(ts->heap, (size_t)cap * sizeof(timer_node *));
     if (smaller != NULL) {
         ts->heap = smaller;
         ts->cap = cap;
@@ -157,7 +162,7 @@ void
 timer_destroy(timer_service *ts)
 {
     assert(ts->len == 0);
-    PyMem_Free(ts->heap);
+    free(ts->heap);
     ts->heap = NULL;
     ts->cap = 0;
     pthread_mutex_destroy(&ts->mu);
