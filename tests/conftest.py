@@ -111,6 +111,10 @@ def offload_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "no_asan: left out of the ASan run of `make test-sanitize` (the reason is on the test)",
+    )
+    config.addinivalue_line(
+        "markers",
         "leaves(*kinds): the test leaves these resources behind on purpose"
         f" (kinds: {', '.join(KINDS)}); say why beside the marker",
     )
