@@ -118,22 +118,15 @@ bridge_schedule_drain(bridge_object *b)
     return 0;
 }
 
-int
-bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
+/* Under mu: append an item (the reference moves in). 1 if the inbox went
+ * from empty to non-empty (signal it), 0, or -1 when memory runs out. */
+static int
+bridge_append_locked(bridge_object *b, bridge_kind kind, PyObject *obj)
 {
-    pthread_mutex_lock(&b->mu);
-    if (b->closed) {
-        pthread_mutex_unlock(&b->mu);
-        Py_DECREF(obj);
-        return -1;
-    }
     if (b->len == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 64;
         bridge_item *items = realloc(b->items, cap * sizeof(bridge_item));
         if (items == NULL) {
-            pthread_mutex_unlock(&b->mu);
-            Py_DECREF(obj);
-            PyErr_NoMemory();
             return -1;
         }
         b->items = items;
@@ -144,6 +137,23 @@ bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
     b->len++;
     int must_signal = !b->signalled;
     b->signalled = 1;
+    return must_signal;
+}
+
+int
+bridge_push(bridge_object *b, bridge_kind kind, PyObject *obj)
+{
+    pthread_mutex_lock(&b->mu);
+    int must_signal = b->closed ? -1 : bridge_append_locked(b, kind, obj);
+    if (must_signal < 0) {
+        int closed = b->closed;
+        pthread_mutex_unlock(&b->mu);
+        Py_DECREF(obj);
+        if (!closed) {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
     int detached = b->detached;
     pthread_mutex_unlock(&b->mu);
     if (must_signal && !detached) {
@@ -160,26 +170,11 @@ int
 bridge_push_nogil(bridge_object *b, bridge_kind kind, PyObject *obj)
 {
     pthread_mutex_lock(&b->mu);
-    if (b->closed || b->detached) {
-        pthread_mutex_unlock(&b->mu);
+    int must_signal = b->closed || b->detached ? -1 : bridge_append_locked(b, kind, obj);
+    pthread_mutex_unlock(&b->mu);
+    if (must_signal < 0) {
         return -1;
     }
-    if (b->len == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        bridge_item *items = realloc(b->items, cap * sizeof(bridge_item));
-        if (items == NULL) {
-            pthread_mutex_unlock(&b->mu);
-            return -1;
-        }
-        b->items = items;
-        b->cap = cap;
-    }
-    b->items[b->len].kind = kind;
-    b->items[b->len].obj = obj;
-    b->len++;
-    int must_signal = !b->signalled;
-    b->signalled = 1;
-    pthread_mutex_unlock(&b->mu);
     if (must_signal) {
         wakeup_signal(&b->wake);
     }

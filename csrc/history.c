@@ -52,8 +52,8 @@ history_configure(history *h, Py_ssize_t keep, double ttl_seconds)
 
 /* "TypeName: message" of a failure; the message is the user's __str__, which
  * may raise: then the type name alone. */
-static void
-summarize_error(PyObject *exc, PyObject **summary, PyObject **type_name)
+void
+history_summarize_error(PyObject *exc, PyObject **summary, PyObject **type_name)
 {
     *type_name = PyUnicode_FromString(Py_TYPE(exc)->tp_name);
     PyObject *msg = PyObject_Str(exc);
@@ -83,7 +83,7 @@ history_add(history *h, task_object *t)
      * Python code runs. */
     PyObject *error = NULL, *error_type = NULL;
     if (t->state == TASK_FAILED && t->outcome != NULL) {
-        summarize_error(t->outcome, &error, &error_type);
+        history_summarize_error(t->outcome, &error, &error_type);
     }
     if (h->cap == 0) { /* reconfigured meanwhile */
         Py_XDECREF(error);

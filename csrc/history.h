@@ -72,6 +72,10 @@ typedef struct {
 PyObject *history_info_dict(struct module_state *st, const info_fields *f,
                             int64_t wall_minus_mono);
 
+/* "TypeName: message" of a failure and its type name (new references, NULL on
+ * error). The message is the user's __str__; if it raises, the type name alone. */
+void history_summarize_error(PyObject *exc, PyObject **summary, PyObject **type_name);
+
 /* Whether a task or record with these fields passes `f` (name: its name). */
 int history_filter_matches(const info_filter *f, PyObject *name, PyObject *key, int state,
                            int lane);

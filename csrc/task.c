@@ -1002,14 +1002,7 @@ task_info_dict(task_object *t, int64_t wall_minus_mono)
     }
     PyObject *error = NULL, *error_type = NULL;
     if (t->state == TASK_FAILED && t->outcome != NULL) {
-        error_type = PyUnicode_FromString(Py_TYPE(t->outcome)->tp_name);
-        PyObject *msg = PyObject_Str(t->outcome);
-        if (msg == NULL) {
-            PyErr_Clear();
-        }
-        error = msg && error_type ? PyUnicode_FromFormat("%U: %U", error_type, msg) : NULL;
-        Py_XDECREF(msg);
-        PyErr_Clear();
+        history_summarize_error(t->outcome, &error, &error_type); /* as its record will say */
     }
     int64_t due = task_due(t);
     info_fields f = {
