@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from .._controls import Backoff, Duplicate, merge_controls
 from ._codec import Codec, codec_for, function_ref, make_codec, resolve_function
 from ._sqlite import new_owner, open_sqlite
-from ._store import ACTIVE_STATES, Depths, NewTask, Store, StoreError, TaskRecord
+from ._store import ACTIVE_STATES, Depths, NewTask, SlotFire, Store, StoreError, TaskRecord
 from ._thread import FAILED, PENDING, StoreThread
 from ._worker import Worker
 
@@ -304,6 +304,8 @@ class Durable:
         payload = self._codec.encode_call(name, args, kwargs)
         if spec["sync_commit"]:
             _refuse_on_loop()
+        if self.closed:
+            raise StoreError("this runtime is closed: its durable store is closed too")
         thread = self._thread or self._require_thread()
         if thread.error is not None:
             raise thread.error
@@ -337,6 +339,33 @@ class Durable:
         if spec["sync_commit"]:
             handle.wait_persisted()
         return handle
+
+    def fire_slot(
+        self, schedule: str, slot: float, fn: Callable[..., Any], *, skip_overlap: bool
+    ) -> None:
+        """A durable periodic schedule's run for `slot`: enqueued by the one process
+        (of all those running the schedule) whose store write gets there first. With
+        `skip_overlap`, a run whose previous one is still queued or running joins it
+        (the schedule's key is held) instead of piling up."""
+        ref, _ = function_ref(fn)
+        thread = self._thread or self._require_thread()
+        now = time.time()
+        task = NewTask(
+            _ids.next(),
+            ref,
+            schedule,
+            self._codec.encode_call(schedule, (), {}),
+            self._codec.name,
+            now,
+            1,
+            None,
+            None,
+            (),
+            now,
+            f"offload-periodic:{schedule}" if skip_overlap else None,
+            "join",
+        )
+        thread.inbox.put(SlotFire(schedule, slot, task))
 
     def _rejects(self, handle: DurableTask[Any]) -> bool:
         return handle._id in self._reject

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._store import Claimed, NewTask, Outcome, Store, StoreError
+from ._store import Claimed, NewTask, Outcome, SlotFire, Store, StoreError
 
 logger = logging.getLogger("offload")
 
@@ -92,6 +92,7 @@ class StoreThread:
         self._waiters_lock = threading.Lock()
         self._waiters: dict[Any, list[Callable[[], None]]] = {}
         self._outcomes: list[Outcome] = []  # written in the next group
+        self._fires: list[SlotFire] = []  # periodic runs, fired in the next group
         self._stopping = False
         self._started = threading.Event()
         self._open_error: BaseException | None = None
@@ -232,6 +233,8 @@ class StoreThread:
                 new.append(item)
             elif type(item) is Outcome:
                 self._outcomes.append(item)
+            elif type(item) is SlotFire:
+                self._fires.append(item)
             elif item is None:
                 stop = True
             elif item is not True:
@@ -265,11 +268,12 @@ class StoreThread:
         renew = worker is not None and now >= self._renew_at
         reclaim = worker is not None and now >= self._reclaim_at
         want = worker.room() if worker is not None else 0
-        claim = want > 0 and self._claim_due(now, now_wall, bool(new))
-        outcomes = self._outcomes
-        if not (new or outcomes or renew or reclaim or claim):
+        claim = want > 0 and self._claim_due(now, now_wall, bool(new or self._fires))
+        outcomes, fires = self._outcomes, self._fires
+        if not (new or outcomes or fires or renew or reclaim or claim):
             return []
         cancels: list[str] = []
+        fired: list[NewTask] = []
         claimed: list[Claimed] = []
         refused: list[str] = []
         try:
@@ -280,6 +284,9 @@ class StoreThread:
                     store.enqueue(new, now_wall)
                 if outcomes:
                     refused = store.finish(self.owner, outcomes, now_wall, self.result_ttl)
+                fired = [
+                    f.task for f in fires if store.fire_slot(f.schedule, f.slot, f.task, now_wall)
+                ]
                 if renew:
                     cancels = store.renew(self.owner, now_wall, self.lease)
                 if reclaim:
@@ -292,15 +299,16 @@ class StoreThread:
             self._group_failed(new, exc)
             return []
         self._outcomes = []
-        self._note_etas(new, outcomes)
+        self._fires = []
+        self._note_etas(new + fired, outcomes)
         if renew:
             self._renew_at = now + self.lease / 3
         if reclaim:
             self._reclaim_at = now + min(1.0, self.lease / 4)
         if claim:
             self._after_claim(now, len(claimed), min(want, 256))
-        if new:
-            self.committed += len(new)
+        if new or fired:
+            self.committed += len(new) + len(fired)
             self._persisted(new)
         if refused:
             logger.warning(
