@@ -39,6 +39,11 @@ T = TypeVar("T")
 #: The store a durable spawn uses when none was configured (relative to the working
 #: directory, i.e. beside the app), unless OFFLOAD_STORE names one.
 DEFAULT_STORE = "sqlite:///offload.db"
+#: Spawns waiting for the store thread beyond which each spawn first hands the GIL over
+#: (`time.sleep(0)`): a thread spawning in a tight loop holds the GIL, and the store thread
+#: needs it between SQLite calls; without this, a burst of 20,000 spawns waited ~100 ms
+#: for its commit (docs/durable.md, "When is a task safe?").
+BACKLOG = 512
 _FINAL = frozenset({"succeeded", "dead", "cancelled"})
 #: Options of `durable.options()` besides the task controls.
 _DURABLE_ONLY = ("name", "sync_commit")
@@ -128,7 +133,7 @@ class DurableTaskFailed(Exception):
 class DurableTask(Generic[R]):
     """The handle of a durable spawn. Its `id` works from any process sharing the store."""
 
-    __slots__ = ("_durable", "_duplicate_of", "_error", "_id", "_state", "name")
+    __slots__ = ("_durable", "_duplicate_of", "_error", "_id", "_key", "_rejects", "_state", "name")
 
     def __init__(self, task_id: str, name: str, durable: Durable) -> None:
         self._id = task_id
@@ -137,6 +142,8 @@ class DurableTask(Generic[R]):
         self._state = PENDING
         self._error: StoreError | None = None
         self._duplicate_of: str | None = None
+        self._key: str | None = None  # its key=, for a Duplicate's message
+        self._rejects = False  # on_duplicate="reject": persisted() raises Duplicate
 
     @property
     def id(self) -> str:
@@ -182,10 +189,10 @@ class DurableTask(Generic[R]):
         if self._state == FAILED:
             assert self._error is not None
             raise self._error
-        if self._duplicate_of is not None and self._durable._rejects(self):
+        if self._duplicate_of is not None and self._rejects:
             raise Duplicate(
-                f"a durable task with key {self._durable._keys.get(self._id)!r} is already"
-                f" queued or running (id {self._duplicate_of})",
+                f"a durable task with key {self._key!r} is already queued or running"
+                f" (id {self._duplicate_of})",
                 self,  # type: ignore[arg-type]
             )
 
@@ -271,8 +278,6 @@ class Durable:
         self._thread: StoreThread | None = None
         self._worker: Worker | None = None
         self._lock = threading.Lock()
-        self._keys: dict[str, str] = {}  # handle id -> key, for Duplicate messages
-        self._reject: set[str] = set()  # handle ids spawned with on_duplicate="reject"
         self._default = DurableLane(self, {"name": None, "sync_commit": options["sync_commit"]})
         self.closed = False
 
@@ -313,10 +318,11 @@ class Durable:
         handle: DurableTask[Any] = DurableTask(_ids.next(), name, self)
         key = spec.get("key")
         if key is not None:
-            self._keys[handle._id] = key
-            if spec.get("on_duplicate") == "reject":
-                self._reject.add(handle._id)
+            handle._key = key
+            handle._rejects = spec.get("on_duplicate") == "reject"
         retries = spec.get("retries", 0)
+        if thread.inbox.qsize() > BACKLOG:
+            time.sleep(0)  # hand the GIL to the store thread: see BACKLOG
         thread.inbox.put(
             NewTask(
                 handle._id,
@@ -336,6 +342,8 @@ class Durable:
                 handle,
             )
         )
+        if handle._state == PENDING and not thread.alive:  # it closed under this spawn
+            raise StoreError("this runtime is closed: its durable store is closed too")
         if spec["sync_commit"]:
             handle.wait_persisted()
         return handle
@@ -366,9 +374,6 @@ class Durable:
             "join",
         )
         thread.inbox.put(SlotFire(schedule, slot, task))
-
-    def _rejects(self, handle: DurableTask[Any]) -> bool:
-        return handle._id in self._reject
 
     # -- the store thread ---------------------------------------------------------------------
     def _require_thread(self) -> StoreThread:

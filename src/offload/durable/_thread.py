@@ -417,10 +417,12 @@ class StoreThread:
                 logger.warning("offload: purging expired durable results failed: %s", exc)
 
     def _close_store(self) -> None:
-        # Anything put after the last turn (a spawn racing the close) is refused.
+        # What was put after the last turn (a spawn or an attempt's end racing the close)
+        # is still written; queued calls are refused.
         leftovers = self._take(0)
         new = [i for i in leftovers if type(i) is NewTask]
-        if new and self.store is not None:
+        self._outcomes += [i for i in leftovers if type(i) is Outcome]
+        if (new or self._outcomes) and self.store is not None:
             self._group(new)
         for item in leftovers:
             if type(item) in (Call, Barrier) and not item.future.done():
