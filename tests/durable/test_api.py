@@ -41,7 +41,9 @@ def test_spawn_persists_and_runs_sync_and_async_functions(
     arun(main())
 
 
-def test_arguments_come_back_typed_by_the_annotations(make_runtime: MakeRuntime, store_url: str) -> None:
+def test_arguments_come_back_typed_by_the_annotations(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
     rt = make_runtime(store=store_url)
     when = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     handle = rt.durable.spawn(tasks.shift, tasks.Point(1, 2), when)
@@ -106,7 +108,9 @@ def test_retry_on_limits_what_is_retried(make_runtime: MakeRuntime, store_url: s
     assert info is not None and info.attempt == 1  # a ValueError is not worth a retry
 
 
-def test_retry_exception_asks_for_another_attempt(make_runtime: MakeRuntime, store_url: str) -> None:
+def test_retry_exception_asks_for_another_attempt(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
     rt = make_runtime(store=store_url)
     handle = rt.durable.options(retries=2).spawn(tasks.ask_retry, 0.01)
     with pytest.raises(DurableTaskFailed):
@@ -123,7 +127,9 @@ def test_timeout_fails_the_attempt(make_runtime: MakeRuntime, store_url: str) ->
     assert failed.value.error_type == "TimeoutError"
 
 
-def test_delay_shows_scheduled_then_runs(arun: Arun, make_runtime: MakeRuntime, store_url: str) -> None:
+def test_delay_shows_scheduled_then_runs(
+    arun: Arun, make_runtime: MakeRuntime, store_url: str
+) -> None:
     rt = make_runtime(store=store_url)
 
     async def main() -> None:
@@ -148,7 +154,9 @@ def test_at_runs_at_an_aware_time(make_runtime: MakeRuntime, store_url: str) -> 
     assert info is not None and info.started is not None and info.started >= at.timestamp() - 0.01
 
 
-def test_keys_join_reject_and_replace(arun: Arun, make_runtime: MakeRuntime, store_url: str) -> None:
+def test_keys_join_reject_and_replace(
+    arun: Arun, make_runtime: MakeRuntime, store_url: str
+) -> None:
     rt = make_runtime(store=store_url, durable_concurrency=0)
 
     async def main() -> None:
@@ -256,7 +264,9 @@ def test_durable_periodic_fires_once_per_slot_across_runtimes(
     assert len(rows) >= 3
 
 
-def test_result_from_another_thread_and_unknown_ids(make_runtime: MakeRuntime, store_url: str) -> None:
+def test_result_from_another_thread_and_unknown_ids(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
     rt = make_runtime(store=store_url)
     handle = rt.durable.spawn(tasks.add, 1, 2)
     got: list[Any] = []

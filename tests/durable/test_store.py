@@ -22,12 +22,28 @@ from offload.durable._store import NewTask, Outcome, Store
 T0 = 1_800_000_000.0  # a wall-clock time; the store never reads the clock itself
 
 
-def new(task_id: str, *, eta: float = T0, key: str | None = None, attempts: int = 3,
-        on_duplicate: str = "join") -> NewTask:
+def new(
+    task_id: str,
+    *,
+    eta: float = T0,
+    key: str | None = None,
+    attempts: int = 3,
+    on_duplicate: str = "join",
+) -> NewTask:
     return NewTask(
-        id=task_id, fn="tests.durable.tasks:add", name="add", payload=b"\x92\x92\x01\x02\x80",
-        codec="msgpack", eta=eta, max_attempts=attempts, timeout=None, backoff=None,
-        retry_on=(), created=T0, key=key, on_duplicate=on_duplicate,
+        id=task_id,
+        fn="tests.durable.tasks:add",
+        name="add",
+        payload=b"\x92\x92\x01\x02\x80",
+        codec="msgpack",
+        eta=eta,
+        max_attempts=attempts,
+        timeout=None,
+        backoff=None,
+        retry_on=(),
+        created=T0,
+        key=key,
+        on_duplicate=on_duplicate,
     )
 
 
@@ -47,7 +63,10 @@ def write(store: Store, fn: Callable[[], object]) -> object:
 
 
 def test_claims_take_due_tasks_oldest_first_and_count_the_attempt(store: Store) -> None:
-    write(store, lambda: store.enqueue([new("b", eta=T0 + 1), new("a"), new("later", eta=T0 + 60)], T0))
+    write(
+        store,
+        lambda: store.enqueue([new("b", eta=T0 + 1), new("a"), new("later", eta=T0 + 60)], T0),
+    )
     claimed = write(store, lambda: store.claim("w1", 10, T0 + 2, 30.0))
     assert [c.id for c in claimed] == ["a", "b"]  # type: ignore[union-attr]
     assert [c.attempt for c in claimed] == [1, 1]  # type: ignore[union-attr]
@@ -64,7 +83,11 @@ def test_a_claim_returns_the_payload_and_controls_intact(store: Store) -> None:
     write(store, lambda: store.enqueue([task], T0))
     [c] = write(store, lambda: store.claim("w", 1, T0, 30.0))  # type: ignore[misc]
     assert (c.payload, c.timeout, c.backoff, c.retry_on) == (
-        task.payload, 2.5, (0.1, 2.0, 9.0, True), ("builtins.OSError",))
+        task.payload,
+        2.5,
+        (0.1, 2.0, 9.0, True),
+        ("builtins.OSError",),
+    )
     assert (c.fn, c.name, c.codec, c.max_attempts) == (task.fn, "add", "msgpack", 3)
 
 
@@ -75,12 +98,19 @@ def test_the_fenced_ack_refuses_an_owner_whose_lease_was_reclaimed(store: Store)
     [c] = write(store, lambda: store.claim("new", 1, T0 + 5, 30.0))  # type: ignore[misc]
     assert c.attempt == 2
     # the paused worker wakes up and acks its attempt 1: refused, nothing written
-    refused = write(store, lambda: store.finish("old", [Outcome("t", 1, "succeeded", b"\xc0")], T0 + 6, 60))
+    refused = write(
+        store, lambda: store.finish("old", [Outcome("t", 1, "succeeded", b"\xc0")], T0 + 6, 60)
+    )
     assert refused == ["t"]
     record = store.get("t")
     assert record is not None and record.state == "running" and record.owner == "new"
     # the new owner's ack goes through
-    assert write(store, lambda: store.finish("new", [Outcome("t", 2, "succeeded", b"\x01")], T0 + 7, 60)) == []
+    assert (
+        write(
+            store, lambda: store.finish("new", [Outcome("t", 2, "succeeded", b"\x01")], T0 + 7, 60)
+        )
+        == []
+    )
     record = store.get("t")
     assert record is not None and (record.state, record.result) == ("succeeded", b"\x01")
 
@@ -90,7 +120,9 @@ def test_even_the_same_owner_cannot_ack_an_older_attempt(store: Store) -> None:
     write(store, lambda: store.claim("w", 1, T0, 1.0))
     write(store, lambda: store.reclaim(T0 + 5))
     write(store, lambda: store.claim("w", 1, T0 + 5, 30.0))
-    assert write(store, lambda: store.finish("w", [Outcome("t", 1, "dead", error="x")], T0 + 6, 60)) == ["t"]
+    assert write(
+        store, lambda: store.finish("w", [Outcome("t", 1, "dead", error="x")], T0 + 6, 60)
+    ) == ["t"]
 
 
 def test_renewal_extends_only_the_owners_leases_and_reports_cancel_requests(store: Store) -> None:
@@ -108,11 +140,16 @@ def test_renewal_extends_only_the_owners_leases_and_reports_cancel_requests(stor
 def test_the_last_attempt_lost_goes_to_the_dead_letter_set(store: Store) -> None:
     write(store, lambda: store.enqueue([new("p", attempts=2)], T0))
     for attempt in (1, 2):
-        [c] = write(store, lambda: store.claim("w", 1, T0 + 10 * attempt, 1.0))  # type: ignore[misc]
+        at = T0 + 10 * attempt
+        [c] = write(store, lambda at=at: store.claim("w", 1, at, 1.0))  # type: ignore[misc]
         assert c.attempt == attempt
-        write(store, lambda: store.reclaim(T0 + 10 * attempt + 5))
+        write(store, lambda at=at: store.reclaim(at + 5))
     record = store.get("p")
-    assert record is not None and (record.state, record.attempt, record.error_type) == ("dead", 2, "WorkerLost")
+    assert record is not None and (record.state, record.attempt, record.error_type) == (
+        "dead",
+        2,
+        "WorkerLost",
+    )
     assert [t.id for t in store.tasks("dead", 10)] == ["p"]
     assert write(store, lambda: store.retry_dead(None, T0 + 100)) == 1
     record = store.get("p")
@@ -124,7 +161,11 @@ def test_release_gives_the_attempt_back(store: Store) -> None:
     write(store, lambda: store.claim("w", 1, T0, 30.0))
     assert write(store, lambda: store.release("w", T0 + 1)) == 1
     record = store.get("r")
-    assert record is not None and (record.state, record.attempt, record.owner) == ("queued", 0, None)
+    assert record is not None and (record.state, record.attempt, record.owner) == (
+        "queued",
+        0,
+        None,
+    )
 
 
 def test_outcomes_retry_dead_cancelled_released(store: Store) -> None:
@@ -139,13 +180,21 @@ def test_outcomes_retry_dead_cancelled_released(store: Store) -> None:
     assert write(store, lambda: store.finish("w", outcomes, T0 + 1, 60)) == []
     states = {i: store.get(i) for i in "abcd"}
     assert {i: (r.state, r.attempt) for i, r in states.items() if r} == {
-        "a": ("queued", 1), "b": ("dead", 1), "c": ("cancelled", 1), "d": ("queued", 0)}
+        "a": ("queued", 1),
+        "b": ("dead", 1),
+        "c": ("cancelled", 1),
+        "d": ("queued", 0),
+    }
     assert states["a"] is not None and states["a"].eta == pytest.approx(T0 + 50)
     assert states["b"] is not None and states["b"].error == "boom"
 
 
 def test_keys_dedup_while_queued_or_running(store: Store) -> None:
-    first, join, reject = new("1", key="k"), new("2", key="k"), new("3", key="k", on_duplicate="reject")
+    first, join, reject = (
+        new("1", key="k"),
+        new("2", key="k"),
+        new("3", key="k", on_duplicate="reject"),
+    )
     write(store, lambda: store.enqueue([first, join, reject], T0))
     assert (first.duplicate_of, join.duplicate_of, reject.duplicate_of) == (None, "1", "1")
     assert store.get("2") is None and store.get("3") is None
@@ -172,10 +221,14 @@ def test_replace_cancels_a_queued_holder_and_asks_a_running_one_to_stop(store: S
 
 
 def test_a_periodic_slot_fires_once(store: Store) -> None:
-    fired = [write(store, lambda i=i: store.fire_slot("nightly", T0, new(f"n{i}"), T0)) for i in range(3)]
+    fired = [
+        write(store, lambda i=i: store.fire_slot("nightly", T0, new(f"n{i}"), T0)) for i in range(3)
+    ]
     assert fired == [True, False, False]
     assert write(store, lambda: store.fire_slot("nightly", T0 + 60, new("n9"), T0)) is True
-    assert [t.id for t in store.tasks(None, 10)] == ["n9", "n0"] or {t.id for t in store.tasks(None, 10)} == {"n0", "n9"}
+    assert [t.id for t in store.tasks(None, 10)] == ["n9", "n0"] or {
+        t.id for t in store.tasks(None, 10)
+    } == {"n0", "n9"}
 
 
 def test_cancel_of_each_state(store: Store) -> None:

@@ -62,7 +62,7 @@ def resolve_store_url(store: Any) -> str:
     if store is None:
         store = os.environ.get("OFFLOAD_STORE") or DEFAULT_STORE
     if isinstance(store, os.PathLike):
-        return "sqlite:///" + os.fspath(store)
+        return "sqlite:///" + str(os.fspath(store))
     return str(store)
 
 
@@ -133,7 +133,7 @@ class DurableTaskFailed(Exception):
 class DurableTask(Generic[R]):
     """The handle of a durable spawn. Its `id` works from any process sharing the store."""
 
-    __slots__ = ("_durable", "_duplicate_of", "_error", "_id", "_key", "_rejects", "_state", "name")
+    __slots__ = ("_duplicate_of", "_durable", "_error", "_id", "_key", "_rejects", "_state", "name")
 
     def __init__(self, task_id: str, name: str, durable: Durable) -> None:
         self._id = task_id
@@ -304,7 +304,7 @@ class Durable:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> DurableTask[Any]:
-        ref, target = function_ref(fn)
+        ref, _ = function_ref(fn)
         name = spec["name"] or ref
         payload = self._codec.encode_call(name, args, kwargs)
         if spec["sync_commit"]:

@@ -184,7 +184,7 @@ class StoreThread:
     def _run(self) -> None:
         try:
             self.store = self._open_store()
-        except BaseException as exc:  # handed to start()
+        except BaseException as exc:  # noqa: BLE001 (handed to start(), raised there)
             self._open_error = exc
             self._started.set()
             return
@@ -295,7 +295,7 @@ class StoreThread:
                     claimed = store.claim(self.owner, min(want, 256), now_wall, self.lease)
                     if len(claimed) < min(want, 256):
                         self._next_eta = store.next_eta(now_wall)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any store failure: reported, see _group_failed)
             self._group_failed(new, exc)
             return []
         self._outcomes = []
@@ -391,7 +391,7 @@ class StoreThread:
                     result = item.fn(store)
             else:
                 result = item.fn(store)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller's future)
             item.future.set_exception(exc)
         else:
             item.future.set_result(result)
@@ -413,7 +413,7 @@ class StoreThread:
             try:
                 with store.batch():
                     store.purge_expired(time.time())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (housekeeping must not stop the thread)
                 logger.warning("offload: purging expired durable results failed: %s", exc)
 
     def _close_store(self) -> None:
@@ -430,5 +430,5 @@ class StoreThread:
         if self.store is not None:
             try:
                 self.store.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (closing: report, go on)
                 logger.warning("offload: closing the durable store failed: %s", exc)
