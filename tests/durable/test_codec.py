@@ -68,7 +68,7 @@ def shadowed() -> None:
 _first_shadowed = shadowed
 
 
-def shadowed() -> None:  # noqa: F811  (the point of the test)
+def shadowed() -> None:  # type: ignore[no-redef]  # shadowed on purpose
     pass
 
 
@@ -127,6 +127,12 @@ def typed(
     nested: dict[str, list[tuple[int, Point]]],
     *rest: uuid.UUID,
     **extra: dt.date,
+) -> None:
+    pass
+
+
+def positional(
+    point: Point, user: User, when: dt.datetime, tags: set[str], level: Level = Level.LOW
 ) -> None:
     pass
 
@@ -229,8 +235,10 @@ def test_function_ref_caches() -> None:
 def test_function_ref_refuses_what_cannot_be_imported_back(fn: Any, words: str) -> None:
     with pytest.raises(TypeError, match=words) as info:
         function_ref(fn)
-    assert "module level" in str(info.value) or "module-level" in str(info.value) or (
-        "pass" in str(info.value)
+    assert (
+        "module level" in str(info.value)
+        or "module-level" in str(info.value)
+        or ("pass" in str(info.value))
     )
 
 
@@ -319,6 +327,24 @@ def test_msgpack_round_trips_every_type_through_annotations() -> None:
     assert back_args[9].tzinfo is None  # naive stays naive
     assert back_args[10].utcoffset() == dt.timedelta(0)
     assert type(back_args[23]["k"][0]) is tuple
+
+
+@pytest.mark.parametrize("arity", [4, 5])
+def test_msgpack_positional_calls_round_trip(arity: int) -> None:
+    codec = make_codec("msgpack", None)
+    args = (
+        Point(1, 2.0, AWARE),
+        User(name="b", joined=dt.date(2020, 3, 1), id=uuid.UUID(int=9)),
+        dt.datetime(1999, 12, 31, 23, 59, 59),
+        {"x", "y"},
+        Level.HIGH,
+    )[:arity]
+    for _ in range(2):  # the second time through the cached plan
+        back, kwargs = codec.decode_call(positional, codec.encode_call("positional", args, {}))
+        assert back == args and kwargs == {}
+        assert [type(v) for v in back] == [type(v) for v in args]
+    with pytest.raises(ValueError, match="argument 'tags' of .*positional does not convert"):
+        codec.decode_call(positional, codec.encode_call("positional", (*args[:3], 5), {}))
 
 
 def test_msgpack_aware_datetime_in_another_zone_comes_back_as_the_same_instant() -> None:
@@ -495,12 +521,17 @@ def _strict_equal(a: Any, b: Any) -> bool:
 
 
 @settings(deadline=None, max_examples=200)
-@given(args=st.lists(_plain_data(), max_size=1), kwargs=st.dictionaries(st.just("value"), _plain_data()))
+@given(
+    args=st.lists(_plain_data(), max_size=1),
+    kwargs=st.dictionaries(st.just("value"), _plain_data()),
+)
 def test_plain_data_round_trips_exactly(args: list[Any], kwargs: dict[str, Any]) -> None:
     codec = make_codec("msgpack", None)
     if not args and not kwargs:
         args = [None]
-    back_args, back_kwargs = codec.decode_call(any_arg, codec.encode_call("any_arg", tuple(args), kwargs if not args else {}))
+    back_args, back_kwargs = codec.decode_call(
+        any_arg, codec.encode_call("any_arg", tuple(args), kwargs if not args else {})
+    )
     expected_kwargs = kwargs if not args else {}
     assert _strict_equal(list(back_args), args)
     assert _strict_equal(back_kwargs, expected_kwargs)

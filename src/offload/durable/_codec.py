@@ -48,7 +48,7 @@ def _safe_str(obj: object) -> str:
     """`str(obj)` that survives a user's `__str__` raising."""
     try:
         return str(obj)
-    except Exception:
+    except Exception:  # noqa: BLE001 (a user's __str__ may raise anything)
         return f"<{_type_name(obj)} whose __str__ raised>"
 
 
@@ -88,7 +88,7 @@ def function_ref(fn: Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
         return _refs[fn]
     except KeyError:
         cacheable = True
-    except Exception:
+    except Exception:  # noqa: BLE001 (a user's __hash__/__eq__ may raise anything)
         # Unhashable, or a user's `__hash__`/`__eq__` raised: checked, not cached.
         cacheable = False
     ref, target = _compute_ref(fn)
@@ -112,8 +112,7 @@ def _compute_ref(fn: Any) -> tuple[str, Callable[..., Any]]:
 
     if not callable(fn):
         raise TypeError(
-            f"a durable task needs a callable, not {_type_name(fn)}: "
-            "pass a module-level function"
+            f"a durable task needs a callable, not {_type_name(fn)}: pass a module-level function"
         )
     if isinstance(fn, functools.partial):
         _refuse(
@@ -163,9 +162,7 @@ def _compute_ref(fn: Any) -> tuple[str, Callable[..., Any]]:
 
 
 def _same_method(a: object, b: types.MethodType) -> bool:
-    return (
-        isinstance(a, types.MethodType) and a.__self__ is b.__self__ and a.__func__ is b.__func__
-    )
+    return isinstance(a, types.MethodType) and a.__self__ is b.__self__ and a.__func__ is b.__func__
 
 
 def _walk(module_name: str, qualname: str) -> Any:
@@ -178,14 +175,13 @@ def _walk(module_name: str, qualname: str) -> Any:
             if not isinstance(exc, Exception):
                 raise
             raise LookupError(
-                f"module {module_name!r} does not import: "
-                f"{type(exc).__name__}: {_safe_str(exc)}"
+                f"module {module_name!r} does not import: {type(exc).__name__}: {_safe_str(exc)}"
             ) from None
     obj: Any = module
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
-        except Exception:
+        except Exception:  # noqa: BLE001 (a module's __getattr__ may raise anything)
             raise LookupError(f"module {module_name!r} has no attribute {qualname!r}") from None
     return obj
 
@@ -209,9 +205,9 @@ def resolve_function(ref: str) -> Callable[..., Any]:
     if isinstance(obj, TaskFunction):
         obj = obj.__wrapped__
     if not callable(obj):
-        raise LookupError(f"{ref} is not callable (it is {_type_name(obj)})")
+        raise LookupError(f"{ref} is not callable (it is {_type_name(obj)})")  # noqa: TRY004
     _resolved[ref] = obj
-    return obj
+    return obj  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- type restoration
@@ -220,7 +216,7 @@ def resolve_function(ref: str) -> Callable[..., Any]:
 class _Plan:
     """What decoding needs to know about one function, computed once."""
 
-    __slots__ = ("params", "result", "signature")
+    __slots__ = ("arg_structs", "params", "positional", "required", "result", "signature")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         hints = _hints(fn)
@@ -228,23 +224,53 @@ class _Plan:
         self.signature: inspect.Signature | None = None
         #: annotated parameters: name -> (hint, kind); `Any` ones are left out.
         self.params: dict[str, tuple[Any, Any]] = {}
+        #: The fast path (positional arguments only): the hints of the positional
+        #: parameters in order, how many of them are required, and array-like Structs
+        #: to convert a call of a given arity at once (msgspec caches a Struct's type
+        #: information, not a `tuple[...]`'s: several times faster). `positional` is None when a
+        #: keyword-only parameter is required (every call then has keywords).
+        self.positional: list[Any] | None = None
+        self.required = 0
+        self.arg_structs: dict[int, Any] = {}
         if not hints:
             return
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError):
             return
+        positional: list[Any] = []
         for name, param in self.signature.parameters.items():
             hint = hints.get(name, Any)
             if hint is not Any:
                 self.params[name] = (hint, param.kind)
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                positional.append(hint)
+                if param.default is param.empty:
+                    self.required = len(positional)
+            elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
+                return
+        self.positional = positional
+
+    def arg_struct(self, arity: int) -> Any:
+        """An array-like Struct of the first `arity` positional parameters' hints, or
+        None if none of them needs converting."""
+        try:
+            return self.arg_structs[arity]
+        except KeyError:
+            assert self.positional is not None
+            hints = self.positional[:arity]
+            struct: Any = None
+            if any(h is not Any for h in hints):
+                fields = [(f"a{i}", h) for i, h in enumerate(hints)]
+                struct = msgspec.defstruct("Args", fields, array_like=True)
+            return self.arg_structs.setdefault(arity, struct)
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     target: Any = fn.__init__ if isinstance(fn, type) else fn  # type: ignore[misc]
     try:
         hints = dict(typing.get_type_hints(target))
-    except Exception:
+    except Exception:  # noqa: BLE001 (unresolvable annotations: no hints)
         return {}
     if isinstance(fn, type):
         hints.pop("return", None)
@@ -293,6 +319,19 @@ def _restore_call(
     plan = _plan(fn)
     if not plan.params or plan.signature is None:
         return tuple(args), kwargs
+    positional = plan.positional
+    if not kwargs and positional is not None and plan.required <= len(args) <= len(positional):
+        # The usual call: positional arguments only, converted in one msgspec call. On
+        # a failure the general path below finds which argument and says so.
+        struct = plan.arg_struct(len(args))
+        if struct is None:
+            return tuple(args), kwargs
+        try:
+            converted = msgspec.convert(args, struct, strict=False, dec_hook=_dec_hook)
+        except Exception:  # noqa: BLE001 (user validators may raise anything: see below)
+            converted = None
+        if converted is not None:
+            return msgspec.structs.astuple(converted), kwargs
     try:
         bound = plan.signature.bind(*args, **kwargs)
     except TypeError as exc:
@@ -311,7 +350,7 @@ def _restore_call(
                 arguments[name] = {k: _convert(v, hint) for k, v in value.items()}
             else:
                 arguments[name] = _convert(value, hint)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (user validators may raise anything)
             raise ValueError(
                 f"stored argument {name!r} of {_describe(fn)} does not convert to "
                 f"{_hint_name(hint)}: {type(exc).__name__}: {_safe_str(exc)}"
@@ -333,7 +372,7 @@ def _param_names(fn_name: str, count: int) -> list[str | None]:
         return names
     try:
         params = list(inspect.signature(fn).parameters.values())
-    except Exception:
+    except Exception:  # noqa: BLE001 (no signature: arguments unnamed)
         return names
     i = 0
     for param in params:
@@ -370,7 +409,7 @@ def _culprit(
     for label, value in labelled:
         try:
             encode_one(value)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (user code may raise anything)
             return TypeError(
                 f"{label} of {fn_name}: {_type_name(value)} is not serializable by "
                 f"{what}: {type(exc).__name__}: {_safe_str(exc)}; {instead}"
@@ -431,16 +470,17 @@ class MsgpackCodec(Codec):
     def encode_call(self, fn_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         try:
             return self._encoder.encode((args, kwargs))
-        except Exception:
-            pass
-        raise _culprit(fn_name, args, kwargs, self._encoder.encode, "msgspec", _SERIALIZER_HINT)
+        except Exception:  # noqa: BLE001 (user code may raise anything: find the argument)
+            raise _culprit(
+                fn_name, args, kwargs, self._encoder.encode, "msgspec", _SERIALIZER_HINT
+            ) from None
 
     def decode_call(
         self, fn: Callable[..., Any], payload: bytes
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         try:
             args, kwargs = self._call_decoder.decode(payload)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any bad payload is reported, not raised as is)
             raise ValueError(
                 f"stored arguments of {_describe(fn)} are not a valid MessagePack "
                 f"(args, kwargs) payload: {_safe_str(exc)}"
@@ -450,7 +490,7 @@ class MsgpackCodec(Codec):
     def encode_result(self, value: Any) -> bytes:
         try:
             return self._encoder.encode(value)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (user code may raise anything)
             raise TypeError(
                 f"the result ({_type_name(value)}) is not serializable by msgspec: "
                 f"{type(exc).__name__}: {_safe_str(exc)}; return plain data, a "
@@ -461,14 +501,14 @@ class MsgpackCodec(Codec):
     def decode_result(self, fn: Callable[..., Any] | None, data: bytes) -> Any:
         try:
             value = self._decoder.decode(data)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any bad payload is reported, not raised as is)
             raise ValueError(f"stored result is not valid MessagePack: {_safe_str(exc)}") from None
         hint = Any if fn is None else _plan(fn).result
         if hint is Any or hint is None or hint is type(None):
             return value
         try:
             return _convert(value, hint)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (user validators may raise anything)
             raise ValueError(
                 f"stored result of {_describe(fn)} does not convert to {_hint_name(hint)}: "
                 f"{type(exc).__name__}: {_safe_str(exc)}"
@@ -508,7 +548,7 @@ class SignedPickleCodec(Codec):
             )
         try:
             return pickle.loads(data)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any bad payload is reported, not raised as is)
             raise ValueError(
                 f"stored {what} does not unpickle: {type(exc).__name__}: {_safe_str(exc)}"
             ) from None
@@ -516,11 +556,15 @@ class SignedPickleCodec(Codec):
     def encode_call(self, fn_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         try:
             return self._sign(_pickle((tuple(args), dict(kwargs))))
-        except Exception:
-            pass
-        raise _culprit(
-            fn_name, args, kwargs, _pickle, "pickle", "pass picklable values (module-level types)"
-        )
+        except Exception:  # noqa: BLE001 (user code may raise anything: find the argument)
+            raise _culprit(
+                fn_name,
+                args,
+                kwargs,
+                _pickle,
+                "pickle",
+                "pass picklable values (module-level types)",
+            ) from None
 
     def decode_call(
         self, fn: Callable[..., Any], payload: bytes
@@ -538,7 +582,7 @@ class SignedPickleCodec(Codec):
     def encode_result(self, value: Any) -> bytes:
         try:
             return self._sign(_pickle(value))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (user code may raise anything)
             raise TypeError(
                 f"the result ({_type_name(value)}) is not picklable: "
                 f"{type(exc).__name__}: {_safe_str(exc)}"
