@@ -185,6 +185,9 @@ class HostileCallable(Hostile):
     def __call__(self) -> None:
         pass
 
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"getattr {name}")
+
 
 # ---------------------------------------------------------------- function references
 

@@ -57,12 +57,21 @@ def _type_name(obj: object) -> str:
     return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', '?')}"
 
 
+def _str_attr(obj: object, name: str) -> str | None:
+    """`obj.name` if it is a str; None if missing, not a str, or its lookup raised."""
+    try:
+        value = getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 (a user's __getattr__ may raise anything)
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _describe(fn: object) -> str:
     """A name for `fn` in an error message, without calling its `__repr__`."""
-    name = getattr(fn, "__qualname__", None)
-    module = getattr(fn, "__module__", None)
+    name = _str_attr(fn, "__qualname__")
+    module = _str_attr(fn, "__module__")
     if isinstance(name, str):
-        return f"{module}.{name}" if isinstance(module, str) else name
+        return f"{module}.{name}" if module is not None else name
     return f"an instance of {_type_name(fn)}"
 
 
@@ -129,9 +138,9 @@ def _compute_ref(fn: Any) -> tuple[str, Callable[..., Any]]:
                 "use a module-level function (or a classmethod/staticmethod) and pass "
                 "the data it needs as arguments",
             )
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if not isinstance(qualname, str) or not isinstance(module, str):
+    module = _str_attr(fn, "__module__")
+    qualname = _str_attr(fn, "__qualname__")
+    if qualname is None or module is None:
         if not isinstance(fn, types.FunctionType | types.BuiltinFunctionType | type):
             _refuse(
                 fn,
