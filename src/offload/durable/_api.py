@@ -306,7 +306,7 @@ class Durable:
     ) -> DurableTask[Any]:
         ref, _ = function_ref(fn)
         name = spec["name"] or ref
-        payload = self._codec.encode_call(name, args, kwargs)
+        payload = self._codec.encode_call(ref, args, kwargs)
         if spec["sync_commit"]:
             _refuse_on_loop()
         if self.closed:
@@ -362,7 +362,7 @@ class Durable:
             _ids.next(),
             ref,
             schedule,
-            self._codec.encode_call(schedule, (), {}),
+            self._codec.encode_call(ref, (), {}),
             self._codec.name,
             now,
             1,
