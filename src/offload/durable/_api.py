@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from .._controls import Backoff, Duplicate, merge_controls
 from ._codec import Codec, codec_for, function_ref, make_codec, resolve_function
 from ._sqlite import new_owner, open_sqlite
-from ._store import ACTIVE_STATES, Depths, NewTask, SlotFire, Store, StoreError, TaskRecord
+from ._store import (
+    ACTIVE_STATES,
+    Depths,
+    NewTask,
+    SlotFire,
+    Store,
+    StoreError,
+    TaskRecord,
+    encode_row,
+)
 from ._thread import FAILED, PENDING, StoreThread
 from ._worker import Worker
 
@@ -39,11 +48,13 @@ T = TypeVar("T")
 #: The store a durable spawn uses when none was configured (relative to the working
 #: directory, i.e. beside the app), unless OFFLOAD_STORE names one.
 DEFAULT_STORE = "sqlite:///offload.db"
-#: Spawns waiting for the store thread beyond which each spawn first hands the GIL over
-#: (`time.sleep(0)`): a thread spawning in a tight loop holds the GIL, and the store thread
-#: needs it between SQLite calls; without this, a burst of 20,000 spawns waited ~100 ms
-#: for its commit (docs/durable.md, "When is a task safe?").
-BACKLOG = 512
+#: A thread spawning in a tight loop holds the GIL, and the store thread needs it
+#: between its SQLite calls (CPython makes a waiting thread wait up to the 5 ms switch
+#: interval). When more than BACKLOG spawns wait and the store thread last took its
+#: inbox more than STARVED seconds ago, a spawn first hands the GIL over
+#: (`time.sleep(0)`), so the commit window stays a few milliseconds under a burst.
+BACKLOG = 256
+STARVED = 0.002
 _FINAL = frozenset({"succeeded", "dead", "cancelled"})
 #: Options of `durable.options()` besides the task controls.
 _DURABLE_ONLY = ("name", "sync_commit")
@@ -321,27 +332,28 @@ class Durable:
             handle._key = key
             handle._rejects = spec.get("on_duplicate") == "reject"
         retries = spec.get("retries", 0)
-        if thread.inbox.qsize() > BACKLOG:
-            time.sleep(0)  # hand the GIL to the store thread: see BACKLOG
-        thread.inbox.put(
-            NewTask(
-                handle._id,
-                ref,
-                name,
-                payload,
-                self._codec.name,
-                _eta(spec, now),
-                retries + 1,
-                spec.get("timeout"),
-                _backoff(spec, retries),
-                _retry_on(spec),
-                now,
-                key,
-                spec.get("on_duplicate", "join"),
-                None,
-                handle,
-            )
+        task = NewTask(
+            handle._id,
+            ref,
+            name,
+            payload,
+            self._codec.name,
+            _eta(spec, now),
+            retries + 1,
+            spec.get("timeout"),
+            _backoff(spec, retries),
+            _retry_on(spec),
+            now,
+            key,
+            spec.get("on_duplicate", "join"),
+            None,
+            handle,
         )
+        if key is None:
+            task.row = encode_row(task)
+        if thread.inbox.qsize() > BACKLOG and time.monotonic() - thread.taken_at > STARVED:
+            time.sleep(0)  # the store thread waits for the GIL: hand it over (see BACKLOG)
+        thread.inbox.put(task)
         if handle._state == PENDING and not thread.alive:  # it closed under this spawn
             raise StoreError("this runtime is closed: its durable store is closed too")
         if spec["sync_commit"]:

@@ -106,6 +106,7 @@ class StoreThread:
         self._poll_at = now
         self._next_eta: float | None = None
         self._claim_now = True
+        self.taken_at = now  # when the thread last took its inbox (see _api.BACKLOG)
         self.committed = 0  # tasks committed, for stats
         self.failed = 0  # tasks refused by the store
         global _thread_counter
@@ -215,6 +216,7 @@ class StoreThread:
             items = [self.inbox.get(timeout=timeout)]
         except queue.Empty:
             return []
+        self.taken_at = time.monotonic()
         get = self.inbox.get_nowait
         try:
             while True:
