@@ -23,9 +23,10 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from ._store import (
     Claimed,
@@ -37,6 +38,8 @@ from ._store import (
     TaskRecord,
     encode_row,
 )
+
+T = TypeVar("T")
 
 #: The schema this offload writes; a store made by a newer one is refused at open.
 SCHEMA_VERSION = 1
@@ -109,6 +112,11 @@ NETWORK_FILESYSTEMS = frozenset(
 )
 NETWORK_FUSE = ("fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone")
 
+
+#: How long a write waits for another process's lock before it fails, and how often
+#: it tries meanwhile (see SqliteStore._when_free).
+BUSY_TIMEOUT = 10.0
+BUSY_POLL_MIN, BUSY_POLL_MAX = 0.0001, 0.002
 
 #: SQLite's primary result codes (the sqlite3 module names them from 3.11 only).
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
@@ -222,7 +230,7 @@ class SqliteStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"the durable store {self.url!r} cannot use WAL mode ({mode})")
         db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        db.execute("PRAGMA busy_timeout=10000")
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")  # opening: no hurry
         db.execute("BEGIN IMMEDIATE")
         try:
             version = self._schema_version()
@@ -247,6 +255,7 @@ class SqliteStore:
         if not self._memory:
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
+        db.execute("PRAGMA busy_timeout=0")  # from here on, _when_free waits
 
     def _schema_version(self) -> int | None:
         exists = self._db.execute(
@@ -270,7 +279,7 @@ class SqliteStore:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._when_free(lambda: self._db.execute("BEGIN IMMEDIATE"))
         except sqlite3.Error as exc:
             raise _store_error("cannot write to the durable store", exc) from exc
         try:
@@ -285,6 +294,29 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             raise _store_error("cannot commit to the durable store", exc) from exc
+
+    def _when_free(self, call: Callable[[], T]) -> T:
+        """call(), again while another connection holds the lock (SQLITE_BUSY), for up
+        to BUSY_TIMEOUT seconds.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10, ... 100 ms between tries: under
+        several busy workers a waiter would sleep far longer than the lock is held
+        (a group commit holds it about a millisecond). This one polls every
+        BUSY_POLL_MIN, doubling up to BUSY_POLL_MAX, the GIL released while it sleeps."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = BUSY_POLL_MIN
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, BUSY_POLL_MAX)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read outside a write transaction (WAL readers wait only for a recovery)."""
+        return self._when_free(lambda: self._db.execute(sql, params).fetchall())
 
     def _json(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run a one-row query whose value is a JSON array; return it decoded."""
@@ -482,22 +514,20 @@ class SqliteStore:
         return True
 
     def _version(self) -> int:
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        return int(self._read("PRAGMA data_version")[0][0])
 
     # -- lookups and operators ----------------------------------------------------------
     def get(self, task_id: str) -> TaskRecord | None:
-        row = self._db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM offload_tasks WHERE id = ?", (task_id,)
-        ).fetchone()
-        return None if row is None else _record(row)
+        rows = self._read(f"SELECT {_RECORD_COLUMNS} FROM offload_tasks WHERE id = ?", (task_id,))
+        return _record(rows[0]) if rows else None
 
     def tasks(self, state: str | None, limit: int) -> list[TaskRecord]:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_RECORD_COLUMNS} FROM offload_tasks {where}"
             " ORDER BY created DESC, rowid DESC LIMIT ?",
             [*params, limit],
-        ).fetchall()
+        )
         return [_record(r) for r in rows]
 
     def cancel(self, task_id: str, now: float) -> str:
@@ -546,19 +576,17 @@ class SqliteStore:
 
     def depths(self, now: float) -> Depths:
         by_state = {state: 0 for state in ("queued", "running", "succeeded", "dead", "cancelled")}
-        for state, count in self._db.execute(
-            "SELECT state, count(*) FROM offload_tasks GROUP BY state"
-        ):
+        for state, count in self._read("SELECT state, count(*) FROM offload_tasks GROUP BY state"):
             by_state[state] = count
-        ready, oldest = self._db.execute(
+        [(ready, oldest)] = self._read(
             "SELECT count(*), min(eta) FROM offload_tasks WHERE state = 'queued' AND eta <= ?",
             (now,),
-        ).fetchone()
-        leases, expired = self._db.execute(
+        )
+        [(leases, expired)] = self._read(
             "SELECT count(*), coalesce(sum(lease_until < ?), 0) FROM offload_tasks"
             " WHERE state = 'running'",
             (now,),
-        ).fetchone()
+        )
         return Depths(
             by_state=by_state,
             ready=ready,
