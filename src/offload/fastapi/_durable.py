@@ -106,6 +106,6 @@ def _describe(exc: BaseException) -> str:
 
 def _type_name(value: Any) -> str:
     try:
-        return str(type(value).__qualname__)
+        return str(type(value).__name__)
     except Exception:  # noqa: BLE001
         return "object"
