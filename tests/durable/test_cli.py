@@ -131,9 +131,21 @@ def test_status_text(store_url: str) -> None:
 
 
 def test_status_of_a_new_store_says_it_is_empty(tmp_path: Path) -> None:
-    status = status_json(f"sqlite:///{tmp_path / 'new.db'}")
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    open_sqlite(url, durability="normal").close()
+    status = status_json(url)
     assert sum(status["by_state"].values()) == 0
     assert status["oldest_ready_age"] is None
+
+
+@pytest.mark.parametrize("command", [["status"], ["dlq", "list"], ["dlq", "purge", "--all"]])
+def test_a_mistyped_store_path_is_not_created(tmp_path: Path, command: list[str]) -> None:
+    for url in (f"sqlite:///{tmp_path / 'typo.db'}", "sqlite:///typo.db"):
+        result = offload_cli(*command, "--store", url, cwd=tmp_path)
+        assert result.returncode == 1
+        assert "no durable store at" in result.stderr and "typo.db" in result.stderr
+        no_traceback(result)
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- dlq ---------------------------------------------------------------------------------------
@@ -277,9 +289,10 @@ def tasks_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     sys.modules.pop(name, None)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_worker_runs_tasks_and_exits_0_on_a_signal(
-    tmp_path: Path, tasks_module: Any, sig: signal.Signals
+    tmp_path: Path, tasks_module: Any, sig: signal.Signals, loop: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'work.db'}"
     producer = offload.Runtime(store=url, durable_concurrency=0)
@@ -292,7 +305,7 @@ def test_worker_runs_tasks_and_exits_0_on_a_signal(
         with log.open("wb") as out:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "offload", "worker", "--store", url]
-                + ["--import", tasks_module.__name__, "--concurrency", "4"],
+                + ["--import", tasks_module.__name__, "--concurrency", "4", "--loop", loop],
                 cwd=tmp_path,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ._api import resolve_store_url
+from ._store import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     2 bad input (options, a store URL, missing ids). User errors never print a traceback."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from ._store import StoreError
-
     try:
         store = resolve_store_url(args.store)
         if args.command == "worker":
@@ -100,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _operate(args: argparse.Namespace, store: str) -> int:
     runtime = _runtime(store=store, durable_concurrency=0)
+    _require_existing(store)
     try:
         if args.command == "status":
             return _status(runtime, args)
@@ -116,6 +116,17 @@ def _runtime(**options: Any) -> Any:
         return offload.Runtime(**options)
     except (TypeError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
+
+
+def _require_existing(store: str) -> None:
+    """status and dlq read a store: a mistyped path is an error, not a new empty store."""
+    if store.startswith("sqlite:///"):
+        path = store[len("sqlite:///") :]
+        if not os.path.exists(path):
+            raise StoreError(
+                f"no durable store at {os.path.abspath(path)!r} ({store}): check --store"
+                " or OFFLOAD_STORE (a worker or a durable spawn creates it)"
+            )
 
 
 def _import_task_modules(modules: list[str]) -> None:
