@@ -352,3 +352,98 @@ async def test_the_collector_in_a_registry_of_its_own_reads_the_depths(
     registry.register(OffloadCollector(durable_runtime))
     text = (await asyncio.to_thread(generate_latest, registry)).decode()
     assert metrics(text)[("offload_durable_tasks", (("state", "succeeded"),))] == 1
+
+
+# -- the panel in a real browser -------------------------------------------------------------------
+BROWSER_APP = """
+import offload, offload.fastapi
+from fastapi import FastAPI
+from offload.fastapi import dashboard_router
+
+runtime = offload.Runtime(store="sqlite:///panel.db", durable_concurrency=2)
+app = FastAPI(lifespan=offload.fastapi.lifespan(runtime=runtime))
+app.include_router(
+    dashboard_router(authorize=lambda: None, sample_seconds=0.1), prefix="/offload"
+)
+
+
+def declined() -> None:
+    raise ValueError("declined")
+
+
+@app.get("/healthz")
+async def healthz() -> str:
+    return "ok"
+
+
+@app.post("/spawn")
+async def spawn() -> None:
+    await runtime.durable.spawn(declined).persisted()
+    await runtime.durable.options(delay=3600).spawn(declined).persisted()
+"""
+
+
+def test_the_panel_in_chromium(tmp_path: Path) -> None:
+    """The page shows the Durable queue panel only once the durable tier is in use, and
+    fills it from the snapshot (no console errors)."""
+    import shutil
+    import subprocess
+    import sys
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from offload_fastapi_support import free_port
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not (shutil.which("/usr/bin/chromium") and shutil.which("/usr/bin/chromedriver")):
+        pytest.skip("needs Debian's chromium and chromium-driver (make system-deps)")
+    (tmp_path / "panel_app.py").write_text(BROWSER_APP)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "uvicorn", "panel_app:app", "--port", str(port)]
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = None
+    try:
+        import httpx
+
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+        service = webdriver.ChromeService("/usr/bin/chromedriver")
+        driver = webdriver.Chrome(options=options, service=service)
+        driver.set_page_load_timeout(WAIT * 2)
+        driver.get(f"{url}/offload/")
+        wait = WebDriverWait(driver, WAIT, poll_frequency=0.1)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#lanes tbody tr"))
+        # The store is opened at startup (store= configured): the panel is there.
+        wait.until(lambda d: d.find_element(By.ID, "durable").is_displayed())
+        httpx.post(f"{url}/spawn", timeout=WAIT).raise_for_status()
+
+        def field(name: str) -> str:
+            found = driver.find_elements(By.CSS_SELECTOR, f'#durable td[data-field="{name}"]')
+            return str(found[0].text) if found else ""
+
+        wait.until(lambda d: field("dead") == "1" and field("scheduled") == "1")
+        assert field("live_leases") == "0" and field("expired_leases") == "0"
+        assert field("oldest_ready") == "\u2013"  # nothing ready
+        assert "sqlite:///panel.db" in driver.find_element(By.ID, "durable-store").text
+        assert "1 finished" in driver.find_element(By.ID, "durable-process").text
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(WAIT)
