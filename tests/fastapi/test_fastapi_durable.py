@@ -245,6 +245,21 @@ async def test_a_result_whose_repr_raises_or_that_cannot_be_decoded(
         await rt.shutdown(10)
 
 
+def test_a_password_in_the_store_url_is_masked() -> None:
+    from types import SimpleNamespace
+
+    from offload.fastapi._durable import store_url
+
+    def shown(url: str) -> str:
+        durable: Any = SimpleNamespace(url=url)  # all store_url reads
+        return store_url(durable)
+
+    assert shown("redis://app:s3cret@cache:6379/0") == "redis://app:***@cache:6379/0"
+    assert shown("redis://:s3cret@cache/0") == "redis://:***@cache/0"
+    assert shown("sqlite:////srv/app.db") == "sqlite:////srv/app.db"
+    assert shown("memory://") == "memory://"
+
+
 def test_safe_repr() -> None:
     assert safe_repr(ReprRaises()) == "<ReprRaises object (its repr raised)>"
     assert safe_repr([1, 2]) == "[1, 2]"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from .. import Runtime
@@ -53,7 +54,26 @@ def depths_dict(depths: Depths) -> dict[str, Any]:
 
 def summary(durable: Durable, depths: Depths) -> dict[str, Any]:
     """`GET .../durable`: the queue (all processes sharing the store) and this process."""
-    return {"enabled": True, "store": durable.url, **depths_dict(depths), "process": stats(durable)}
+    return {
+        "enabled": True,
+        "store": store_url(durable),
+        **depths_dict(depths),
+        "process": stats(durable),
+    }
+
+
+def store_url(durable: Durable) -> str:
+    """The store's URL as shown: a password in it (a server store's) is masked."""
+    url = durable.url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
 
 
 def stats(durable: Durable) -> dict[str, Any]:
