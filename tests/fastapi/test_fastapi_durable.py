@@ -398,9 +398,10 @@ async def spawn() -> None:
 """
 
 
+@pytest.mark.no_asan  # a browser and a server in subprocesses: the browser tests' rule
 def test_the_panel_in_chromium(tmp_path: Path) -> None:
-    """The page shows the Durable queue panel only once the durable tier is in use, and
-    fills it from the snapshot (no console errors)."""
+    """The page shows the Durable queue panel (the app's store is opened at startup)
+    and fills it from the snapshot, with no console errors."""
     import shutil
     import subprocess
     import sys
