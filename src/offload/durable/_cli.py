@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _operate(args: argparse.Namespace, store: str) -> int:
     runtime = _runtime(store=store, durable_concurrency=0)
-    _require_existing(store)
     try:
+        _require_existing(store)
         if args.command == "status":
             return _status(runtime, args)
         return _dlq(runtime, args)
