@@ -41,6 +41,8 @@ _DELTAS = {
 _GAUGES = ("pending", "running", "scheduled", "retrying", "overrun")
 #: What each lane's list in a sample holds, in order.
 SERIES = (*_DELTAS, *_GAUGES)
+#: A durable depths reading waits this many times the previous one's duration.
+DURABLE_SHARE = 50
 
 
 def _totals(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -142,6 +144,7 @@ class Sampler:
         )
         self._failed_once = False
         self._durable_failed_once = False
+        self._durable_due = 0.0  # monotonic time of the next durable reading
 
     def start(self) -> None:
         self.sample()  # the baseline, so the first interval already gives a sample
@@ -174,11 +177,17 @@ class Sampler:
     def sample_durable(self) -> None:
         """Read the durable queue's depths, if the runtime's durable tier is in use.
 
-        Blocks on the store thread (bounded): only ever called on the sampler's thread."""
+        Blocks on the store thread (bounded): only ever called on the sampler's thread.
+        The query runs on the store's writer thread, between group commits: readings are
+        spaced to keep it under 1/DURABLE_SHARE of that thread's time (a store of a
+        million tasks is read less often than every interval)."""
         runtime = self._runtime()
         durable = None if runtime is None or runtime.closed else durable_of(runtime)
         if durable is None:
             self.history.record_durable(None)
+            return
+        start = time.monotonic()
+        if start < self._durable_due:
             return
         try:
             depths = durable.depths(timeout=max(5.0, self.history.interval))
@@ -189,6 +198,7 @@ class Sampler:
             self.history.record_durable(None)
             return
         self.history.record_durable(depths_dict(depths))
+        self._durable_due = start + (time.monotonic() - start) * DURABLE_SHARE
 
     def _run(self) -> None:
         while not self._stop.wait(self.history.interval):
