@@ -469,8 +469,15 @@ class Durable:
         _check_id(task_id)
         return str(self._call(lambda s: s.cancel(task_id, time.time()), write=True))
 
-    def depths(self) -> Depths:
-        return self._call(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
+    def depths(self, timeout: float | None = None) -> Depths:
+        """Queue depths and leases; TimeoutError if the store has not answered within
+        `timeout` seconds."""
+        future = self._require_thread().call(lambda s: s.depths(time.time()))
+        return future.result(timeout)  # type: ignore[no-any-return]
+
+    async def adepths(self) -> Depths:
+        """`depths()` for a coroutine: the store thread answers, the loop never waits."""
+        return await self._acall(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
 
     def retry_dead(self, task_ids: list[str] | None = None) -> int:
         return int(self._call(lambda s: s.retry_dead(task_ids, time.time()), write=True))
