@@ -446,15 +446,21 @@ class Durable:
     async def _acall(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
         return await asyncio.wrap_future(self._require_thread().call(fn, write=write))
 
+    def _read(self, fn: Callable[[Store], Any], timeout: float | None = None) -> Any:
+        return self._require_thread().read(fn).result(timeout)
+
+    async def _aread(self, fn: Callable[[Store], Any]) -> Any:
+        return await asyncio.wrap_future(self._require_thread().read(fn))
+
     def get(self, task_id: str) -> DurableInfo | None:
         """What the store knows of durable task `task_id` (from any process)."""
         _check_id(task_id)
-        record = self._call(lambda s: s.get(task_id))
+        record = self._read(lambda s: s.get(task_id))
         return None if record is None else self._info(record)
 
     async def aget(self, task_id: str) -> DurableInfo | None:
         _check_id(task_id)
-        record = await self._acall(lambda s: s.get(task_id))
+        record = await self._aread(lambda s: s.get(task_id))
         return None if record is None else self._info(record)
 
     def tasks(self, state: str | None = None, limit: int = 100) -> list[DurableInfo]:
@@ -463,7 +469,7 @@ class Durable:
         _check_state(state)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, got {limit!r}")
-        return [self._info(r) for r in self._call(lambda s: s.tasks(state, limit))]
+        return [self._info(r) for r in self._read(lambda s: s.tasks(state, limit))]
 
     def cancel(self, task_id: str) -> str:
         _check_id(task_id)
@@ -472,12 +478,11 @@ class Durable:
     def depths(self, timeout: float | None = None) -> Depths:
         """Queue depths and leases; TimeoutError if the store has not answered within
         `timeout` seconds."""
-        future = self._require_thread().call(lambda s: s.depths(time.time()))
-        return future.result(timeout)  # type: ignore[no-any-return]
+        return self._read(lambda s: s.depths(time.time()), timeout)  # type: ignore[no-any-return]
 
     async def adepths(self) -> Depths:
         """`depths()` for a coroutine: the store thread answers, the loop never waits."""
-        return await self._acall(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
+        return await self._aread(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
 
     def retry_dead(self, task_ids: list[str] | None = None) -> int:
         return int(self._call(lambda s: s.retry_dead(task_ids, time.time()), write=True))

@@ -175,9 +175,13 @@ def _decode_backoff(text: str | None) -> tuple[float, float, float, bool] | None
 class SqliteStore:
     """A `Store` on one SQLite file (or in memory). See the module docstring."""
 
-    def __init__(self, url: str, path: str, *, durability: str = "normal") -> None:
+    def __init__(
+        self, url: str, path: str, *, durability: str = "normal", reader: bool = False
+    ) -> None:
         self.url = url
         self.path = path
+        self._durability = durability
+        self._reader = reader  # a lookups-only connection (open_reader)
         self._memory = path == ":memory:"
         self._identity: tuple[int, int] | None = None
         if not self._memory:
@@ -225,6 +229,11 @@ class SqliteStore:
 
     def _setup(self, durability: str) -> None:
         db = self._db
+        if self._reader:
+            db.execute("PRAGMA query_only=1")
+            self._check_version(self._schema_version())
+            db.execute("PRAGMA busy_timeout=0")
+            return
         if not self._memory:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -242,12 +251,8 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO offload_meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the durable store {self.url!r} was made by a newer offload (schema"
-                    f" version {version}; this offload knows up to {SCHEMA_VERSION}):"
-                    " upgrade offload in this environment, or point it at another store"
-                )
+            else:
+                self._check_version(version)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -256,6 +261,16 @@ class SqliteStore:
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
         db.execute("PRAGMA busy_timeout=0")  # from here on, _when_free waits
+
+    def _check_version(self, version: int | None) -> None:
+        if version is None:
+            raise StoreError(f"the durable store {self.url!r} has no offload schema")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the durable store {self.url!r} was made by a newer offload (schema"
+                f" version {version}; this offload knows up to {SCHEMA_VERSION}):"
+                " upgrade offload in this environment, or point it at another store"
+            )
 
     def _schema_version(self) -> int | None:
         exists = self._db.execute(
@@ -595,6 +610,11 @@ class SqliteStore:
             expired_leases=expired,
             oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
         )
+
+    def open_reader(self) -> SqliteStore | None:
+        if self._memory:
+            return None  # one connection sees an in-memory database
+        return SqliteStore(self.url, self.path, durability=self._durability, reader=True)
 
     def check(self) -> None:
         if self._identity is None:
