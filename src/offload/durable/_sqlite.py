@@ -118,9 +118,16 @@ def is_busy(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+class StoreBusy(StoreError):
+    """Another connection held the store's lock past the busy timeout: nothing was
+    written, and the same write can be tried again."""
+
+
 def _store_error(what: str, exc: BaseException) -> StoreError:
     if is_full(exc):
         return StoreFull(f"{what}: the store is full ({exc})")
+    if is_busy(exc):
+        return StoreBusy(f"{what}: {exc}")
     return StoreError(f"{what}: {exc}")
 
 
@@ -267,6 +274,10 @@ class SqliteStore:
             raise _store_error("cannot write to the durable store", exc) from exc
         try:
             yield
+        except sqlite3.Error as exc:  # a full disk, an I/O error: say which
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise _store_error("cannot write to the durable store", exc) from exc
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._sqlite import StoreBusy
 from ._store import Claimed, NewTask, Outcome, Store, StoreError
 
 logger = logging.getLogger("offload")
@@ -39,7 +40,8 @@ PENDING, PERSISTED, FAILED = 0, 1, 2
 #: from POLL_MIN after activity, doubling up to POLL_MAX when the store stays idle.
 POLL_MIN, POLL_MAX = 0.001, 0.05
 #: After a failed group (the store locked past its busy timeout, an I/O error), the
-#: outcomes are kept and tried again after this long.
+#: outcomes (and, when it was locked, the new tasks) are kept and tried again after
+#: this long.
 RETRY_AFTER = 0.05
 #: Finished tasks whose result expired are deleted this often.
 PURGE_EVERY = 60.0
@@ -92,6 +94,8 @@ class StoreThread:
         self._waiters_lock = threading.Lock()
         self._waiters: dict[Any, list[Callable[[], None]]] = {}
         self._outcomes: list[Outcome] = []  # written in the next group
+        self._held: list[NewTask] = []  # new tasks a locked store refused: tried again
+        self._locked = False  # the store is locked past its busy timeout (warned once)
         self._stopping = False
         self._started = threading.Event()
         self._open_error: BaseException | None = None
@@ -198,7 +202,7 @@ class StoreThread:
 
     def _wait_time(self) -> float | None:
         now = time.monotonic()
-        if self._outcomes:
+        if self._outcomes or self._held:
             return RETRY_AFTER
         times = [self._purge_at, self._check_at]
         if self.worker is not None and not self._stopping:
@@ -236,6 +240,9 @@ class StoreThread:
                 stop = True
             elif item is not True:
                 calls.append(item)
+        if self._held:
+            new = self._held + new
+            self._held = []
         claimed = self._group(new)
         if claimed:
             self.worker.dispatch(claimed)
@@ -244,8 +251,10 @@ class StoreThread:
         self._housekeeping()
         if stop or self._stopping:
             self._stopping = True
-            if self._outcomes:  # one last try, then give up on them (leases expire)
-                self._group([])
+            if self._outcomes or self._held:  # one last try, then give up on them
+                held, self._held = self._held, []
+                self._group(held)
+                self._fail_held()
                 if self._outcomes:
                     logger.error(
                         "offload: %d durable task outcomes could not be written before"
@@ -288,9 +297,15 @@ class StoreThread:
                     claimed = store.claim(self.owner, min(want, 256), now_wall, self.lease)
                     if len(claimed) < min(want, 256):
                         self._next_eta = store.next_eta(now_wall)
+        except StoreBusy as exc:
+            self._store_locked(new, exc)
+            return []
         except Exception as exc:
             self._group_failed(new, exc)
             return []
+        if self._locked:
+            self._locked = False
+            logger.info("offload: the durable store is writable again")
         self._outcomes = []
         self._note_etas(new, outcomes)
         if renew:
@@ -350,6 +365,29 @@ class StoreThread:
                 handle._state = PERSISTED
                 handles.append(handle)
         self._settle(handles)
+
+    def _store_locked(self, new: list[NewTask], exc: StoreBusy) -> None:
+        """Another connection holds the lock past the busy timeout: nothing was written.
+        Keep everything (the tasks were accepted) and try again; warn once per episode."""
+        self._held = new
+        if not self._locked:
+            self._locked = True
+            logger.warning(
+                "offload: %s (another connection holds the store's lock past the busy"
+                " timeout); %d new durable tasks and %d outcomes are kept, and the write"
+                " will retry until the lock is released",
+                exc,
+                len(new),
+                len(self._outcomes),
+            )
+
+    def _fail_held(self) -> None:
+        """At close: tasks a locked store kept refusing are failed, and said so."""
+        if self._held:
+            held, self._held = self._held, []
+            self._group_failed(
+                held, StoreBusy("the durable store was still locked when it was closed")
+            )
 
     def _group_failed(self, new: list[NewTask], exc: Exception) -> None:
         error = exc if isinstance(exc, StoreError) else StoreError(f"durable store error: {exc}")
@@ -414,6 +452,7 @@ class StoreThread:
         new = [i for i in leftovers if type(i) is NewTask]
         if new and self.store is not None:
             self._group(new)
+            self._fail_held()
         for item in leftovers:
             if type(item) in (Call, Barrier) and not item.future.done():
                 item.future.set_exception(StoreError("the durable store is closed"))
