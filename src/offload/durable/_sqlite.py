@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import uuid
@@ -35,6 +36,8 @@ from ._store import (
     StoreFull,
     TaskRecord,
 )
+
+logger = logging.getLogger("offload")
 
 #: The schema this offload writes; a store made by a newer one is refused at open.
 SCHEMA_VERSION = 1
@@ -380,22 +383,30 @@ class SqliteStore:
             " WHERE rowid IN (SELECT value FROM json_each(?))",
             (owner, now + lease, now, json.dumps([r[11] for r in rows])),
         )
-        return [
-            Claimed(
-                id=r[0],
-                fn=r[1],
-                name=r[2],
-                payload=bytes.fromhex(r[3]),
-                codec=r[4],
-                attempt=r[5],
-                max_attempts=r[6],
-                timeout=r[7],
-                backoff=_decode_backoff(r[8]),
-                retry_on=tuple(r[9].split("\n")) if r[9] else (),
-                created=r[10],
-            )
-            for r in rows
-        ]
+        claimed = []
+        for r in rows:
+            try:
+                claimed.append(_claimed(r))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._dead_letter_corrupt(r[0], r[2], exc, now)
+        return claimed
+
+    def _dead_letter_corrupt(self, task_id: str, name: str, exc: Exception, now: float) -> None:
+        """A row this offload can't read (edited by hand, a bad disk): dead-letter it
+        rather than fail every claim that picks it up."""
+        error = f"the stored row cannot be read: {type(exc).__name__}: {exc}"
+        logger.error(
+            "offload: durable task %s (id %s) has a corrupted row (%s) and went to the"
+            " dead-letter set",
+            name,
+            task_id,
+            error,
+        )
+        self._db.execute(
+            "UPDATE offload_tasks SET state = 'dead', owner = NULL, lease_until = NULL,"
+            " finished = ?, error_type = 'CorruptRow', error = ? WHERE id = ?",
+            (now, error, task_id),
+        )
 
     def renew(self, owner: str, now: float, lease: float) -> list[str]:
         self._db.execute(
@@ -593,6 +604,25 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _claimed(r: Sequence[Any]) -> Claimed:
+    timeout = r[7]
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout is {timeout!r:.40}, not a number")
+    return Claimed(
+        id=r[0],
+        fn=r[1],
+        name=r[2],
+        payload=bytes.fromhex(r[3]),
+        codec=r[4],
+        attempt=r[5],
+        max_attempts=r[6],
+        timeout=timeout,
+        backoff=_decode_backoff(r[8]),
+        retry_on=tuple(r[9].split("\n")) if r[9] else (),
+        created=r[10],
+    )
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
