@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine.support import LOOP_KINDS, run_loop
 
 import offload
 from offload.durable import StoreError, _codec, _sqlite
-
-from engine.support import LOOP_KINDS, run_loop
 
 
 def add(a: int, b: int) -> int:
@@ -94,23 +93,31 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"sync_commit": 1}, TypeError, r"sync_commit must be a bool"),
     ({"sync_commit": "yes"}, TypeError, r"sync_commit must be a bool"),
     pytest.param(  # type: ignore[list-item]
-        {"serializer": "json"}, ValueError, r"serializer must be 'msgpack' or 'pickle'",
+        {"serializer": "json"},
+        ValueError,
+        r"serializer must be 'msgpack' or 'pickle'",
         marks=needs_codec,
     ),
     pytest.param(  # type: ignore[list-item]
-        {"serializer": None}, TypeError, r"serializer must be 'msgpack' or 'pickle'",
+        {"serializer": None},
+        TypeError,
+        r"serializer must be 'msgpack' or 'pickle'",
         marks=needs_codec,
     ),
     pytest.param(  # type: ignore[list-item]
         {"serializer": "pickle"}, ValueError, r"needs a signing_key", marks=needs_codec
     ),
     pytest.param(  # type: ignore[list-item]
-        {"serializer": "pickle", "signing_key": "short"}, ValueError, r"at least",
+        {"serializer": "pickle", "signing_key": "short"},
+        ValueError,
+        r"at least",
         marks=needs_codec,
     ),
     pytest.param(  # type: ignore[list-item]
-        {"serializer": "pickle", "signing_key": 12345678901234567890}, TypeError,
-        r"signing_key", marks=needs_codec,
+        {"serializer": "pickle", "signing_key": 12345678901234567890},
+        TypeError,
+        r"signing_key",
+        marks=needs_codec,
     ),
 ]
 
@@ -227,7 +234,9 @@ def test_network_filesystem_refused(
 ) -> None:
     monkeypatch.delenv("OFFLOAD_ALLOW_NETWORK_FS", raising=False)
     monkeypatch.setattr(_sqlite, "filesystem_type", lambda path: fstype)
-    with pytest.raises(StoreError, match=rf"network filesystem \({re.escape(fstype)}\).*OFFLOAD_ALLOW_NETWORK_FS=1"):
+    with pytest.raises(
+        StoreError, match=rf"network filesystem \({re.escape(fstype)}\).*OFFLOAD_ALLOW_NETWORK_FS=1"
+    ):
         _open(store)
     assert not (tmp_path / "x.db").exists()
 
