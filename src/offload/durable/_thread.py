@@ -96,6 +96,7 @@ class StoreThread:
         self._outcomes: list[Outcome] = []  # written in the next group
         self._held: list[NewTask] = []  # new tasks a locked store refused: tried again
         self._locked = False  # the store is locked past its busy timeout (warned once)
+        self._retrying = False  # outcomes are being retried after a failed write (warned once)
         self._stopping = False
         self._started = threading.Event()
         self._open_error: BaseException | None = None
@@ -303,8 +304,8 @@ class StoreThread:
         except Exception as exc:
             self._group_failed(new, exc)
             return []
-        if self._locked:
-            self._locked = False
+        if self._locked or self._retrying:
+            self._locked = self._retrying = False
             logger.info("offload: the durable store is writable again")
         self._outcomes = []
         self._note_etas(new, outcomes)
@@ -406,8 +407,14 @@ class StoreThread:
                     task.handle._state = FAILED
                     handles.append(task.handle)
             self._settle(handles)
-        elif self._outcomes:
-            logger.warning("offload: durable store write failed, will retry: %s", error)
+        elif self._outcomes and not self._retrying:
+            self._retrying = True
+            logger.warning(
+                "offload: durable store write failed (%s); %d outcomes are kept and the"
+                " write retried until it succeeds",
+                error,
+                len(self._outcomes),
+            )
 
     def _run_call(self, item: Any) -> None:
         if type(item) is Barrier:
