@@ -517,3 +517,37 @@ def test_exception_whose_str_and_repr_raise(
     assert len(offload_records(caplog, logging.WARNING, "attempt 1 of 2 failed")) == 1
     assert len(offload_records(caplog, logging.ERROR, "dead-letter")) == 1
     assert rt.durable.spawn(echo, 7).result_sync(10) == 7
+
+
+GATE = threading.Event()
+
+
+def wait_for_gate() -> str:
+    assert GATE.wait(20)
+    return "done"
+
+
+def test_disk_full_when_a_task_finishes(
+    small_disk: Path, made: list[offload.Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its outcome can't be written: kept, retried, warned once; written once there is room."""
+    caplog.set_level(logging.INFO, logger="offload")
+    path = small_disk / "x.db"
+    rt = runtime(made, path)
+    GATE.clear()
+    try:
+        handle = rt.durable.options(sync_commit=True).spawn(wait_for_gate)
+        assert wait_until(lambda: rows(path, "state = 'running'") == 1)
+        filler = fill(small_disk)
+        GATE.set()
+        assert wait_until(lambda: rt.durable.stats()["finished"] == 1)
+        time.sleep(0.5)  # some retries
+        assert rows(path, "state = 'running'") == 1  # not written yet: the disk is full
+        filler.unlink()
+        assert handle.result_sync(10) == "done"
+    finally:
+        GATE.set()
+    retried = offload_records(caplog, logging.WARNING, "retried until it succeeds")
+    assert len(retried) == 1 and "full" in retried[0], retried
+    assert offload_records(caplog, logging.INFO, "writable again")
+    assert not offload_records(caplog, logging.ERROR, "")
