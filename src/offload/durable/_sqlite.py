@@ -196,9 +196,9 @@ class SqliteStore:
     def _check_path(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
+            what = "is not a directory" if os.path.exists(directory) else "does not exist"
             raise StoreError(
-                f"cannot open the durable store {self.url!r}: directory {directory!r}"
-                " does not exist"
+                f"cannot open the durable store {self.url!r}: directory {directory!r} {what}"
             )
         target = self.path if os.path.exists(self.path) else directory
         if not os.access(target, os.W_OK):
