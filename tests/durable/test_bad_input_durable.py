@@ -166,7 +166,7 @@ def test_unwritable_directory(tmp_path: Path) -> None:
     locked.chmod(0o500)
     try:
         if os.access(locked, os.W_OK):  # root ignores the mode bits
-            with pytest.raises(StoreError, match=r"does not exist"):
+            with pytest.raises(StoreError, match=r"is not a directory"):
                 _readonly_for_root(locked)
             return
         with pytest.raises(StoreError, match=r"is not writable"):
@@ -267,6 +267,12 @@ BAD_CONTROLS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"delay": float("nan")}, ValueError, r"delay"),
     ({"at": "tomorrow"}, TypeError, r"at"),
     ({"at": 1.0}, TypeError, r"at= must be a datetime"),
+    ({"retry_on": [int]}, TypeError, r"retry_on must be an exception type"),
+    ({"retry_on": "ValueError"}, TypeError, r"retry_on must be an exception type"),
+    ({"backoff": -1}, ValueError, r"backoff .* must be >= 0"),
+    ({"backoff": "x"}, TypeError, r"backoff .* must be a number of seconds"),
+    ({"timeout": 0}, ValueError, r"timeout must be > 0"),
+    ({"retries": 10**9}, ValueError, r"retries must be at most"),
     ({"key": 5}, TypeError, r"key"),
     ({"key": ""}, ValueError, r"key"),
     ({"on_duplicate": "merge"}, ValueError, r"on_duplicate"),

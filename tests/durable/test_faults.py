@@ -234,6 +234,25 @@ def test_disk_full_without_sync_commit(
     assert not offload_records(caplog, logging.ERROR, "could not be written")
 
 
+def remount(disk: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True)
+
+
+def test_read_only_filesystem_at_open(small_disk: Path, made: list[offload.Runtime]) -> None:
+    """An unwritable store that even root can't write: a read-only filesystem."""
+    path = small_disk / "x.db"
+    runtime(made, path, durable_concurrency=0, sync_commit=True).durable.spawn(echo, 1)
+    made[-1].close(5)
+    remount(small_disk, "ro")
+    try:
+        rt = runtime(made, path)
+        with pytest.raises(StoreError, match=r"is not writable"):
+            rt.durable.spawn(echo, 2)
+    finally:
+        remount(small_disk, "rw")
+    assert rows(path) == 1
+
+
 # --- 2. a store locked by another connection -------------------------------------------------
 
 
@@ -548,3 +567,28 @@ def test_disk_full_when_a_task_finishes(
     assert len(retried) == 1 and "full" in retried[0], retried
     assert offload_records(caplog, logging.INFO, "writable again")
     assert not offload_records(caplog, logging.ERROR, "")
+
+
+class HostileStr(str):
+    """A str whose dunders raise: used as a key and a name."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq exploded")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash exploded")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str exploded")
+
+
+def test_key_and_name_whose_dunders_raise(tmp_path: Path, made: list[offload.Runtime]) -> None:
+    rt = runtime(made, tmp_path / "x.db")
+    handle = rt.durable.options(key=HostileStr("k1"), name=HostileStr("job")).spawn(echo, 5)
+    assert handle.result_sync(10) == 5
+    info = rt.durable.get(handle.id)
+    assert info is not None and info.name == "job" and info.key == "k1"
+    assert rt.durable.spawn(echo, 7).result_sync(10) == 7
