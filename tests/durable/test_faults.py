@@ -359,6 +359,35 @@ def test_writer_holding_the_lock_past_the_busy_timeout(
     assert "retry" in warnings[0]
 
 
+def test_sync_commit_waits_out_a_lock_held_past_the_busy_timeout(
+    tmp_path: Path, made: list[offload.Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    """sync_commit=True returns once the task is committed, however long that takes."""
+    caplog.set_level(logging.WARNING, logger="offload")
+    path = tmp_path / "x.db"
+    rt = runtime(made, path, durable_concurrency=0, sync_commit=True)
+    rt.durable.spawn(echo, 0)
+    shorten_busy_timeout(rt, 100)
+    holder = hold_write_lock(path)
+    released = threading.Event()
+
+    def release() -> None:
+        time.sleep(1.0)
+        released.set()
+        holder.execute("COMMIT")
+        holder.close()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        rt.durable.spawn(echo, 1)
+        assert released.is_set()  # it returned only after the lock was released
+    finally:
+        releaser.join()
+    assert rows(path) == 2
+    assert len(offload_records(caplog, logging.WARNING, "locked")) == 1
+
+
 def test_shutdown_while_locked_reports_what_was_not_written(
     tmp_path: Path, made: list[offload.Runtime], caplog: pytest.LogCaptureFixture
 ) -> None:
