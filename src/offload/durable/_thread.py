@@ -95,6 +95,7 @@ class StoreThread:
         self._waiters: dict[Any, list[Callable[[], None]]] = {}
         self._outcomes: list[Outcome] = []  # written in the next group
         self._held: list[NewTask] = []  # new tasks a locked store refused: tried again
+        self._barriers: list[Barrier] = []  # flushes waiting for the held tasks
         self._locked = False  # the store is locked past its busy timeout (warned once)
         self._retrying = False  # outcomes are being retried after a failed write (warned once)
         self._stopping = False
@@ -247,8 +248,14 @@ class StoreThread:
         claimed = self._group(new)
         if claimed:
             self.worker.dispatch(claimed)
+        if self._barriers and not self._held:
+            calls = [*self._barriers, *calls]
+            self._barriers = []
         for item in calls:
-            self._run_call(item)
+            if type(item) is Barrier and self._held:  # not committed yet: a flush waits
+                self._barriers.append(item)
+            else:
+                self._run_call(item)
         self._housekeeping()
         if stop or self._stopping:
             self._stopping = True
@@ -389,6 +396,10 @@ class StoreThread:
             self._group_failed(
                 held, StoreBusy("the durable store was still locked when it was closed")
             )
+        for barrier in self._barriers:
+            if barrier.future.set_running_or_notify_cancel():
+                barrier.future.set_result(None)
+        self._barriers = []
 
     def _group_failed(self, new: list[NewTask], exc: Exception) -> None:
         error = exc if isinstance(exc, StoreError) else StoreError(f"durable store error: {exc}")
@@ -417,6 +428,10 @@ class StoreThread:
             )
 
     def _run_call(self, item: Any) -> None:
+        # A caller may cancel its future at any time (asyncio.wait_for does, on a
+        # timeout): claim it first, and skip it if it was cancelled.
+        if not item.future.set_running_or_notify_cancel():
+            return
         if type(item) is Barrier:
             item.future.set_result(None)
             return
@@ -459,9 +474,9 @@ class StoreThread:
         new = [i for i in leftovers if type(i) is NewTask]
         if new and self.store is not None:
             self._group(new)
-            self._fail_held()
+        self._fail_held()
         for item in leftovers:
-            if type(item) in (Call, Barrier) and not item.future.done():
+            if type(item) in (Call, Barrier) and item.future.set_running_or_notify_cancel():
                 item.future.set_exception(StoreError("the durable store is closed"))
         if self.store is not None:
             try:
