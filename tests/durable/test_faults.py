@@ -344,11 +344,14 @@ def test_writer_holding_the_lock_past_the_busy_timeout(
         holder = hold_write_lock(path)
         try:
             handles = [rt.durable.spawn(echo, i) for i in range(50)]
-            await asyncio.sleep(1.5)  # 15 busy timeouts
+            with pytest.raises(TimeoutError):  # a flush waits for them, too
+                await rt.durable.flush(1.5)  # 15 busy timeouts
             assert all(h._state == 0 for h in handles)
         finally:
             holder.execute("COMMIT")
             holder.close()
+        await rt.durable.flush(10)
+        assert all(h._state == 1 for h in handles)
         return [await h.result(10) for h in handles]
 
     assert run_loop(loop_kind, main(), 30) == list(range(50))
@@ -621,3 +624,33 @@ def test_key_and_name_whose_dunders_raise(tmp_path: Path, made: list[offload.Run
     info = rt.durable.get(handle.id)
     assert info is not None and info.name == "job" and info.key == "k1"
     assert rt.durable.spawn(echo, 7).result_sync(10) == 7
+
+
+@pytest.mark.parametrize("loop_kind", LOOP_KINDS)
+def test_lookups_and_flushes_cancelled_by_their_caller(
+    loop_kind: str, tmp_path: Path, made: list[offload.Runtime]
+) -> None:
+    """asyncio.wait_for cancels the future of a lookup or flush that timed out: the
+    store thread must skip it, not die on it. The lock keeps the store thread busy so
+    the calls are still queued when their callers give up."""
+    path = tmp_path / "x.db"
+    rt = runtime(made, path)
+
+    async def main() -> None:
+        first = rt.durable.spawn(echo, 1)
+        await first.persisted()
+        holder = hold_write_lock(path)
+        try:
+            rt.durable.spawn(echo, 2)  # the store thread now waits for the lock
+            await asyncio.sleep(0.1)
+            for call in (rt.durable.aget(first.id), rt.durable.flush()):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(call, 0.2)
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert await rt.durable.spawn(echo, 3).result(10) == 3
+        assert (await rt.durable.aget(first.id)) is not None
+
+    run_loop(loop_kind, main(), 30)
+    assert rt.durable.stats()["open"]
