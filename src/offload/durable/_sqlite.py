@@ -597,6 +597,11 @@ class SqliteStore:
                 f"the durable store's file {self.path!r} was deleted while in use: tasks"
                 " written since are in a file no other process can open"
             ) from None
+        except OSError as exc:  # its directory gone, replaced, or unreadable
+            raise StoreError(
+                f"the durable store's file {self.path!r} can no longer be found ({exc}):"
+                " tasks written since are in a file no other process can open"
+            ) from None
         if (st.st_dev, st.st_ino) != self._identity:
             raise StoreError(
                 f"the durable store's file {self.path!r} was replaced by another file while in use"
