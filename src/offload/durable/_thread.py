@@ -15,7 +15,8 @@ SQLite calls, and CPython hands it over within the switch interval.
 
 Lock rules: `_waiters_lock` guards `_waiters` (handles waited on) and is taken by
 the store thread once per group and by a waiting caller; it is never held around a
-store call.
+store call. `_closing_lock` makes a call's or flush's put and the close's last look
+at the inbox one after the other, so none is left unanswered.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class StoreThread:
         self._open_store = open_store
         self.store: Store | None = None
         self._waiters_lock = threading.Lock()
+        self._closing_lock = threading.Lock()  # orders call()/barrier() puts with the close
+        self._closing = False
         self._waiters: dict[Any, list[Callable[[], None]]] = {}
         self._outcomes: list[Outcome] = []  # written in the next group
         self._held: list[NewTask] = []  # new tasks a locked store refused: tried again
@@ -146,18 +149,20 @@ class StoreThread:
     ) -> concurrent.futures.Future[Any]:
         """Run fn(store) on the thread (in a batch of its own if `write`)."""
         item = Call(fn, write)
-        if not self._thread.is_alive():
-            item.future.set_exception(StoreError("the durable store is closed"))
-            return item.future
-        self.inbox.put(item)
+        with self._closing_lock:
+            if not self._closing and self._thread.is_alive():
+                self.inbox.put(item)
+                return item.future
+        item.future.set_exception(StoreError("the durable store is closed"))
         return item.future
 
     def barrier(self) -> concurrent.futures.Future[None]:
         item = Barrier()
-        if not self._thread.is_alive():
-            item.future.set_result(None)
-            return item.future
-        self.inbox.put(item)
+        with self._closing_lock:
+            if not self._closing and self._thread.is_alive():
+                self.inbox.put(item)
+                return item.future
+        item.future.set_result(None)
         return item.future
 
     def wake(self) -> None:
@@ -199,6 +204,12 @@ class StoreThread:
                 items = self._take(self._wait_time())
                 if not self._turn(items):
                     break
+        except Exception as exc:  # a bug: say so, refuse new spawns, fail what is queued
+            self.error = StoreError(f"the durable store thread failed: {type(exc).__name__}")
+            logger.critical(
+                "offload: the durable store thread failed; durable spawns now raise StoreError",
+                exc_info=True,
+            )
         finally:
             self._close_store()
 
@@ -469,7 +480,10 @@ class StoreThread:
                 logger.warning("offload: purging expired durable results failed: %s", exc)
 
     def _close_store(self) -> None:
-        # Anything put after the last turn (a spawn racing the close) is refused.
+        # Anything put after the last turn (a spawn racing the close) is refused; a
+        # call or flush put after this point is refused by call()/barrier() instead.
+        with self._closing_lock:
+            self._closing = True
         leftovers = self._take(0)
         new = [i for i in leftovers if type(i) is NewTask]
         if new and self.store is not None:
