@@ -654,3 +654,69 @@ def test_lookups_and_flushes_cancelled_by_their_caller(
 
     run_loop(loop_kind, main(), 30)
     assert rt.durable.stats()["open"]
+
+
+@pytest.mark.parametrize("loop_kind", LOOP_KINDS)
+def test_store_directory_replaced_by_a_file(
+    loop_kind: str, tmp_path: Path, made: list[offload.Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's directory moved away and a file put in its place: checking the store
+    file now fails with ENOTDIR, not "not found". Same contract as a deleted file."""
+    caplog.set_level(logging.WARNING, logger="offload")
+    directory = tmp_path / "data"
+    directory.mkdir()
+    rt = runtime(made, directory / "x.db")
+
+    async def main() -> None:
+        assert await rt.durable.spawn(echo, 1).result(10) == 1
+        directory.rename(tmp_path / "moved")
+        directory.write_text("not a directory")
+
+        def refused() -> bool:
+            try:
+                rt.durable.spawn(echo, 2)
+            except StoreError:
+                return True
+            return False
+
+        assert wait_until(refused, 10)
+        assert await rt.durable.aget("no-such-task") is None  # the thread still serves
+        await rt.shutdown(5)
+
+    run_loop(loop_kind, main(), 30)
+    assert len(offload_records(caplog, logging.ERROR, "x.db")) == 1
+
+
+def test_store_thread_failing_is_reported_not_silent(
+    tmp_path: Path,
+    made: list[offload.Runtime],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection: a bug that escapes the store thread's loop. It is logged,
+    later spawns raise StoreError at the call site, and the runtime still closes."""
+    from offload.durable import _sqlite
+
+    caplog.set_level(logging.WARNING, logger="offload")
+    rt = runtime(made, tmp_path / "x.db")
+    assert rt.durable.spawn(echo, 1).result_sync(10) == 1
+
+    def broken_check(self: Any) -> None:
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(_sqlite.SqliteStore, "check", broken_check)
+
+    def refused() -> bool:
+        try:
+            rt.durable.spawn(echo, 2)
+        except StoreError as exc:
+            assert "store thread failed" in str(exc)
+            return True
+        return False
+
+    assert wait_until(refused, 10)
+    with pytest.raises(StoreError):
+        rt.durable.get("anything")
+    rt.close(5)
+    critical = offload_records(caplog, logging.CRITICAL, "store thread failed")
+    assert len(critical) == 1
