@@ -138,7 +138,12 @@ class StoreThread:
         self._stopping = True
         self.inbox.put(None)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        late = [i for i in self._take(0) if type(i) is NewTask]
+        if late:  # spawned while the store closed: refused, and said so
+            self._group_failed(late, StoreError("the durable store closed before it was written"))
+        return True
 
     @property
     def alive(self) -> bool:
