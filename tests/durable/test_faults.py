@@ -500,7 +500,7 @@ def test_store_file_deleted_under_a_running_worker(
         assert wait_until(refused, 10)
         with pytest.raises(StoreError, match=r"was deleted while in use"):
             rt.durable.spawn(echo, 3)
-        await asyncio.sleep(2.5)  # more checks: still logged once
+        await asyncio.sleep(1.2)  # another check: still logged once
         await rt.shutdown(5)
 
     run_loop(loop_kind, main(), 30)
