@@ -136,6 +136,16 @@ def wait_final(rt: offload.Runtime, ids: list[str], timeout: float = 20) -> dict
     return infos
 
 
+async def settled_or_refused(handles: list[Any]) -> None:
+    """Spawns accepted while the store went away: each is persisted (this worker still
+    has the file open) or refused with StoreError, and said so; none is left pending."""
+    for handle in handles:
+        try:
+            await asyncio.wait_for(handle.persisted(), 10)
+        except StoreError:
+            pass
+
+
 # --- 1. a full disk ------------------------------------------------------------------------
 
 
@@ -489,9 +499,11 @@ def test_store_file_deleted_under_a_running_worker(
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
 
+        accepted = []
+
         def refused() -> bool:
             try:
-                rt.durable.spawn(echo, 2)
+                accepted.append(rt.durable.spawn(echo, 2))
             except StoreError as exc:
                 assert "deleted" in str(exc)
                 return True
@@ -500,12 +512,13 @@ def test_store_file_deleted_under_a_running_worker(
         assert wait_until(refused, 10)
         with pytest.raises(StoreError, match=r"was deleted while in use"):
             rt.durable.spawn(echo, 3)
+        await settled_or_refused(accepted)
         await asyncio.sleep(1.2)  # another check: still logged once
         await rt.shutdown(5)
 
     run_loop(loop_kind, main(), 30)
     assert rt.closed
-    deleted = offload_records(caplog, logging.ERROR, "was deleted")
+    deleted = offload_records(caplog, logging.ERROR, "offload: the durable store's file")
     assert len(deleted) == 1, deleted
     # its store thread ended with the runtime (tests/conftest.py fails a leftover thread)
     assert not rt.durable.stats()["open"]
@@ -672,19 +685,22 @@ def test_store_directory_replaced_by_a_file(
         directory.rename(tmp_path / "moved")
         directory.write_text("not a directory")
 
+        accepted = []
+
         def refused() -> bool:
             try:
-                rt.durable.spawn(echo, 2)
+                accepted.append(rt.durable.spawn(echo, 2))
             except StoreError:
                 return True
             return False
 
         assert wait_until(refused, 10)
+        await settled_or_refused(accepted)
         assert await rt.durable.aget("no-such-task") is None  # the thread still serves
         await rt.shutdown(5)
 
     run_loop(loop_kind, main(), 30)
-    assert len(offload_records(caplog, logging.ERROR, "x.db")) == 1
+    assert len(offload_records(caplog, logging.ERROR, "offload: the durable store's file")) == 1
 
 
 def test_store_thread_failing_is_reported_not_silent(
