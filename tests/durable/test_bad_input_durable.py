@@ -5,8 +5,9 @@ Runtime options (store, durable_concurrency, lease, result_ttl, durability,
 serializer, signing_key, sync_commit), durable controls (`durable.options(...)`),
 spawn targets that can't be imported back, blocking calls from an event loop, and
 lookups with bad ids/states. Stores that can't be opened (missing directory, no write
-permission, a newer schema, a network filesystem) are here too: opening them raises
-StoreError from Runtime() when the store is configured.
+permission, not a database, a newer schema, a network filesystem) are here too: a
+Runtime opens its store when it starts or on the first durable call, and that call
+raises StoreError. An unknown scheme is refused by Runtime() itself.
 """
 
 from __future__ import annotations
