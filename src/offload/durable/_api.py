@@ -327,6 +327,8 @@ class Durable:
         thread = self._thread or self._require_thread()
         if thread.error is not None:
             raise thread.error
+        if self.closed:
+            raise StoreError("this runtime is closed: its durable store is closed too")
         now = time.time()
         handle: DurableTask[Any] = DurableTask(_ids.next(), name, self)
         key = spec.get("key")
@@ -434,9 +436,9 @@ class Durable:
         await asyncio.wait_for(asyncio.wrap_future(self._thread.barrier()), timeout)
 
     def flush_sync(self, timeout: float | None = None) -> None:
+        _refuse_on_loop()
         if self._thread is None:
             return
-        _refuse_on_loop()
         self._thread.barrier().result(timeout)
 
     # -- lookups ------------------------------------------------------------------------------
@@ -711,6 +713,8 @@ def validate_durable(out: dict[str, Any]) -> None:
                 f"unknown durable store {store!r} (scheme {scheme!r}); use"
                 " sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"
             )
+        if store.startswith("sqlite:///") and store[len("sqlite:///") :] in ("", ":memory:"):
+            raise ValueError(f"store {store!r} names no file; use sqlite:///path/to/offload.db")
         out["store"] = store
     concurrency = _check_limit(
         "durable_concurrency", out["durable_concurrency"], allow_zero=True, most=100_000

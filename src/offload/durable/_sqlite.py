@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -40,6 +41,7 @@ from ._store import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger("offload")
 
 #: The schema this offload writes; a store made by a newer one is refused at open.
 SCHEMA_VERSION = 1
@@ -97,9 +99,18 @@ _INSERT_ROWS = (
 #: fewer statements mean fewer GIL hand-backs per group, see the module docstring).
 _CHUNK = 2000
 
+
+def _text(column: str) -> str:
+    """A column as JSON can carry it: a BLOB (a row corrupted by hand or by a bad disk)
+    would make json_array fail the whole claim; it becomes null, and the row is
+    dead-lettered on its own (SqliteStore.claim)."""
+    return f"CASE WHEN typeof({column}) = 'blob' THEN NULL ELSE {column} END"
+
+
 _CLAIMED_JSON = (
-    "json_array(id, fn, name, payload, codec, attempt + 1, max_attempts, timeout,"
-    " backoff, retry_on, created, rid)"
+    f"json_array({_text('id')}, {_text('fn')}, {_text('name')}, {_text('payload')},"
+    f" {_text('codec')}, attempt + 1, max_attempts, {_text('timeout')}, {_text('backoff')},"
+    f" {_text('retry_on')}, {_text('created')}, rid)"
 )
 _RECORD_COLUMNS = (
     "id, fn, name, state, attempt, max_attempts, key, codec, created, eta, started,"
@@ -138,9 +149,16 @@ def is_busy(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+class StoreBusy(StoreError):
+    """Another connection held the store's lock past the busy timeout: nothing was
+    written, and the same write can be tried again."""
+
+
 def _store_error(what: str, exc: BaseException) -> StoreError:
     if is_full(exc):
         return StoreFull(f"{what}: the store is full ({exc})")
+    if is_busy(exc):
+        return StoreBusy(f"{what}: {exc}")
     return StoreError(f"{what}: {exc}")
 
 
@@ -182,6 +200,8 @@ class SqliteStore:
         self.path = path
         self._durability = durability
         self._reader = reader  # a lookups-only connection (open_reader)
+        #: How long a write waits for another connection's lock (see _when_free).
+        self.busy_timeout = BUSY_TIMEOUT
         self._memory = path == ":memory:"
         self._identity: tuple[int, int] | None = None
         if not self._memory:
@@ -206,9 +226,9 @@ class SqliteStore:
     def _check_path(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
+            what = "is not a directory" if os.path.exists(directory) else "does not exist"
             raise StoreError(
-                f"cannot open the durable store {self.url!r}: directory {directory!r}"
-                " does not exist"
+                f"cannot open the durable store {self.url!r}: directory {directory!r} {what}"
             )
         target = self.path if os.path.exists(self.path) else directory
         if not os.access(target, os.W_OK):
@@ -299,6 +319,10 @@ class SqliteStore:
             raise _store_error("cannot write to the durable store", exc) from exc
         try:
             yield
+        except sqlite3.Error as exc:  # a full disk, an I/O error: say which
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise _store_error("cannot write to the durable store", exc) from exc
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
@@ -312,13 +336,13 @@ class SqliteStore:
 
     def _when_free(self, call: Callable[[], T]) -> T:
         """call(), again while another connection holds the lock (SQLITE_BUSY), for up
-        to BUSY_TIMEOUT seconds.
+        to `busy_timeout` seconds.
 
         SQLite's own busy handler sleeps 1, 2, 5, 10, ... 100 ms between tries: under
         several busy workers a waiter would sleep far longer than the lock is held
         (a group commit holds it about a millisecond). This one polls every
         BUSY_POLL_MIN, doubling up to BUSY_POLL_MAX, the GIL released while it sleeps."""
-        deadline = time.monotonic() + BUSY_TIMEOUT
+        deadline = time.monotonic() + self.busy_timeout
         pause = BUSY_POLL_MIN
         while True:
             try:
@@ -419,22 +443,32 @@ class SqliteStore:
             " WHERE rowid IN (SELECT value FROM json_each(?))",
             (owner, now + lease, now, json.dumps([r[11] for r in rows])),
         )
-        return [
-            Claimed(
-                id=r[0],
-                fn=r[1],
-                name=r[2],
-                payload=base64.b64decode(r[3]),
-                codec=r[4],
-                attempt=r[5],
-                max_attempts=r[6],
-                timeout=r[7],
-                backoff=_decode_backoff(r[8]),
-                retry_on=tuple(json.loads(r[9])) if r[9] else (),
-                created=r[10],
-            )
-            for r in rows
-        ]
+        claimed = []
+        for r in rows:
+            try:
+                claimed.append(_claimed(r))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._dead_letter_corrupt(r[11], r[0], r[2], exc, now)
+        return claimed
+
+    def _dead_letter_corrupt(
+        self, rowid: int, task_id: Any, name: Any, exc: Exception, now: float
+    ) -> None:
+        """A row this offload can't read (edited by hand, a bad disk): dead-letter it
+        rather than fail every claim that picks it up."""
+        error = f"the stored row cannot be read: {type(exc).__name__}: {exc}"
+        logger.error(
+            "offload: durable task %s (id %s) has a corrupted row (%s) and went to the"
+            " dead-letter set",
+            name,
+            task_id,
+            error,
+        )
+        self._db.execute(
+            "UPDATE offload_tasks SET state = 'dead', owner = NULL, lease_until = NULL,"
+            " finished = ?, error_type = 'CorruptRow', error = ? WHERE rowid = ?",
+            (now, error, rowid),
+        )
 
     def renew(self, owner: str, now: float, lease: float) -> list[str]:
         self._db.execute(
@@ -626,6 +660,11 @@ class SqliteStore:
                 f"the durable store's file {self.path!r} was deleted while in use: tasks"
                 " written since are in a file no other process can open"
             ) from None
+        except OSError as exc:  # its directory gone, replaced, or unreadable
+            raise StoreError(
+                f"the durable store's file {self.path!r} can no longer be found ({exc}):"
+                " tasks written since are in a file no other process can open"
+            ) from None
         if (st.st_dev, st.st_ino) != self._identity:
             raise StoreError(
                 f"the durable store's file {self.path!r} was replaced by another file while in use"
@@ -633,6 +672,28 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _claimed(r: Sequence[Any]) -> Claimed:
+    for index, what in ((0, "id"), (1, "fn"), (2, "name"), (3, "payload"), (4, "codec")):
+        if not isinstance(r[index], str):
+            raise TypeError(f"{what} is {type(r[index]).__name__}, not text")
+    timeout = r[7]
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout is {timeout!r:.40}, not a number")
+    return Claimed(
+        id=r[0],
+        fn=r[1],
+        name=r[2],
+        payload=base64.b64decode(r[3], validate=True),
+        codec=r[4],
+        attempt=r[5],
+        max_attempts=r[6],
+        timeout=timeout,
+        backoff=_decode_backoff(r[8]),
+        retry_on=tuple(json.loads(r[9])) if r[9] else (),
+        created=r[10],
+    )
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
