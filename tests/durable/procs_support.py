@@ -19,16 +19,23 @@ from pathlib import Path
 from typing import Any
 
 
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float, every: float = 0.01) -> Any:
+def wait_for(
+    what: str,
+    predicate: Callable[[], Any],
+    timeout: float,
+    every: float = 0.01,
+    detail: Callable[[], str] | None = None,
+) -> Any:
     """Poll `predicate` until it returns something true (returned), or fail after
-    `timeout` seconds saying `what` never happened."""
+    `timeout` seconds saying `what` never happened (and `detail()`, if given)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            more = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{more}")
         time.sleep(every)
 
 

@@ -97,7 +97,8 @@ def test_kill9_worker_mid_run_every_task_once_effect(
     epath, fx = effects
     n, lease = 5000, 1.0
     keys = [f"k{i}" for i in range(n)]
-    ids = produce(url, [(proc_tasks.work, (epath, k, 0.003)) for k in keys])
+    # A crash counts as an attempt: retries=3 lets the killed worker's tasks run again.
+    ids = produce(url, [(proc_tasks.work, (epath, k, 0.003)) for k in keys], retries=3)
     key_of = dict(zip(ids, keys))
     workers = [
         procs.worker(url, MODULE, f"worker{i}", lease=lease, concurrency=16, threads=16)
@@ -118,11 +119,17 @@ def test_kill9_worker_mid_run_every_task_once_effect(
     done_before = view.by_state().get("succeeded", 0)
     assert done_before < n, "every task was done before the kill: nothing was mid-run"
 
+    def all_succeeded() -> bool:
+        states = view.by_state()
+        assert set(states) <= {"queued", "running", "succeeded"}, _diagnose(procs, view)
+        return states.get("succeeded", 0) == n
+
     wait_for(
         "every task to succeed",
-        lambda: view.by_state().get("succeeded", 0) == n,
+        all_succeeded,
         90,
         every=0.05,
+        detail=lambda: _diagnose(procs, view),
     )
     tasks = view.tasks()
     assert {state for state, _, _ in tasks.values()} == {"succeeded"}, _diagnose(procs, view)
@@ -235,6 +242,7 @@ def test_sigterm_with_1000_running_released_and_finished_elsewhere(
         lambda: view.by_state().get("succeeded", 0) == n,
         60,
         every=0.05,
+        detail=lambda: _diagnose(procs, view),
     )
     took = time.monotonic() - termed_at
     tasks = view.tasks()
@@ -243,8 +251,11 @@ def test_sigterm_with_1000_running_released_and_finished_elsewhere(
     assert set(counts) == set(keys) and set(counts.values()) == {1}
     finished_by = {pid for pid, in fx.query("SELECT DISTINCT pid FROM effects")}
     assert finished_by <= {a.pid, b.pid}
+    started_by_a = sum(1 for _, pid, _ in fx.runs() if pid == a.pid)
+    assert started_by_a > 0, "worker A never started a task: nothing was running"
     print(
-        f"\n[{loop}] SIGTERM with {n} running: all done {took:.2f} s later (lease {lease:g} s);"
+        f"\n[{loop}] SIGTERM with {n} running ({started_by_a} started by A): all done"
+        f" {took:.2f} s later (lease {lease:g} s);"
         f" {sum(1 for pid, in fx.query('SELECT pid FROM effects') if pid == b.pid)} finished by B"
     )
     assert took < 15.0, "the released tasks waited for their lease"
