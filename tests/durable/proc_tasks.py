@@ -86,7 +86,7 @@ async def asleep(path: str, key: str, seconds: float) -> str:
 async def block_loop(path: str, key: str, seconds: float) -> str:
     """An async task that blocks its worker's event loop for `seconds`."""
     record_run(path, key)
-    time.sleep(seconds)  # on purpose: the loop is blocked, the store thread is not
+    time.sleep(seconds)  # noqa: ASYNC251 (on purpose: the loop blocks, the store thread not)
     record_effect(path, key)
     return key
 

@@ -214,4 +214,3 @@ def run_cli(processes: Processes, *args: str, timeout: float = 60.0) -> str:
     out = done.stdout.decode(errors="replace")
     assert done.returncode == 0, f"offload {args} exited {done.returncode}:\n{out}\n{done.stderr!r}"
     return out
-

@@ -71,7 +71,9 @@ def effects(tmp_path: Path) -> tuple[str, Effects]:
     return str(path), Effects(path)
 
 
-def produce(url: str, calls: list[tuple[object, tuple[object, ...]]], **options: object) -> list[str]:
+def produce(
+    url: str, calls: list[tuple[object, tuple[object, ...]]], **options: object
+) -> list[str]:
     """Spawn `calls` from a producer-only runtime in this process; their ids once
     committed."""
     rt = offload.Runtime(store=url, durable_concurrency=0)
@@ -214,10 +216,17 @@ def test_kill9_producer_after_persisted_task_runs(
 
 # -- 3. SIGTERM of a worker with 1,000 running ------------------------------------------
 @pytest.mark.durable_heavy
+@pytest.mark.parametrize("b_starts", ["before", "after"])
 @pytest.mark.parametrize("loop", LOOPS)
 def test_sigterm_with_1000_running_released_and_finished_elsewhere(
-    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], loop: str
+    procs: Processes,
+    store: tuple[str, StoreView],
+    effects: tuple[str, Effects],
+    loop: str,
+    b_starts: str,
 ) -> None:
+    """Worker B is started after the SIGTERM, or before it (then it polls an empty
+    queue until A's release shows up in the store)."""
     url, view = store
     epath, fx = effects
     n, lease = 1000, 30.0
@@ -227,9 +236,15 @@ def test_sigterm_with_1000_running_released_and_finished_elsewhere(
         url, MODULE, "worker-a", lease=lease, concurrency=n, shutdown_timeout=0.5, loop=loop
     )
     wait_for(f"worker A to hold {n} leases", lambda: len(view.running_of(a.pid)) == n, 30)
+    if b_starts == "before":
+        b = procs.worker(url, MODULE, "worker-b", lease=lease, concurrency=n, loop=loop)
+        assert len(view.running_of(a.pid)) == n
     termed_at = time.monotonic()
     a.send_signal(signal.SIGTERM)
-    b = procs.worker(url, MODULE, "worker-b", lease=lease, concurrency=n, loop=loop, ready=False)
+    if b_starts == "after":
+        b = procs.worker(
+            url, MODULE, "worker-b", lease=lease, concurrency=n, loop=loop, ready=False
+        )
     try:
         assert a.wait(15) == 0, procs.log_of(a)
     except subprocess.TimeoutExpired:
@@ -249,14 +264,14 @@ def test_sigterm_with_1000_running_released_and_finished_elsewhere(
     assert all(tasks[i] == ("succeeded", 1, None) for i in ids), _diagnose(procs, view)
     counts = fx.effects()
     assert set(counts) == set(keys) and set(counts.values()) == {1}
-    finished_by = {pid for pid, in fx.query("SELECT DISTINCT pid FROM effects")}
+    finished_by = {pid for (pid,) in fx.query("SELECT DISTINCT pid FROM effects")}
     assert finished_by <= {a.pid, b.pid}
     started_by_a = sum(1 for _, pid, _ in fx.runs() if pid == a.pid)
     assert started_by_a > 0, "worker A never started a task: nothing was running"
     print(
-        f"\n[{loop}] SIGTERM with {n} running ({started_by_a} started by A): all done"
+        f"\n[{loop}, B {b_starts}] SIGTERM with {n} running ({started_by_a} started by A): all done"
         f" {took:.2f} s later (lease {lease:g} s);"
-        f" {sum(1 for pid, in fx.query('SELECT pid FROM effects') if pid == b.pid)} finished by B"
+        f" {sum(1 for (pid,) in fx.query('SELECT pid FROM effects') if pid == b.pid)} finished by B"
     )
     assert took < 15.0, "the released tasks waited for their lease"
     assert b.poll() is None, procs.log_of(b)
@@ -303,7 +318,9 @@ def test_poison_task_dead_lettered_after_retries_plus_one_attempts(
         if worker.poll() is not None:
             assert worker.returncode == -signal.SIGKILL, procs.log_of(worker)
             restarts += 1
-            assert restarts <= 6, f"still not dead-lettered after 6 restarts\n{_diagnose(procs, view)}"
+            assert restarts <= 6, (
+                f"still not dead-lettered after 6 restarts\n{_diagnose(procs, view)}"
+            )
             worker = procs.worker(url, MODULE, f"worker{restarts}", lease=lease, ready=False)
         time.sleep(0.02)
     state, attempt, error_type = view.tasks()[task_id]
