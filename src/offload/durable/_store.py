@@ -63,6 +63,16 @@ class NewTask:
 
 
 @dataclass(slots=True)
+class SlotFire:
+    """A durable periodic schedule's run for `slot` (its due wall-clock time): every
+    process running the schedule sends one; `Store.fire_slot` lets one through."""
+
+    schedule: str
+    slot: float
+    task: NewTask
+
+
+@dataclass(slots=True)
 class Claimed:
     """A task this worker now holds a lease on, at attempt `attempt` (counted from 1)."""
 
