@@ -336,3 +336,47 @@ def test_poison_task_dead_lettered_after_retries_plus_one_attempts(
     (record,) = [d for d in dead if d["id"] == task_id]
     assert record["attempt"] == retries + 1
     assert record["error_type"] == "WorkerLost"
+
+
+# -- 6. a worker paused past its lease: the fenced ack ----------------------------------
+def test_worker_paused_past_lease_cannot_ack_over_the_new_owner(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
+) -> None:
+    """SIGSTOP a worker holding tasks for longer than the lease: another worker
+    reclaims and finishes them; once resumed, the first one's acks are refused (its
+    lease is gone), so the store keeps the new owner's attempt and outcome."""
+    url, view = store
+    epath, fx = effects
+    n, lease = 8, 1.0
+    keys = [f"k{i}" for i in range(n)]
+    ids = produce(url, [(proc_tasks.work, (epath, k, 1.5)) for k in keys], retries=3)
+    a = procs.worker(url, MODULE, "worker-a", lease=lease, concurrency=n, threads=n)
+    wait_for(f"worker A to hold {n} leases", lambda: len(view.running_of(a.pid)) == n, 30)
+    wait_for("worker A to start them", lambda: len(fx.runs()) == n, 30)
+    a.send_signal(signal.SIGSTOP)
+    try:
+        b = procs.worker(url, MODULE, "worker-b", lease=lease, concurrency=n, threads=n)
+        wait_for(
+            "worker B to finish the tasks A held",
+            lambda: view.by_state().get("succeeded", 0) == n,
+            30,
+            every=0.05,
+            detail=lambda: _diagnose(procs, view),
+        )
+    finally:
+        a.send_signal(signal.SIGCONT)
+    # A's attempts wake up, end, and try to ack: refused, the store is unchanged.
+    wait_for(
+        "worker A to report its refused acks",
+        lambda: "were not written" in procs.log_of(a),
+        30,
+        detail=procs.logs,
+    )
+    tasks = view.tasks()
+    assert all(tasks[i][:2] == ("succeeded", 2) for i in ids), tasks
+    assert not view.query("SELECT id FROM offload_tasks WHERE owner IS NOT NULL")
+    assert fx.effects() == dict.fromkeys(keys, 1)
+    assert {pid for (pid,) in fx.query("SELECT pid FROM effects")} == {b.pid}
+    runs = fx.runs()
+    assert sorted(pid for _, pid, _ in runs) == sorted([a.pid] * n + [b.pid] * n)
+    assert a.poll() is None and b.poll() is None, procs.logs()
