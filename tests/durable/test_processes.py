@@ -212,6 +212,14 @@ def test_kill9_producer_after_persisted_task_runs(
     assert view.tasks()[task_id] == ("succeeded", 1, None)
     assert fx.effects() == {"the-key": 1}
     assert [key for key, _, _ in fx.runs()] == ["the-key"]
+    # Another process (this one) reads the task and its result from the store.
+    rt = offload.Runtime(store=url, durable_concurrency=0)
+    try:
+        info = rt.durable.get(task_id)
+    finally:
+        rt.close(10)
+    assert info is not None
+    assert (info.state, info.attempt, info.result) == ("succeeded", 1, "the-key")
 
 
 # -- 3. SIGTERM of a worker with 1,000 running ------------------------------------------
@@ -336,6 +344,8 @@ def test_poison_task_dead_lettered_after_retries_plus_one_attempts(
     (record,) = [d for d in dead if d["id"] == task_id]
     assert record["attempt"] == retries + 1
     assert record["error_type"] == "WorkerLost"
+    status = json.loads(run_cli(procs, "status", "--json", "--store", url))
+    assert status["by_state"]["dead"] == 1
 
 
 # -- 6. a worker paused past its lease: the fenced ack ----------------------------------
