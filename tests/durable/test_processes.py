@@ -92,18 +92,22 @@ def _diagnose(procs: Processes, view: StoreView) -> str:
 
 # -- 1. kill -9 of a worker mid-run ------------------------------------------------------
 @pytest.mark.durable_heavy
+@pytest.mark.parametrize("kind", ["sync-asyncio", "async-uvloop"])
 def test_kill9_worker_mid_run_every_task_once_effect(
-    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], kind: str
 ) -> None:
+    """Sync tasks (the workers' threads lane), or coroutines on uvloop workers."""
+    fn = proc_tasks.work if kind.startswith("sync") else proc_tasks.asleep
+    loop = kind.split("-")[1]
     url, view = store
     epath, fx = effects
     n, lease = 5000, 1.0
     keys = [f"k{i}" for i in range(n)]
     # A crash counts as an attempt: retries=3 lets the killed worker's tasks run again.
-    ids = produce(url, [(proc_tasks.work, (epath, k, 0.003)) for k in keys], retries=3)
+    ids = produce(url, [(fn, (epath, k, 0.003)) for k in keys], retries=3)
     key_of = dict(zip(ids, keys))
     workers = [
-        procs.worker(url, MODULE, f"worker{i}", lease=lease, concurrency=16, threads=16)
+        procs.worker(url, MODULE, f"worker{i}", lease=lease, concurrency=16, threads=16, loop=loop)
         for i in range(3)
     ]
     victim = workers[0]
@@ -153,7 +157,7 @@ def test_kill9_worker_mid_run_every_task_once_effect(
     reclaim = min(reruns) - killed_at
     twice = sum(1 for c in runs_per_key.values() if c >= 2)
     print(
-        f"\nkill -9 with {n - done_before} tasks left, {len(held)} held by the killed worker:"
+        f"\n[{kind}] kill -9 with {n - done_before} tasks left, {len(held)} held by the killed worker:"
         f" first re-run {reclaim:.3f} s after the kill (lease {lease:g} s);"
         f" {twice} keys ran twice or more, {len(runs)} runs in all"
     )
