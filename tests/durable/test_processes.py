@@ -167,7 +167,9 @@ def test_kill9_worker_mid_run_every_task_once_effect(
 
 
 # -- 2. kill -9 of the producer right after persisted() ---------------------------------
-PRODUCER = """
+PRODUCERS = {
+    # an app on a loop: spawn, then await persisted()
+    "persisted": """
 import asyncio, sys, time
 import offload
 import {module} as tasks
@@ -180,16 +182,29 @@ async def main():
     time.sleep(60)  # killed here: no shutdown, no close
 
 asyncio.run(main())
-"""
+""",
+    # a thread-side spawn with sync_commit=True: returns once committed
+    "sync_commit": """
+import sys, time
+import offload
+import {module} as tasks
+
+rt = offload.Runtime(store=sys.argv[1], durable_concurrency=0)
+handle = rt.durable.options(sync_commit=True).spawn(tasks.work, sys.argv[2], "the-key", 0.0)
+print("persisted", handle.id, flush=True)
+time.sleep(60)  # killed here: no shutdown, no close
+""",
+}
 
 
+@pytest.mark.parametrize("commit", sorted(PRODUCERS))
 def test_kill9_producer_after_persisted_task_runs(
-    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], commit: str
 ) -> None:
     url, view = store
     epath, fx = effects
     producer = subprocess.Popen(
-        [sys.executable, "-c", PRODUCER.format(module=MODULE), url, epath],
+        [sys.executable, "-c", PRODUCERS[commit].format(module=MODULE), url, epath],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=procs.env,
