@@ -170,29 +170,35 @@ def test_kill9_worker_mid_run_every_task_once_effect(
 PRODUCERS = {
     # an app on a loop: spawn, then await persisted()
     "persisted": """
-import asyncio, sys, time
+import asyncio, os, signal, sys, time
 import offload
 import {module} as tasks
+N = {n}
 
 async def main():
     rt = offload.Runtime(store=sys.argv[1], durable_concurrency=0)
-    handle = rt.durable.spawn(tasks.work, sys.argv[2], "the-key", 0.0)
-    await handle.persisted()
-    print("persisted", handle.id, flush=True)
-    time.sleep(60)  # killed here: no shutdown, no close
+    handles = [rt.durable.spawn(tasks.work, sys.argv[2], f"k{{i}}", 0.0) for i in range(N)]
+    for handle in handles:
+        await handle.persisted()
+    print("persisted", *[h.id for h in handles], flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # at once: no shutdown, no close
+    time.sleep(60)  # (or the test's SIGKILL, as soon as it reads the line)
 
 asyncio.run(main())
 """,
     # a thread-side spawn with sync_commit=True: returns once committed
     "sync_commit": """
-import sys, time
+import os, signal, sys, time
 import offload
 import {module} as tasks
+N = {n}
 
 rt = offload.Runtime(store=sys.argv[1], durable_concurrency=0)
-handle = rt.durable.options(sync_commit=True).spawn(tasks.work, sys.argv[2], "the-key", 0.0)
-print("persisted", handle.id, flush=True)
-time.sleep(60)  # killed here: no shutdown, no close
+lane = rt.durable.options(sync_commit=True)
+handles = [lane.spawn(tasks.work, sys.argv[2], f"k{{i}}", 0.0) for i in range(N)]
+print("persisted", *[h.id for h in handles], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # at once: no shutdown, no close
+time.sleep(60)  # (or the test's SIGKILL, as soon as it reads the line)
 """,
 }
 
@@ -203,8 +209,9 @@ def test_kill9_producer_after_persisted_task_runs(
 ) -> None:
     url, view = store
     epath, fx = effects
+    n = 300  # a batch: a persisted() that returned before the commit would lose some
     producer = subprocess.Popen(
-        [sys.executable, "-c", PRODUCERS[commit].format(module=MODULE), url, epath],
+        [sys.executable, "-c", PRODUCERS[commit].format(module=MODULE, n=n), url, epath],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=procs.env,
@@ -223,22 +230,32 @@ def test_kill9_producer_after_persisted_task_runs(
         if producer.stdout is not None:
             producer.stdout.close()
     assert line.startswith("persisted "), line + out
-    task_id = line.split()[1]
-    assert view.tasks()[task_id][0] == "queued"
+    task_ids = line.split()[1:]
+    assert len(task_ids) == n
+    tasks = view.tasks()
+    missing = [i for i in task_ids if tasks.get(i, ("missing",))[0] != "queued"]
+    assert not missing, f"{len(missing)} persisted tasks are not in the store"
 
     procs.worker(url, MODULE, "worker", lease=2.0)
-    wait_for("the task to succeed", lambda: view.tasks()[task_id][0] == "succeeded", 30)
-    assert view.tasks()[task_id] == ("succeeded", 1, None)
-    assert fx.effects() == {"the-key": 1}
-    assert [key for key, _, _ in fx.runs()] == ["the-key"]
-    # Another process (this one) reads the task and its result from the store.
+    wait_for(
+        "the tasks to succeed",
+        lambda: view.by_state().get("succeeded", 0) == n,
+        30,
+        detail=lambda: _diagnose(procs, view),
+    )
+    tasks = view.tasks()
+    assert all(tasks[i] == ("succeeded", 1, None) for i in task_ids)
+    keys = [f"k{i}" for i in range(n)]
+    assert fx.effects() == dict.fromkeys(keys, 1)
+    assert sorted(key for key, _, _ in fx.runs()) == sorted(keys)
+    # Another process (this one) reads a task and its result from the store.
     rt = offload.Runtime(store=url, durable_concurrency=0)
     try:
-        info = rt.durable.get(task_id)
+        info = rt.durable.get(task_ids[-1])
     finally:
         rt.close(10)
     assert info is not None
-    assert (info.state, info.attempt, info.result) == ("succeeded", 1, "the-key")
+    assert (info.state, info.attempt, info.result) == ("succeeded", 1, f"k{n - 1}")
 
 
 # -- 3. SIGTERM of a worker with 1,000 running ------------------------------------------
