@@ -11,6 +11,8 @@ killed with SIGKILL or stopped with SIGTERM at the worst moments.
 * A worker whose loop is blocked for 3x the lease keeps its lease: the task runs once.
 * A poison task that kills its worker every attempt ends dead-lettered after
   retries + 1 attempts, shown by `python -m offload dlq list`.
+* A worker paused (SIGSTOP) past its lease cannot ack over the worker that took its
+  tasks over (the fenced ack).
 
 The tasks are in proc_tasks.py, the process helpers in procs_support.py. Bounds on
 time are generous ("did not wait for a lease"), never benchmarks.
@@ -30,19 +32,8 @@ import pytest
 
 import offload
 
-try:  # tests/durable is a package (tests/ on sys.path) or a plain folder
-    from . import proc_tasks
-    from .procs_support import Effects, Processes, StoreView, import_root, run_cli, wait_for
-except ImportError:
-    import proc_tasks  # type: ignore[no-redef]
-    from procs_support import (  # type: ignore[no-redef]
-        Effects,
-        Processes,
-        StoreView,
-        import_root,
-        run_cli,
-        wait_for,
-    )
+from . import proc_tasks
+from .procs_support import Effects, Processes, StoreView, import_root, run_cli, wait_for
 
 MODULE = proc_tasks.__name__
 LOOPS = ["asyncio", "uvloop"]
