@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from .._controls import Backoff, Duplicate, merge_controls
 from ._codec import Codec, codec_for, function_ref, make_codec, resolve_function
 from ._sqlite import new_owner, open_sqlite
-from ._store import ACTIVE_STATES, Depths, NewTask, SlotFire, Store, StoreError, TaskRecord
+from ._store import (
+    ACTIVE_STATES,
+    Depths,
+    NewTask,
+    SlotFire,
+    Store,
+    StoreError,
+    TaskRecord,
+    encode_row,
+)
 from ._thread import FAILED, PENDING, StoreThread
 from ._worker import Worker
 
@@ -39,11 +48,13 @@ T = TypeVar("T")
 #: The store a durable spawn uses when none was configured (relative to the working
 #: directory, i.e. beside the app), unless OFFLOAD_STORE names one.
 DEFAULT_STORE = "sqlite:///offload.db"
-#: Spawns waiting for the store thread beyond which each spawn first hands the GIL over
-#: (`time.sleep(0)`): a thread spawning in a tight loop holds the GIL, and the store thread
-#: needs it between SQLite calls; without this, a burst of 20,000 spawns waited ~100 ms
-#: for its commit (docs/durable.md, "When is a task safe?").
-BACKLOG = 512
+#: A thread spawning in a tight loop holds the GIL, and the store thread needs it
+#: between its SQLite calls (CPython makes a waiting thread wait up to the 5 ms switch
+#: interval). When more than BACKLOG spawns wait and the store thread last took its
+#: inbox more than STARVED seconds ago, a spawn first hands the GIL over
+#: (`time.sleep(0)`), so the commit window stays a few milliseconds under a burst.
+BACKLOG = 256
+STARVED = 0.002
 _FINAL = frozenset({"succeeded", "dead", "cancelled"})
 #: Options of `durable.options()` besides the task controls.
 _DURABLE_ONLY = ("name", "sync_commit")
@@ -111,6 +122,8 @@ class DurableInfo:
     error_type: str | None
     error: str | None
     result: Any
+    #: Why `result` is None although a result was stored (it could not be decoded here).
+    result_error: str | None = None
 
     @property
     def done(self) -> bool:
@@ -321,27 +334,28 @@ class Durable:
             handle._key = key
             handle._rejects = spec.get("on_duplicate") == "reject"
         retries = spec.get("retries", 0)
-        if thread.inbox.qsize() > BACKLOG:
-            time.sleep(0)  # hand the GIL to the store thread: see BACKLOG
-        thread.inbox.put(
-            NewTask(
-                handle._id,
-                ref,
-                name,
-                payload,
-                self._codec.name,
-                _eta(spec, now),
-                retries + 1,
-                spec.get("timeout"),
-                _backoff(spec, retries),
-                _retry_on(spec),
-                now,
-                key,
-                spec.get("on_duplicate", "join"),
-                None,
-                handle,
-            )
+        task = NewTask(
+            handle._id,
+            ref,
+            name,
+            payload,
+            self._codec.name,
+            _eta(spec, now),
+            retries + 1,
+            spec.get("timeout"),
+            _backoff(spec, retries),
+            _retry_on(spec),
+            now,
+            key,
+            spec.get("on_duplicate", "join"),
+            None,
+            handle,
         )
+        if key is None:
+            task.row = encode_row(task)
+        if thread.inbox.qsize() > BACKLOG and time.monotonic() - thread.taken_at > STARVED:
+            time.sleep(0)  # the store thread waits for the GIL: hand it over (see BACKLOG)
+        thread.inbox.put(task)
         if handle._state == PENDING and not thread.alive:  # it closed under this spawn
             raise StoreError("this runtime is closed: its durable store is closed too")
         if spec["sync_commit"]:
@@ -432,15 +446,21 @@ class Durable:
     async def _acall(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
         return await asyncio.wrap_future(self._require_thread().call(fn, write=write))
 
+    def _read(self, fn: Callable[[Store], Any], timeout: float | None = None) -> Any:
+        return self._require_thread().read(fn).result(timeout)
+
+    async def _aread(self, fn: Callable[[Store], Any]) -> Any:
+        return await asyncio.wrap_future(self._require_thread().read(fn))
+
     def get(self, task_id: str) -> DurableInfo | None:
         """What the store knows of durable task `task_id` (from any process)."""
         _check_id(task_id)
-        record = self._call(lambda s: s.get(task_id))
+        record = self._read(lambda s: s.get(task_id))
         return None if record is None else self._info(record)
 
     async def aget(self, task_id: str) -> DurableInfo | None:
         _check_id(task_id)
-        record = await self._acall(lambda s: s.get(task_id))
+        record = await self._aread(lambda s: s.get(task_id))
         return None if record is None else self._info(record)
 
     def tasks(self, state: str | None = None, limit: int = 100) -> list[DurableInfo]:
@@ -449,14 +469,20 @@ class Durable:
         _check_state(state)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, got {limit!r}")
-        return [self._info(r) for r in self._call(lambda s: s.tasks(state, limit))]
+        return [self._info(r) for r in self._read(lambda s: s.tasks(state, limit))]
 
     def cancel(self, task_id: str) -> str:
         _check_id(task_id)
         return str(self._call(lambda s: s.cancel(task_id, time.time()), write=True))
 
-    def depths(self) -> Depths:
-        return self._call(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
+    def depths(self, timeout: float | None = None) -> Depths:
+        """Queue depths and leases; TimeoutError if the store has not answered within
+        `timeout` seconds."""
+        return self._read(lambda s: s.depths(time.time()), timeout)  # type: ignore[no-any-return]
+
+    async def adepths(self) -> Depths:
+        """`depths()` for a coroutine: the store thread answers, the loop never waits."""
+        return await self._aread(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
 
     def retry_dead(self, task_ids: list[str] | None = None) -> int:
         return int(self._call(lambda s: s.retry_dead(task_ids, time.time()), write=True))
@@ -482,6 +508,7 @@ class Durable:
         state = record.state
         if state == "queued" and record.eta > time.time():
             state = "scheduled"
+        result, result_error = self._decode_result(record)
         return DurableInfo(
             id=record.id,
             name=record.name,
@@ -499,17 +526,22 @@ class Durable:
             cancel_requested=record.cancel_requested,
             error_type=record.error_type,
             error=record.error,
-            result=self._decode_result(record),
+            result=result,
+            result_error=result_error,
         )
 
-    def _decode_result(self, record: TaskRecord) -> Any:
+    def _decode_result(self, record: TaskRecord) -> tuple[Any, str | None]:
         if record.result is None:
-            return None
+            return None, None
         try:
             fn = resolve_function(record.fn)
         except LookupError:
-            fn = None
-        return codec_for(record.codec, self._signing_key).decode_result(fn, record.result)
+            fn = None  # decoded without its return annotation
+        try:
+            codec = codec_for(record.codec, self._signing_key)
+            return codec.decode_result(fn, record.result), None
+        except Exception as exc:  # noqa: BLE001 (a lookup must not fail on a bad result)
+            return None, f"{type(exc).__qualname__}: {exc}"
 
     # -- results -------------------------------------------------------------------------------
     async def _await_result(self, task_id: str, timeout: float | None) -> Any:
@@ -589,9 +621,19 @@ class Durable:
 
 
 def _outcome(info: DurableInfo) -> Any:
-    if info.state == "succeeded":
-        return info.result
-    raise DurableTaskFailed(info)
+    if info.state != "succeeded":
+        raise DurableTaskFailed(info)
+    if info.result_error is not None:
+        raise ValueError(
+            f"durable task {info.name} (id {info.id}) succeeded, but its result can't be"
+            f" read here: {info.result_error}"
+        )
+    if info.error_type == "ResultNotStored":
+        raise ValueError(
+            f"durable task {info.name} (id {info.id}) succeeded, but its result was not"
+            f" stored: {info.error}"
+        )
+    return info.result
 
 
 def _eta(spec: dict[str, Any], now: float) -> float:

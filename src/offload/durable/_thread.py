@@ -32,6 +32,9 @@ from ._store import Claimed, NewTask, Outcome, SlotFire, Store, StoreError
 
 logger = logging.getLogger("offload")
 
+#: A store with no reader connection (lookups go through the store thread).
+_NO_READER = object()
+
 #: A handle's commit state (`handle._state`).
 PENDING, PERSISTED, FAILED = 0, 1, 2
 
@@ -106,6 +109,7 @@ class StoreThread:
         self._poll_at = now
         self._next_eta: float | None = None
         self._claim_now = True
+        self.taken_at = now  # when the thread last took its inbox (see _api.BACKLOG)
         self.committed = 0  # tasks committed, for stats
         self.failed = 0  # tasks refused by the store
         global _thread_counter
@@ -115,6 +119,10 @@ class StoreThread:
         self._thread = threading.Thread(
             target=self._run, name=f"offload-store-{number}", daemon=True
         )
+        #: Lookups (see read()): a one-thread pool and its own connection, made on first use.
+        self._reader_lock = threading.Lock()
+        self._reader_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reader_store: Any = None
 
     # -- life ------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +135,7 @@ class StoreThread:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Commit what is queued, close the store, end the thread. True if it ended."""
+        self._close_reader()
         self._stopping = True
         self.inbox.put(None)
         self._thread.join(timeout)
@@ -146,6 +155,45 @@ class StoreThread:
             return item.future
         self.inbox.put(item)
         return item.future
+
+    def read(self, fn: Callable[[Store], Any]) -> concurrent.futures.Future[Any]:
+        """Run fn(reader) for a lookup on the reader thread (`offload-store-read`), with
+        its own connection, so that lookups never wait behind a group commit nor delay
+        one; on the store thread when the store has no reader (in memory)."""
+        with self._reader_lock:
+            if self._reader_pool is None and self.alive and self.store is not None:
+                self._reader_pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix=f"{self._thread.name}-read"
+                )
+            pool = self._reader_pool
+        if pool is None:
+            return self.call(fn)
+        try:
+            return pool.submit(self._read_on_reader, fn)
+        except RuntimeError:  # shut down under us
+            return self.call(fn)
+
+    def _read_on_reader(self, fn: Callable[[Store], Any]) -> Any:
+        if self._reader_store is None:
+            assert self.store is not None
+            self._reader_store = self.store.open_reader() or _NO_READER
+        if self._reader_store is _NO_READER:
+            return self.call(fn).result()
+        return fn(self._reader_store)
+
+    def _close_reader(self) -> None:
+        with self._reader_lock:
+            pool, self._reader_pool = self._reader_pool, None
+        if pool is None:
+            return
+
+        def close() -> None:
+            reader, self._reader_store = self._reader_store, None
+            if reader is not None and reader is not _NO_READER:
+                reader.close()
+
+        pool.submit(close)
+        pool.shutdown(wait=True)
 
     def barrier(self) -> concurrent.futures.Future[None]:
         item = Barrier()
@@ -215,6 +263,7 @@ class StoreThread:
             items = [self.inbox.get(timeout=timeout)]
         except queue.Empty:
             return []
+        self.taken_at = time.monotonic()
         get = self.inbox.get_nowait
         try:
             while True:
