@@ -374,7 +374,9 @@ class StoreThread:
                 if renew:
                     cancels = store.renew(self.owner, now_wall, self.lease)
                 if reclaim:
-                    store.reclaim(now_wall)
+                    requeued, _ = store.reclaim(now_wall)
+                    # Our own commit does not change data_version: claim them now.
+                    claim = claim or (requeued > 0 and want > 0)
                 if claim:
                     claimed = store.claim(self.owner, min(want, 256), now_wall, self.lease)
                     if len(claimed) < min(want, 256):
