@@ -48,6 +48,11 @@ T = TypeVar("T")
 #: The store a durable spawn uses when none was configured (relative to the working
 #: directory, i.e. beside the app), unless OFFLOAD_STORE names one.
 DEFAULT_STORE = "sqlite:///offload.db"
+#: Retries of a durable task that names none: a worker killed mid-task costs its tasks
+#: an attempt (that is what stops a task that kills its worker from looping forever),
+#: so with no retries a deploy's SIGKILL would dead-letter everything in flight.
+DEFAULT_RETRIES = 3
+
 #: A thread spawning in a tight loop holds the GIL, and the store thread needs it
 #: between its SQLite calls (CPython makes a waiting thread wait up to the 5 ms switch
 #: interval). When more than BACKLOG spawns wait and the store thread last took its
@@ -335,7 +340,7 @@ class Durable:
         if key is not None:
             handle._key = key
             handle._rejects = spec.get("on_duplicate") == "reject"
-        retries = spec.get("retries", 0)
+        retries = spec.get("retries", DEFAULT_RETRIES)
         task = NewTask(
             handle._id,
             ref,
@@ -381,9 +386,9 @@ class Durable:
             self._codec.encode_call(ref, (), {}),
             self._codec.name,
             now,
-            1,
+            DEFAULT_RETRIES + 1,
             None,
-            None,
+            _backoff({}, DEFAULT_RETRIES),
             (),
             now,
             f"offload-periodic:{schedule}" if skip_overlap else None,

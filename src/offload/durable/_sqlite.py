@@ -500,6 +500,9 @@ class SqliteStore:
         params: list[Any] = []
         for o in outcomes:
             final = o.kind in ("succeeded", "dead", "cancelled")
+            # a success clears the error an earlier attempt left (but keeps its own,
+            # ResultNotStored); a retry or release keeps the last error for lookups
+            clears = o.kind == "succeeded"
             state = {"retry": "queued", "released": "queued"}.get(o.kind, o.kind)
             params += (
                 o.id,
@@ -511,11 +514,14 @@ class SqliteStore:
                 1 if o.kind == "released" else 0,
                 now if final else None,
                 now + ttl if o.kind in ("succeeded", "cancelled") else None,
+                clears,
             )
-        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes))
+        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes))
         self._db.execute(
             "UPDATE offload_tasks SET state = v.column2, result = v.column3,"
-            " error_type = coalesce(v.column4, error_type), error = coalesce(v.column5, error),"
+            " error_type = CASE WHEN v.column10 THEN v.column4"
+            " ELSE coalesce(v.column4, error_type) END,"
+            " error = CASE WHEN v.column10 THEN v.column5 ELSE coalesce(v.column5, error) END,"
             " eta = v.column6, attempt = attempt - v.column7, finished = v.column8,"
             " expires = v.column9, owner = NULL, lease_until = NULL"
             f" FROM (VALUES {rows}) AS v WHERE offload_tasks.id = v.column1",
@@ -600,9 +606,11 @@ class SqliteStore:
         return "finished"
 
     def retry_dead(self, task_ids: Sequence[str] | None, now: float) -> int:
+        # OR IGNORE: a dead task whose key another task holds now (queued or running)
+        # stays dead rather than fail the whole retry; the count tells how many moved
         sql = (
-            "UPDATE offload_tasks SET state = 'queued', attempt = 0, eta = ?, finished = NULL,"
-            " expires = NULL WHERE state = 'dead'"
+            "UPDATE OR IGNORE offload_tasks SET state = 'queued', attempt = 0, eta = ?,"
+            " finished = NULL, expires = NULL WHERE state = 'dead'"
         )
         if task_ids is None:
             return self._db.execute(sql, (now,)).rowcount

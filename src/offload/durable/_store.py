@@ -208,7 +208,8 @@ class Store(Protocol):
         ...
 
     def retry_dead(self, task_ids: Sequence[str] | None, now: float) -> int:
-        """Move dead-lettered tasks (all if None) back to queued, attempts reset."""
+        """Move dead-lettered tasks (all if None) back to queued, attempts reset; one
+        whose key another task now holds stays dead. Returns how many moved."""
         ...
 
     def purge(self, state: str, task_ids: Sequence[str] | None) -> int:
