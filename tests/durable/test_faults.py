@@ -661,7 +661,7 @@ def test_lookups_and_flushes_cancelled_by_their_caller(
             assert (await asyncio.wait_for(rt.durable.aget(first.id), 5)) is not None
             queued_on_the_store_thread = rt.durable._acall(lambda s: s.get(first.id))
             for call in (queued_on_the_store_thread, rt.durable.flush()):
-                with pytest.raises(TimeoutError):
+                with pytest.raises(asyncio.TimeoutError):  # (the builtin one from 3.11)
                     await asyncio.wait_for(call, 0.2)
         finally:
             holder.execute("COMMIT")

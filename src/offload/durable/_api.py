@@ -438,13 +438,16 @@ class Durable:
         """Return once every task spawned before the call is committed (or refused)."""
         if self._thread is None:
             return
-        await asyncio.wait_for(asyncio.wrap_future(self._thread.barrier()), timeout)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self._thread.barrier()), timeout)
+        except asyncio.TimeoutError:  # (3.10: not yet the builtin TimeoutError)
+            raise TimeoutError(f"durable tasks not all persisted within {timeout} s") from None
 
     def flush_sync(self, timeout: float | None = None) -> None:
         _refuse_on_loop()
         if self._thread is None:
             return
-        self._thread.barrier().result(timeout)
+        _result(self._thread.barrier(), timeout, "durable tasks not all persisted")
 
     # -- lookups ------------------------------------------------------------------------------
     def _call(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
@@ -454,7 +457,7 @@ class Durable:
         return await asyncio.wrap_future(self._require_thread().call(fn, write=write))
 
     def _read(self, fn: Callable[[Store], Any], timeout: float | None = None) -> Any:
-        return self._require_thread().read(fn).result(timeout)
+        return _result(self._require_thread().read(fn), timeout, "the durable store did not answer")
 
     async def _aread(self, fn: Callable[[Store], Any]) -> Any:
         return await asyncio.wrap_future(self._require_thread().read(fn))
@@ -625,6 +628,15 @@ class Durable:
         """In a forked child: the parent's store thread and connection are not ours."""
         self._thread = None
         self._worker = None
+
+
+def _result(future: concurrent.futures.Future[Any], timeout: float | None, what: str) -> Any:
+    """future.result(timeout), with the builtin TimeoutError on every CPython (3.10's
+    concurrent.futures has its own)."""
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"{what} within {timeout} s") from None
 
 
 def _outcome(info: DurableInfo) -> Any:
