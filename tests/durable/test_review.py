@@ -1,0 +1,353 @@
+"""A hostile review of the durable tier: each test here shows one defect found by
+reading the code, and is marked xfail(strict=True) until it is fixed (then the
+marker comes off). Store-level tests drive the `Store` interface directly (the store
+never reads the clock: times are passed in); the others go through a Runtime.
+
+Races are made deterministic by pausing one side at the exact point the other side
+must overtake it (an Event), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waiting import wait_until
+
+import offload
+from offload.durable import DurableTaskFailed, StoreError
+from offload.durable._sqlite import open_sqlite
+from offload.durable._store import NewTask, Outcome, Store
+from offload.durable._thread import PENDING, StoreThread
+
+from . import tasks
+from .conftest import MakeRuntime
+
+T0 = 1_800_000_000.0  # a wall-clock time; the store never reads the clock itself
+LEASE = 30.0
+
+
+def new(task_id: str, *, key: str | None = None, on_duplicate: str = "join") -> NewTask:
+    return NewTask(
+        id=task_id,
+        fn="tests.durable.tasks:add",
+        name="add",
+        payload=b"\x92\x92\x01\x02\x80",
+        codec="msgpack",
+        eta=T0,
+        max_attempts=3,
+        timeout=None,
+        backoff=None,
+        retry_on=(),
+        created=T0,
+        key=key,
+        on_duplicate=on_duplicate,
+    )
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = "memory://" if request.param == "memory" else "sqlite:///" + str(tmp_path / "r.db")
+    s = open_sqlite(url, durability="normal")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def write(store: Store, fn: Callable[[], Any]) -> Any:
+    with store.batch():
+        return fn()
+
+
+def state_of(store: Store, task_id: str) -> str:
+    record = store.get(task_id)
+    assert record is not None
+    return record.state
+
+
+# -- cancellation requests that the store forgets --------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reclaim requeues a running task whose cancel was requested; claim then resets"
+    " cancel_requested, so a cancelled task runs again",
+)
+def test_cancel_request_survives_a_reclaim(store: Store) -> None:
+    write(store, lambda: store.enqueue([new("a")], T0))
+    write(store, lambda: store.claim("w1", 1, T0, LEASE))
+    assert write(store, lambda: store.cancel("a", T0 + 1)) == "requested"
+    # w1 dies before it sees the request: its lease runs out and any worker reclaims
+    write(store, lambda: store.reclaim(T0 + LEASE + 1))
+    assert state_of(store, "a") == "cancelled"
+    assert write(store, lambda: store.claim("w2", 1, T0 + LEASE + 2, LEASE)) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a 'retry' outcome of an attempt whose cancel was requested requeues it;"
+    " the next claim clears cancel_requested and the cancelled task runs again",
+)
+def test_cancel_request_survives_a_failed_attempt(store: Store) -> None:
+    write(store, lambda: store.enqueue([new("a")], T0))
+    write(store, lambda: store.claim("w1", 1, T0, LEASE))
+    assert write(store, lambda: store.cancel("a", T0 + 1)) == "requested"
+    # a sync function can't be interrupted: it goes on, then fails retryably
+    retry = Outcome("a", 1, "retry", error_type="ValueError", error="boom", eta=T0 + 2)
+    assert write(store, lambda: store.finish("w1", [retry], T0 + 2, 3600.0)) == []
+    assert state_of(store, "a") == "cancelled"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="release() at shutdown requeues a running holder that on_duplicate='replace'"
+    " asked to stop: it runs again beside its replacement (two runs for one key)",
+)
+def test_replaced_running_holder_is_not_requeued_by_a_release(store: Store) -> None:
+    write(store, lambda: store.enqueue([new("old", key="k")], T0))
+    write(store, lambda: store.claim("w1", 1, T0, LEASE))
+    write(store, lambda: store.enqueue([new("new", key="k", on_duplicate="replace")], T0 + 1))
+    # w1 shuts down before its renewal told it to stop: it releases what it holds
+    write(store, lambda: store.release("w1", T0 + 2))
+    assert state_of(store, "old") == "cancelled"
+    claimed = write(store, lambda: store.claim("w2", 10, T0 + 3, LEASE))
+    assert [c.id for c in claimed] == ["new"]
+
+
+# -- periodic slots ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fire_slot deletes the older slots it has seen, so a process whose timer (or"
+    " clock) lags one period behind fires an already-fired slot a second time",
+)
+def test_a_slot_older_than_a_fired_one_does_not_fire_again(store: Store) -> None:
+    assert write(store, lambda: store.fire_slot("s", 100.0, new("r1"), T0))
+    assert write(store, lambda: store.fire_slot("s", 160.0, new("r2"), T0))
+    # another process, one period late (a blocked loop, a clock 60 s behind), fires 100
+    assert not write(store, lambda: store.fire_slot("s", 100.0, new("r3"), T0))
+
+
+# -- the dead-letter set -------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="retry_dead of a dead task whose key another task now holds breaks the partial"
+    " unique index: sqlite3.IntegrityError aborts the whole retry (dlq retry --all)",
+)
+def test_retry_dead_with_its_key_held_elsewhere(store: Store) -> None:
+    write(store, lambda: store.enqueue([new("dead-keyed", key="k"), new("dead-plain")], T0))
+    claimed = write(store, lambda: store.claim("w1", 2, T0, LEASE))
+    outcomes = [Outcome(c.id, c.attempt, "dead", error_type="E", error="e") for c in claimed]
+    write(store, lambda: store.finish("w1", outcomes, T0 + 1, 3600.0))
+    write(store, lambda: store.enqueue([new("holder", key="k")], T0 + 2))
+    # the operator's `dlq retry --all`: the plain one goes back; the keyed one must not
+    # make a second holder of "k" (it stays dead, or joins), and nothing raises
+    write(store, lambda: store.retry_dead(None, T0 + 3))
+    assert state_of(store, "dead-plain") == "queued"
+    holders = [t for t in store.tasks("queued", 10) if t.key == "k"]
+    assert [t.id for t in holders] == ["holder"]
+
+
+# -- outcomes that never reach the store ----------------------------------------------------------
+
+
+def always_fails() -> None:
+    raise ConnectionError("down")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_retry_delay's initial * factor ** (attempt - 1) overflows (OverflowError) in"
+    " Worker._done: the outcome is dropped and renew() keeps the task running forever",
+)
+def test_a_backoff_that_overflows_still_ends_the_task(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
+    rt = make_runtime(store=store_url)
+    # factor ** 2 overflows a float at the third attempt (as 2.0 ** 1024 does at the
+    # 1025th attempt of the default backoff, retries allowing up to 1,000,000)
+    backoff = offload.Backoff(initial=0.0, factor=1e300, max=0.0, jitter=False)
+    handle = rt.durable.options(retries=4, backoff=backoff).spawn(always_fails)
+    with pytest.raises(DurableTaskFailed):
+        handle.result_sync(5)
+
+
+# -- per-task state kept forever ------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Worker._cancel_requested keeps the id of an attempt that ended without being"
+    " cancelled (a sync function can't be): grows per task, and a later attempt of that"
+    " task on this worker can no longer be cancelled",
+)
+def test_a_cancel_request_is_forgotten_when_the_attempt_ends(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
+    tasks.gate.clear()
+    rt = make_runtime(store=store_url, lease=0.3)  # renewals (and cancel requests) every 0.1 s
+    try:
+        handle = rt.durable.spawn(tasks.wait_gate)
+        handle.wait_persisted(5)
+        assert wait_until(lambda: (i := handle.info()) is not None and i.state == "running", 5)
+        assert handle.cancel() == "requested"
+        worker = rt.durable._worker
+        assert worker is not None
+        assert wait_until(lambda: handle.id in worker._cancel_requested, 5)
+    finally:
+        tasks.gate.set()
+    assert handle.result_sync(5) == "opened"
+    assert wait_until(lambda: handle.id not in worker._cancel_requested, 2)
+
+
+# -- waking waiters -------------------------------------------------------------------------------
+
+
+class RacingHandle:
+    """A handle whose first read of `_state` (PENDING) is overtaken by the store thread
+    committing it: exactly the interleaving of a caller in when_settled() and the store
+    thread in _persisted(), forced."""
+
+    def __init__(self, thread: StoreThread) -> None:
+        self._thread = thread
+        self._value = PENDING
+        self._duplicate_of: str | None = None
+        self._overtaken = False
+
+    @property
+    def _state(self) -> int:
+        value = self._value
+        if value == PENDING and not self._overtaken:
+            self._overtaken = True
+            committed = types.SimpleNamespace(handle=self, duplicate_of=None)
+            store_thread = threading.Thread(target=self._thread._persisted, args=([committed],))
+            store_thread.start()
+            store_thread.join(1.0)  # a fixed _settle waits for the caller's lock: go on
+        return value
+
+    @_state.setter
+    def _state(self, value: int) -> None:
+        self._value = value
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="StoreThread._settle returns early on an unlocked `if not self._waiters`: a"
+    " waiter added right after it read PENDING is never woken (persisted() hangs)",
+)
+def test_a_waiter_racing_the_commit_is_woken() -> None:
+    thread = StoreThread(lambda: None, owner="w", lease=30.0, result_ttl=60.0)  # type: ignore[arg-type,return-value]
+    handle = RacingHandle(thread)
+    woken = threading.Event()
+    thread.when_settled(handle, woken.set)
+    assert woken.wait(3)
+
+
+# -- a spawn racing the close ----------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a spawn whose put lands after the store thread's last inbox take, while the"
+    " thread is still closing the store, returns a handle that is never settled",
+)
+def test_a_spawn_racing_close_is_refused_or_reported(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
+    rt = make_runtime(store=store_url, durable_concurrency=0)
+    durable = rt.durable
+    durable.start()
+    thread = durable._thread
+    assert thread is not None and thread.store is not None
+    real_inbox, store = thread.inbox, thread.store
+    at_put, closing, go = threading.Event(), threading.Event(), threading.Event()
+
+    class Inbox:  # the spawn is preempted just before its put, until the close began
+        def put(self, item: Any) -> None:
+            if type(item) is NewTask and not at_put.is_set():
+                at_put.set()
+                closing.wait(5)
+            real_inbox.put(item)
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            return real_inbox.get(*args, **kwargs)
+
+        def get_nowait(self) -> Any:
+            return real_inbox.get_nowait()
+
+        def qsize(self) -> int:
+            return real_inbox.qsize()
+
+    real_close = store.close
+
+    def slow_close() -> None:  # the store thread, after its last take, closing the file
+        closing.set()
+        go.wait(5)
+        real_close()
+
+    thread.inbox = Inbox()  # type: ignore[assignment]
+    store.close = slow_close  # type: ignore[method-assign]
+    result: dict[str, Any] = {}
+
+    def spawner() -> None:
+        try:
+            result["handle"] = durable.spawn(tasks.add, 1, 2)
+        except StoreError as exc:
+            result["error"] = exc
+
+    spawning = threading.Thread(target=spawner)
+    spawning.start()
+    assert at_put.wait(5)
+    closer = threading.Thread(target=durable.close, args=(5.0,))
+    closer.start()
+    spawning.join(5)
+    go.set()
+    closer.join(10)
+    if "error" in result:
+        return  # refused at the call site: fine
+    with pytest.raises(StoreError):
+        result["handle"].wait_persisted(3)
+
+
+# -- bad input at the public entries ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="retry_dead()/purge() take a str of ids as a list of 1-char ids (json of"
+    " list('abc')): silently does nothing, or purges ids 'a', 'b', 'c'",
+)
+def test_retry_dead_and_purge_refuse_a_str_of_ids(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
+    rt = make_runtime(store=store_url, durable_concurrency=0)
+    with pytest.raises(TypeError):
+        rt.durable.retry_dead("0758fb2be97b-1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        rt.durable.purge("dead", "0758fb2be97b-1")  # type: ignore[arg-type]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DurableTaskFunction.options passes name= twice (its own and the caller's):"
+    " f.options(name='x') raises 'got multiple values for keyword argument'",
+)
+def test_a_decorated_function_takes_a_name_option(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
+    rt = make_runtime(store=store_url)
+    previous = offload._replace_default_runtime(rt)
+    try:
+        handle = tasks.decorated.options(name="doubling").spawn(4)
+        assert handle.name == "doubling"
+        assert handle.result_sync(10) == 8
+    finally:
+        offload._replace_default_runtime(previous)
