@@ -347,7 +347,7 @@ def test_a_decorated_function_takes_a_name_option(
     rt = make_runtime(store=store_url)
     previous = offload._replace_default_runtime(rt)
     try:
-        handle = tasks.decorated.options(name="doubling").spawn(4)
+        handle = tasks.decorated.options(name="doubling").spawn(tasks.decorated, 4)
         assert handle.name == "doubling"
         assert handle.result_sync(10) == 8
     finally:
