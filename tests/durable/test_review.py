@@ -9,6 +9,7 @@ must overtake it (an Event), never by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import types
@@ -403,3 +404,81 @@ def test_an_outcome_racing_close_is_written(make_runtime: MakeRuntime, sqlite_ur
     finally:
         store.close()
     assert record is not None and record.state == "dead"
+
+
+# -- SQLite versions -----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the enqueue SQL uses ->> (SQLite 3.38+; UPDATE ... FROM needs 3.33) and open"
+    " checks no version: on Ubuntu 22.04's Python 3.10 (SQLite 3.37.2) the store opens,"
+    " then every plain spawn fails with a syntax error",
+)
+def test_an_sqlite_older_than_the_sql_needs_is_refused_at_open(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from offload.durable import _sqlite
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 37, 2))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.37.2")
+    try:
+        store = open_sqlite("sqlite:///" + str(tmp_path / "old.db"), durability="normal")
+    except StoreError as exc:
+        assert "3.37" in str(exc)  # refused, saying which SQLite it found
+        return
+    store.close()
+    # or it opens and speaks only what 3.37 understands
+    assert "->>" not in _sqlite._INSERT_ROWS
+
+
+# -- the async shutdown ----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Runtime.shutdown() (async) calls _close_durable on the loop: thread.stop()"
+    " joins the store thread's last commit and close, blocking the event loop",
+)
+def test_async_shutdown_does_not_block_the_loop_on_the_store(
+    make_runtime: MakeRuntime, sqlite_url: str, arun: Any
+) -> None:
+    async def main() -> None:
+        rt = make_runtime(store=sqlite_url, durable_concurrency=0)
+        rt.durable.start()
+        thread = rt.durable._thread
+        assert thread is not None and thread.store is not None
+        store, real_close, real_stop = thread.store, thread.store.close, thread.stop
+        closing, go = threading.Event(), threading.Event()
+        seen: dict[str, bool] = {"in_stop": False}
+
+        def slow_close() -> None:  # the last commit and close take a while (a busy disk)
+            closing.set()
+            go.wait(5)
+            real_close()
+
+        def stop(timeout: float | None = None) -> bool:
+            seen["in_stop"] = True
+            try:
+                return real_stop(timeout)
+            finally:
+                seen["in_stop"] = False
+
+        store.close = slow_close  # type: ignore[method-assign]
+        thread.stop = stop  # type: ignore[method-assign]
+
+        async def watcher() -> bool:
+            while not closing.is_set():
+                await asyncio.sleep(0.001)
+            ran_during_stop = seen["in_stop"]
+            go.set()
+            return ran_during_stop
+
+        watching = asyncio.ensure_future(watcher())
+        await rt.shutdown(4)
+        go.set()
+        assert await watching  # the loop ran while the store was closing
+
+    arun(main(), timeout=20)
