@@ -10,6 +10,7 @@ must overtake it (an Event), never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import types
@@ -482,3 +483,48 @@ def test_async_shutdown_does_not_block_the_loop_on_the_store(
         assert await watching  # the loop ran while the store was closing
 
     arun(main(), timeout=20)
+
+
+# -- user code on the store thread -------------------------------------------------------------------
+
+#: Set while a test wants SlowToBuild's conversion to block.
+armed, decoding, hold_decode = threading.Event(), threading.Event(), threading.Event()
+
+
+@dataclasses.dataclass
+class SlowToBuild:
+    n: int
+
+    def __post_init__(self) -> None:  # user code msgspec runs when it converts an argument
+        if armed.is_set():
+            decoding.set()
+            hold_decode.wait(5)
+
+
+def build(value: SlowToBuild) -> int:
+    return value.n
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Worker.dispatch imports the function and decodes its arguments (user code:"
+    " __post_init__, validators, unpickling, a slow import) on the store thread: while"
+    " it runs, no spawn is committed and no lease renewed",
+)
+def test_user_code_decoding_arguments_does_not_stall_the_store_thread(
+    make_runtime: MakeRuntime, store_url: str
+) -> None:
+    decoding.clear()
+    hold_decode.clear()
+    rt = make_runtime(store=store_url)
+    value = SlowToBuild(7)
+    armed.set()
+    try:
+        first = rt.durable.spawn(build, value)
+        assert decoding.wait(5)  # a worker is converting its argument
+        second = rt.durable.spawn(tasks.add, 1, 2)
+        second.wait_persisted(2)  # committed while that conversion goes on
+    finally:
+        armed.clear()
+        hold_decode.set()
+    assert first.result_sync(5) == 7
