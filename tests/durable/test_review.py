@@ -528,3 +528,36 @@ def test_user_code_decoding_arguments_does_not_stall_the_store_thread(
         armed.clear()
         hold_decode.set()
     assert first.result_sync(5) == 7
+
+
+# -- result(timeout) bounds the whole wait ---------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DurableTask.result(timeout) first awaits persisted() with no timeout: while the"
+    " store is locked the caller waits out the busy timeout instead of its own",
+)
+def test_result_timeout_bounds_the_wait_for_the_commit_too(
+    make_runtime: MakeRuntime, sqlite_url: str, arun: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from offload.durable import _sqlite
+
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT", 4.0)  # the store gives up after 4 s
+    rt = make_runtime(store=sqlite_url, durable_concurrency=0)
+    rt.durable.start()
+    other = sqlite3.connect(sqlite_url[len("sqlite:///") :], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def main() -> None:
+        handle = rt.durable.spawn(tasks.add, 1, 2)
+        with pytest.raises(TimeoutError):
+            await handle.result(timeout=0.5)
+
+    try:
+        arun(main(), timeout=20)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
