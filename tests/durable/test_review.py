@@ -678,3 +678,32 @@ def test_a_child_forked_while_the_store_opens_can_spawn(
             pytest.fail("the forked child hung past its own deadline")
         time.sleep(0.02)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- a corrupted row ---------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SqliteStore.claim decodes every claimed row (base64 payload, backoff and"
+    " retry_on JSON) inside the group: one corrupted row fails the whole group at every"
+    " claim (rolled back, so it is claimed again), wedging the worker and failing spawns",
+)
+def test_a_corrupted_row_is_dead_lettered_and_the_worker_goes_on(
+    make_runtime: MakeRuntime, sqlite_url: str
+) -> None:
+    import sqlite3
+
+    producer = make_runtime(store=sqlite_url, durable_concurrency=0)
+    bad = producer.durable.spawn(tasks.add, 1, 2)
+    bad.wait_persisted(5)
+    db = sqlite3.connect(sqlite_url[len("sqlite:///") :], isolation_level=None)
+    try:
+        db.execute("UPDATE offload_tasks SET payload = '%% not base64' WHERE id = ?", (bad.id,))
+    finally:
+        db.close()
+    worker = make_runtime(store=sqlite_url)
+    good = worker.durable.spawn(tasks.add, 2, 3)
+    assert good.result_sync(5) == 5
+    info = worker.durable.get(bad.id)
+    assert info is not None and info.state == "dead"
