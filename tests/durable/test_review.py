@@ -707,3 +707,50 @@ def test_a_corrupted_row_is_dead_lettered_and_the_worker_goes_on(
     assert good.result_sync(5) == 5
     info = worker.durable.get(bad.id)
     assert info is not None and info.state == "dead"
+
+
+# -- a store locked past the busy timeout ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/durable.md says a store locked by another process is waited for and"
+    " tried again; after one busy timeout _group_failed fails the group's new tasks"
+    " (their handles raise StoreError) and never tries them again",
+)
+def test_a_spawn_during_a_long_lock_is_committed_once_the_lock_is_gone(
+    make_runtime: MakeRuntime, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import sqlite3
+
+    from offload.durable import _sqlite
+
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT", 0.3)
+    rt = make_runtime(store=sqlite_url, durable_concurrency=0)
+    rt.durable.start()
+    thread = rt.durable._thread
+    assert thread is not None and thread.store is not None
+    store = thread.store
+    real_batch = store.batch
+    busy: list[BaseException] = []
+
+    @contextlib.contextmanager
+    def batch() -> Iterator[None]:
+        try:
+            with real_batch():
+                yield
+        except StoreError as exc:
+            busy.append(exc)
+            raise
+
+    store.batch = batch  # type: ignore[method-assign]
+    other = sqlite3.connect(sqlite_url[len("sqlite:///") :], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a long reader-writer: a backup, a migration
+    try:
+        handle = rt.durable.spawn(tasks.add, 1, 2)
+        assert wait_until(lambda: bool(busy), 5)  # the store thread waited it out once
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    handle.wait_persisted(5)
