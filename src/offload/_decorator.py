@@ -112,7 +112,7 @@ class DurableTaskFunction(Generic[P, R_co]):
         """Durable spawns of this function with these options on top of the decorator's."""
         from . import _default
 
-        return _default.durable.options(name=self._name, **{**self._controls, **options})
+        return _default.durable.options(**{"name": self._name, **self._controls, **options})
 
     @overload
     def spawn(

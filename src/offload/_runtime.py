@@ -425,11 +425,13 @@ class Runtime(_engine.Engine):
         self._periodic.cancel_all()  # one made while it closed
         unfinished = await self.drain(drain_for)
         if unfinished:
-            unfinished -= await asyncio.to_thread(self._release_durable)
+            if self._durable is not None:  # a store write: not on the loop
+                unfinished -= await asyncio.to_thread(self._release_durable)
             for task in unfinished:
                 task.cancel()
             await self.drain(cancel_for)
-        self._close_durable(join_for)
+        if self._durable is not None:  # joins the store thread: not on the loop
+            await asyncio.to_thread(self._close_durable, join_for)
         await self._close_loop_locals_async(join_for)
         stopper = threading.Thread(target=self._stop_pool, args=(join_for,), daemon=True)
         stopper.start()

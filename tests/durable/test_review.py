@@ -79,11 +79,6 @@ def state_of(store: Store, task_id: str) -> str:
 # -- cancellation requests that the store forgets --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reclaim requeues a running task whose cancel was requested; claim then resets"
-    " cancel_requested, so a cancelled task runs again",
-)
 def test_cancel_request_survives_a_reclaim(store: Store) -> None:
     write(store, lambda: store.enqueue([new("a")], T0))
     write(store, lambda: store.claim("w1", 1, T0, LEASE))
@@ -94,11 +89,6 @@ def test_cancel_request_survives_a_reclaim(store: Store) -> None:
     assert write(store, lambda: store.claim("w2", 1, T0 + LEASE + 2, LEASE)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 'retry' outcome of an attempt whose cancel was requested requeues it;"
-    " the next claim clears cancel_requested and the cancelled task runs again",
-)
 def test_cancel_request_survives_a_failed_attempt(store: Store) -> None:
     write(store, lambda: store.enqueue([new("a")], T0))
     write(store, lambda: store.claim("w1", 1, T0, LEASE))
@@ -109,11 +99,6 @@ def test_cancel_request_survives_a_failed_attempt(store: Store) -> None:
     assert state_of(store, "a") == "cancelled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="release() at shutdown requeues a running holder that on_duplicate='replace'"
-    " asked to stop: it runs again beside its replacement (two runs for one key)",
-)
 def test_replaced_running_holder_is_not_requeued_by_a_release(store: Store) -> None:
     write(store, lambda: store.enqueue([new("old", key="k")], T0))
     write(store, lambda: store.claim("w1", 1, T0, LEASE))
@@ -128,11 +113,6 @@ def test_replaced_running_holder_is_not_requeued_by_a_release(store: Store) -> N
 # -- periodic slots ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fire_slot deletes the older slots it has seen, so a process whose timer (or"
-    " clock) lags one period behind fires an already-fired slot a second time",
-)
 def test_a_slot_older_than_a_fired_one_does_not_fire_again(store: Store) -> None:
     assert write(store, lambda: store.fire_slot("s", 100.0, new("r1"), T0))
     assert write(store, lambda: store.fire_slot("s", 160.0, new("r2"), T0))
@@ -143,11 +123,6 @@ def test_a_slot_older_than_a_fired_one_does_not_fire_again(store: Store) -> None
 # -- the dead-letter set -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry_dead of a dead task whose key another task now holds breaks the partial"
-    " unique index: sqlite3.IntegrityError aborts the whole retry (dlq retry --all)",
-)
 def test_retry_dead_with_its_key_held_elsewhere(store: Store) -> None:
     write(store, lambda: store.enqueue([new("dead-keyed", key="k"), new("dead-plain")], T0))
     claimed = write(store, lambda: store.claim("w1", 2, T0, LEASE))
@@ -169,11 +144,6 @@ def always_fails() -> None:
     raise ConnectionError("down")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_retry_delay's initial * factor ** (attempt - 1) overflows (OverflowError) in"
-    " Worker._done: the outcome is dropped and renew() keeps the task running forever",
-)
 def test_a_backoff_that_overflows_still_ends_the_task(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -189,12 +159,6 @@ def test_a_backoff_that_overflows_still_ends_the_task(
 # -- per-task state kept forever ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Worker._cancel_requested keeps the id of an attempt that ended without being"
-    " cancelled (a sync function can't be): grows per task, and a later attempt of that"
-    " task on this worker can no longer be cancelled",
-)
 def test_a_cancel_request_is_forgotten_when_the_attempt_ends(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -244,11 +208,6 @@ class RacingHandle:
         self._value = value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StoreThread._settle returns early on an unlocked `if not self._waiters`: a"
-    " waiter added right after it read PENDING is never woken (persisted() hangs)",
-)
 def test_a_waiter_racing_the_commit_is_woken() -> None:
     thread = StoreThread(lambda: None, owner="w", lease=30.0, result_ttl=60.0)  # type: ignore[arg-type,return-value]
     handle = RacingHandle(thread)
@@ -260,11 +219,6 @@ def test_a_waiter_racing_the_commit_is_woken() -> None:
 # -- a spawn racing the close ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a spawn whose put lands after the store thread's last inbox take, while the"
-    " thread is still closing the store, returns a handle that is never settled",
-)
 def test_a_spawn_racing_close_is_refused_or_reported(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -326,11 +280,6 @@ def test_a_spawn_racing_close_is_refused_or_reported(
 # -- bad input at the public entries ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retry_dead()/purge() take a str of ids as a list of 1-char ids (json of"
-    " list('abc')): silently does nothing, or purges ids 'a', 'b', 'c'",
-)
 def test_retry_dead_and_purge_refuse_a_str_of_ids(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -341,11 +290,6 @@ def test_retry_dead_and_purge_refuse_a_str_of_ids(
         rt.durable.purge("dead", "0758fb2be97b-1")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DurableTaskFunction.options passes name= twice (its own and the caller's):"
-    " f.options(name='x') raises 'got multiple values for keyword argument'",
-)
 def test_a_decorated_function_takes_a_name_option(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -380,12 +324,6 @@ class _HoldDeadLetterLog(logging.Handler):
         self.left.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close() does not wait for the durable done-callbacks: an outcome put after"
-    " the store thread's last take is dropped silently; the finished task stays"
-    " 'running' and runs again once its lease expires",
-)
 def test_an_outcome_racing_close_is_written(make_runtime: MakeRuntime, sqlite_url: str) -> None:
     rt = make_runtime(store=sqlite_url)
     rt.durable.start()
@@ -413,12 +351,6 @@ def test_an_outcome_racing_close_is_written(make_runtime: MakeRuntime, sqlite_ur
 # -- SQLite versions -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the enqueue SQL uses ->> (SQLite 3.38+; UPDATE ... FROM needs 3.33) and open"
-    " checks no version: on Ubuntu 22.04's Python 3.10 (SQLite 3.37.2) the store opens,"
-    " then every plain spawn fails with a syntax error",
-)
 def test_an_sqlite_older_than_the_sql_needs_is_refused_at_open(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -441,11 +373,6 @@ def test_an_sqlite_older_than_the_sql_needs_is_refused_at_open(
 # -- the async shutdown ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Runtime.shutdown() (async) calls _close_durable on the loop: thread.stop()"
-    " joins the store thread's last commit and close, blocking the event loop",
-)
 def test_async_shutdown_does_not_block_the_loop_on_the_store(
     make_runtime: MakeRuntime, sqlite_url: str, arun: Any
 ) -> None:
@@ -508,12 +435,6 @@ def build(value: SlowToBuild) -> int:
     return value.n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Worker.dispatch imports the function and decodes its arguments (user code:"
-    " __post_init__, validators, unpickling, a slow import) on the store thread: while"
-    " it runs, no spawn is committed and no lease renewed",
-)
 def test_user_code_decoding_arguments_does_not_stall_the_store_thread(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -536,11 +457,6 @@ def test_user_code_decoding_arguments_does_not_stall_the_store_thread(
 # -- result(timeout) bounds the whole wait ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DurableTask.result(timeout) first awaits persisted() with no timeout: while the"
-    " store is locked the caller waits out the busy timeout instead of its own",
-)
 def test_result_timeout_bounds_the_wait_for_the_commit_too(
     make_runtime: MakeRuntime, sqlite_url: str, arun: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -569,12 +485,6 @@ def test_result_timeout_bounds_the_wait_for_the_commit_too(
 # -- lookups and the operators' commands --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Durable._info decodes every result eagerly: one result this process can't"
-    " decode (signed pickle without the key, a changed return type) makes get() and the"
-    " whole tasks() listing raise",
-)
 def test_a_lookup_survives_a_result_it_cannot_decode(
     make_runtime: MakeRuntime, sqlite_url: str
 ) -> None:
@@ -588,11 +498,6 @@ def test_a_lookup_survives_a_result_it_cannot_decode(
     assert info is not None and info.state == "succeeded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_cli.main builds the Runtime outside its try: a bad --store (unknown scheme)"
-    " ends `python -m offload status/dlq` with a ValueError traceback, not a message",
-)
 def test_cli_reports_a_bad_store_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     from offload.durable._cli import main
 
@@ -610,12 +515,6 @@ async def raises_cancelled() -> None:
     raise asyncio.CancelledError  # user code: an inner cancellation let through
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Worker._done turns any cancelled attempt the worker didn't ask to stop into"
-    " 'released' (attempt not counted, due now): a task ending in CancelledError reruns"
-    " forever in a hot loop (~10k runs/s), never dead-lettered",
-)
 def test_an_attempt_cancelled_by_its_own_code_counts(
     make_runtime: MakeRuntime, store_url: str
 ) -> None:
@@ -631,12 +530,6 @@ def test_an_attempt_cancelled_by_its_own_code_counts(
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="Durable.forget_after_fork keeps the parent's _lock: forked while another thread"
-    " was opening the store (_require_thread holds it through the open), the child's"
-    " first durable spawn deadlocks",
-)
 def test_a_child_forked_while_the_store_opens_can_spawn(
     make_runtime: MakeRuntime, sqlite_url: str
 ) -> None:
@@ -683,12 +576,6 @@ def test_a_child_forked_while_the_store_opens_can_spawn(
 # -- a corrupted row ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqliteStore.claim decodes every claimed row (base64 payload, backoff and"
-    " retry_on JSON) inside the group: one corrupted row fails the whole group at every"
-    " claim (rolled back, so it is claimed again), wedging the worker and failing spawns",
-)
 def test_a_corrupted_row_is_dead_lettered_and_the_worker_goes_on(
     make_runtime: MakeRuntime, sqlite_url: str
 ) -> None:
@@ -712,12 +599,6 @@ def test_a_corrupted_row_is_dead_lettered_and_the_worker_goes_on(
 # -- a store locked past the busy timeout ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/durable.md says a store locked by another process is waited for and"
-    " tried again; after one busy timeout _group_failed fails the group's new tasks"
-    " (their handles raise StoreError) and never tries them again",
-)
 def test_a_spawn_during_a_long_lock_is_committed_once_the_lock_is_gone(
     make_runtime: MakeRuntime, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

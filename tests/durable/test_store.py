@@ -130,7 +130,7 @@ def test_renewal_extends_only_the_owners_leases_and_reports_cancel_requests(stor
     write(store, lambda: store.claim("w1", 1, T0, 10.0))
     write(store, lambda: store.claim("w2", 1, T0, 10.0))
     assert write(store, lambda: store.cancel("a", T0)) == "requested"
-    assert write(store, lambda: store.renew("w1", T0 + 8, 10.0)) == ["a"]
+    assert write(store, lambda: store.renew("w1", ["a"], T0 + 8, 10.0)) == ["a"]
     a, b = store.get("a"), store.get("b")
     assert a is not None and b is not None
     assert a.lease_until == pytest.approx(T0 + 18) and b.lease_until == pytest.approx(T0 + 10)

@@ -103,7 +103,7 @@ async def fill(rt: offload.Runtime) -> dict[str, Any]:
     one ready task waiting behind it (durable_concurrency=1)."""
     ok = rt.durable.spawn(add, 2, 3)
     assert await ok.result(WAIT) == 5
-    dead = rt.durable.spawn(declined, "order-7")
+    dead = rt.durable.options(retries=0).spawn(declined, "order-7")
     with pytest.raises(offload.durable.DurableTaskFailed):
         await dead.result(WAIT)
     later = rt.durable.options(delay=3600).spawn(add, 1, 1)
@@ -393,7 +393,7 @@ async def healthz() -> str:
 
 @app.post("/spawn")
 async def spawn() -> None:
-    await runtime.durable.spawn(declined).persisted()
+    await runtime.durable.options(retries=0).spawn(declined).persisted()
     await runtime.durable.options(delay=3600).spawn(declined).persisted()
 """
 

@@ -221,12 +221,19 @@ class DurableTask(Generic[R]):
     async def result(self, timeout: float | None = None) -> R:
         """Wait (from any process) for the task to finish; its result, or
         DurableTaskFailed. TimeoutError after `timeout` seconds."""
-        await self.persisted()
-        return await self._durable._await_result(self.id, timeout)  # type: ignore[no-any-return]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            await asyncio.wait_for(self.persisted(), timeout)
+        except asyncio.TimeoutError:  # (3.10: not yet the builtin TimeoutError)
+            raise TimeoutError(f"durable task {self._id} not persisted within {timeout} s") from None
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await self._durable._await_result(self.id, left)  # type: ignore[no-any-return]
 
     def result_sync(self, timeout: float | None = None) -> R:
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.wait_persisted(timeout)
-        return self._durable._wait_result(self.id, timeout)  # type: ignore[no-any-return]
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._durable._wait_result(self.id, left)  # type: ignore[no-any-return]
 
     def cancel(self) -> str:
         """Cancel: "cancelled" if it was queued or scheduled, "requested" if running
@@ -495,11 +502,15 @@ class Durable:
         return await self._aread(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
 
     def retry_dead(self, task_ids: list[str] | None = None) -> int:
-        return int(self._call(lambda s: s.retry_dead(task_ids, time.time()), write=True))
+        """Queue dead-lettered tasks again (all if None), attempts reset; one whose key
+        another task holds now stays dead. Returns how many moved."""
+        ids = _check_ids(task_ids)
+        return int(self._call(lambda s: s.retry_dead(ids, time.time()), write=True))
 
     def purge(self, state: str, task_ids: list[str] | None = None) -> int:
         _check_state(state)
-        return int(self._call(lambda s: s.purge(state, task_ids), write=True))
+        ids = _check_ids(task_ids)
+        return int(self._call(lambda s: s.purge(state, ids), write=True))
 
     def stats(self) -> dict[str, Any]:
         thread, worker = self._thread, self._worker
@@ -617,17 +628,22 @@ class Durable:
         return tasks
 
     def close(self, timeout: float = 10.0) -> None:
-        """Commit what is queued and close the store."""
+        """Commit what is queued (the outcomes of attempts that just ended too) and
+        close the store."""
         self.closed = True
         self.stop_claiming()
         thread = self._thread
         if thread is not None:
+            if self._worker is not None:
+                self._worker.wait_outcomes(timeout)
             thread.stop(timeout)
 
     def forget_after_fork(self) -> None:
-        """In a forked child: the parent's store thread and connection are not ours."""
+        """In a forked child: the parent's store thread and connection are not ours,
+        nor its lock (another thread of the parent may have held it, opening the store)."""
         self._thread = None
         self._worker = None
+        self._lock = threading.Lock()
 
 
 def _result(future: concurrent.futures.Future[Any], timeout: float | None, what: str) -> Any:
@@ -693,6 +709,19 @@ def _key_bytes(key: str | bytes | None) -> bytes | None:
 def _check_id(task_id: Any) -> None:
     if not isinstance(task_id, str) or not task_id:
         raise TypeError(f"a durable task id is a non-empty str, not {task_id!r:.80}")
+
+
+def _check_ids(task_ids: Any) -> list[str] | None:
+    if task_ids is None:
+        return None
+    if isinstance(task_ids, (str, bytes)) or not isinstance(task_ids, (list, tuple, set)):
+        raise TypeError(
+            f"task_ids must be a list of ids (or None for all), not {type(task_ids).__name__}"
+        )
+    ids = list(task_ids)
+    for task_id in ids:
+        _check_id(task_id)
+    return ids
 
 
 def _check_state(state: Any) -> None:

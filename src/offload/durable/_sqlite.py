@@ -91,10 +91,15 @@ _NEW_COLUMNS = (
 _NEW_ROW = "(?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
 #: Many new tasks from one JSON array of `encode_row` arrays, in one step.
 _INSERT_ROWS = (
-    f"INSERT INTO offload_tasks ({_NEW_COLUMNS}) SELECT value->>0, value->>1, value->>2,"
-    " value->>3, value->>4, 'queued', value->>5, value->>6, value->>7, value->>8, value->>9,"
-    " value->>10, value->>11 FROM json_each(?)"
+    f"INSERT INTO offload_tasks ({_NEW_COLUMNS}) SELECT "
+    + ", ".join(
+        "'queued'" if i == "queued" else f"json_extract(value, '$[{i}]')"
+        for i in (0, 1, 2, 3, 4, "queued", 5, 6, 7, 8, 9, 10, 11)
+    )
+    + " FROM json_each(?)"
 )
+#: The oldest SQLite this SQL runs on (UPDATE ... FROM); checked at open.
+MIN_SQLITE = (3, 33, 0)
 #: Rows per INSERT or UPDATE (SQLite binds at most 32,766 parameters per statement;
 #: fewer statements mean fewer GIL hand-backs per group, see the module docstring).
 _CHUNK = 2000
@@ -204,6 +209,7 @@ class SqliteStore:
         self.busy_timeout = BUSY_TIMEOUT
         self._memory = path == ":memory:"
         self._identity: tuple[int, int] | None = None
+        self._check_sqlite_version()
         if not self._memory:
             self._check_path()
         try:
@@ -223,6 +229,14 @@ class SqliteStore:
         self._data_version = self._version()
 
     # -- opening -----------------------------------------------------------------
+    @staticmethod
+    def _check_sqlite_version() -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                f"the durable store needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer;"
+                f" this Python's sqlite3 module uses SQLite {sqlite3.sqlite_version}"
+            )
+
     def _check_path(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
@@ -417,8 +431,12 @@ class SqliteStore:
             )
 
     def fire_slot(self, schedule: str, slot: float, task: NewTask, now: float) -> bool:
+        # a slot at or below the newest one fired (kept as the high-water mark) is old:
+        # a process running late must not fire it again
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO offload_slots (schedule, slot) VALUES (?, ?)", (schedule, slot)
+            "INSERT INTO offload_slots (schedule, slot) SELECT ?, ? WHERE NOT EXISTS"
+            " (SELECT 1 FROM offload_slots WHERE schedule = ? AND slot >= ?)",
+            (schedule, slot, schedule, slot),
         )
         if cur.rowcount != 1:
             return False
@@ -439,7 +457,7 @@ class SqliteStore:
             return []
         self._db.execute(
             "UPDATE offload_tasks SET state = 'running', owner = ?, lease_until = ?,"
-            " attempt = attempt + 1, started = ?, cancel_requested = 0"
+            " attempt = attempt + 1, started = ?"
             " WHERE rowid IN (SELECT value FROM json_each(?))",
             (owner, now + lease, now, json.dumps([r[11] for r in rows])),
         )
@@ -470,15 +488,17 @@ class SqliteStore:
             (now, error, rowid),
         )
 
-    def renew(self, owner: str, now: float, lease: float) -> list[str]:
+    def renew(self, owner: str, ids: Sequence[str], now: float, lease: float) -> list[str]:
+        held = json.dumps(list(ids))
         self._db.execute(
-            "UPDATE offload_tasks SET lease_until = ? WHERE state = 'running' AND owner = ?",
-            (now + lease, owner),
+            "UPDATE offload_tasks SET lease_until = ? WHERE state = 'running' AND owner = ?"
+            " AND id IN (SELECT value FROM json_each(?))",
+            (now + lease, owner, held),
         )
         return self._json(
-            "SELECT json_group_array(id) FROM offload_tasks"
-            " WHERE state = 'running' AND owner = ? AND cancel_requested = 1",
-            (owner,),
+            "SELECT json_group_array(id) FROM offload_tasks WHERE state = 'running'"
+            " AND owner = ? AND cancel_requested = 1 AND id IN (SELECT value FROM json_each(?))",
+            (owner, held),
         )
 
     def finish(self, owner: str, outcomes: Sequence[Outcome], now: float, ttl: float) -> list[str]:
@@ -518,7 +538,8 @@ class SqliteStore:
             )
         rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes))
         self._db.execute(
-            "UPDATE offload_tasks SET state = v.column2, result = v.column3,"
+            "UPDATE offload_tasks SET state = CASE WHEN v.column2 = 'queued'"
+            " AND cancel_requested THEN 'cancelled' ELSE v.column2 END, result = v.column3,"
             " error_type = CASE WHEN v.column10 THEN v.column4"
             " ELSE coalesce(v.column4, error_type) END,"
             " error = CASE WHEN v.column10 THEN v.column5 ELSE coalesce(v.column5, error) END,"
@@ -529,6 +550,13 @@ class SqliteStore:
         )
 
     def release(self, owner: str, now: float) -> int:
+        # a task asked to stop (cancel(), or a replace= of its key) is not run again
+        self._db.execute(
+            "UPDATE offload_tasks SET state = 'cancelled', owner = NULL, lease_until = NULL,"
+            " finished = ?, expires = ?, error_type = 'Cancelled', error = 'cancelled on request'"
+            " WHERE state = 'running' AND owner = ? AND cancel_requested",
+            (now, now + 3600.0, owner),
+        )
         cur = self._db.execute(
             "UPDATE offload_tasks SET state = 'queued', owner = NULL, lease_until = NULL,"
             " attempt = attempt - 1, eta = ? WHERE state = 'running' AND owner = ?",
@@ -540,6 +568,12 @@ class SqliteStore:
         lost = (
             "'the worker running attempt ' || attempt || ' stopped renewing its lease"
             " (killed, or hung past the lease)'"
+        )
+        self._db.execute(
+            "UPDATE offload_tasks SET state = 'cancelled', owner = NULL, lease_until = NULL,"
+            " finished = ?, expires = ?, error_type = 'Cancelled', error = 'cancelled on request'"
+            " WHERE state = 'running' AND lease_until < ? AND cancel_requested",
+            (now, now + 3600.0, now),
         )
         dead = self._db.execute(
             "UPDATE offload_tasks SET state = 'dead', owner = NULL, lease_until = NULL,"
@@ -580,7 +614,7 @@ class SqliteStore:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])
         rows = self._read(
             f"SELECT {_RECORD_COLUMNS} FROM offload_tasks {where}"
-            " ORDER BY created DESC, rowid DESC LIMIT ?",
+            " ORDER BY rowid DESC LIMIT ?",  # (insertion order: no index needed)
             [*params, limit],
         )
         return [_record(r) for r in rows]

@@ -169,9 +169,10 @@ class Store(Protocol):
         owned by `owner` until `now + lease`, its attempt counted."""
         ...
 
-    def renew(self, owner: str, now: float, lease: float) -> list[str]:
-        """Extend every lease `owner` holds to `now + lease`; return the ids of its
-        running tasks whose cancellation was requested."""
+    def renew(self, owner: str, ids: Sequence[str], now: float, lease: float) -> list[str]:
+        """Extend to `now + lease` the leases `owner` holds on `ids` (the attempts it is
+        still running: a lease whose attempt ended, its outcome lost, must expire);
+        return the ids of those whose cancellation was requested."""
         ...
 
     def finish(self, owner: str, outcomes: Sequence[Outcome], now: float, ttl: float) -> list[str]:

@@ -236,9 +236,7 @@ class StoreThread:
         callback()
 
     def _settle(self, handles: list[Any]) -> None:
-        if not self._waiters:
-            return
-        with self._waiters_lock:
+        with self._waiters_lock:  # (always: a waiter may be registering right now)
             callbacks = [cb for h in handles for cb in self._waiters.pop(h, ())]
         for cb in callbacks:
             try:
@@ -372,7 +370,8 @@ class StoreThread:
                     f.task for f in fires if store.fire_slot(f.schedule, f.slot, f.task, now_wall)
                 ]
                 if renew:
-                    cancels = store.renew(self.owner, now_wall, self.lease)
+                    assert worker is not None
+                    cancels = store.renew(self.owner, worker.renewable(), now_wall, self.lease)
                 if reclaim:
                     requeued, _ = store.reclaim(now_wall)
                     # Our own commit does not change data_version: claim them now.

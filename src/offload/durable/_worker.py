@@ -66,15 +66,20 @@ class Worker:
             try:
                 self._start(c)
             except BaseException as exc:  # noqa: BLE001 (it becomes the task's outcome)
-                self.active.pop(c.id, None)
                 self._put(self._failure(c, exc, undecodable=True))
+                self.active.pop(c.id, None)
 
     def _start(self, c: Claimed) -> None:
+        """Resolve the function here (imports are cached: once per function); decode the
+        arguments in the attempt itself, on its lane, so that a user's validators,
+        `__post_init__` or unpickling never run on the store thread."""
         fn = resolve_function(c.fn)
-        args, kwargs = codec_for(c.codec, self.signing_key).decode_call(fn, c.payload)
-        lane = self._lane(c.name, _lane_for(fn, self.runtime), c.timeout)
+        codec = codec_for(c.codec, self.signing_key)
+        is_async = _is_async(fn)
+        lane = self._lane(c.name, _lane_for(is_async, self.runtime), c.timeout)
+        call = _call_async if is_async else _call_sync
         try:
-            task = lane._spawn_observed(fn, *args, **kwargs)
+            task = lane._spawn_observed(call, fn, codec, c.payload)
         except Exception as exc:  # noqa: BLE001 (a full or closed lane: give it back)
             logger.warning(
                 "offload: durable task %s (id %s) could not start here (%s); released"
@@ -83,8 +88,8 @@ class Worker:
                 c.id,
                 _text(exc),
             )
-            self.active.pop(c.id, None)
             self._put(Outcome(c.id, c.attempt, "released", eta=time.time() + 0.1))
+            self.active.pop(c.id, None)
             return
         self.started += 1
         entry = self.active.get(c.id)
@@ -104,25 +109,47 @@ class Worker:
 
     # -- ending attempts (any thread) ----------------------------------------------------
     def _done(self, c: Claimed, task: Any) -> None:
-        if self.active.pop(c.id, None) is None or c.id in self._released:
-            return
-        self.finished += 1
+        """The attempt ended: put its outcome in the store thread's inbox, always, and
+        only then let it leave `active` (shutdown waits for `active` to empty, so an
+        outcome on its way is never left behind)."""
+        try:
+            if c.id not in self._released:
+                try:
+                    outcome = self._outcome_of(c, task)
+                except BaseException as exc:
+                    logger.error(
+                        "offload: the outcome of durable task %s (id %s) could not be decided",
+                        c.name,
+                        c.id,
+                        exc_info=(type(exc), exc, exc.__traceback__),
+                    )
+                    outcome = Outcome(
+                        c.id, c.attempt, "dead", error_type="InternalError", error=_text(exc)
+                    )
+                self.finished += 1
+                self._put(outcome)
+        finally:
+            self._released.discard(c.id)
+            self._cancel_requested.discard(c.id)
+            self.active.pop(c.id, None)
+
+    def _outcome_of(self, c: Claimed, task: Any) -> Outcome:
         if task.cancelled():
             if c.id in self._cancel_requested:
-                self._cancel_requested.discard(c.id)
-                outcome = Outcome(
+                return Outcome(
                     c.id,
                     c.attempt,
                     "cancelled",
                     error_type="Cancelled",
                     error="cancelled on request",
                 )
-            else:
-                outcome = Outcome(c.id, c.attempt, "released", eta=time.time())
-        else:
-            exc = task.exception()
-            outcome = self._success(c, task) if exc is None else self._failure(c, exc)
-        self._put(outcome)
+            # cancelled by something else (its own code, its loop closing): the attempt
+            # counts, like a crash, so a task that cancels itself can't run forever
+            return self._failure(c, _CancelledAttempt(), retry_any=True)
+        exc = task.exception()
+        if exc is None:
+            return self._success(c, task)
+        return self._failure(c, exc, undecodable=isinstance(exc, _Undecodable))
 
     def _success(self, c: Claimed, task: Any) -> Outcome:
         value = task.result()
@@ -142,10 +169,13 @@ class Worker:
             )
         return Outcome(c.id, c.attempt, "succeeded", result=data)
 
-    def _failure(self, c: Claimed, exc: BaseException, *, undecodable: bool = False) -> Outcome:
+    def _failure(
+        self, c: Claimed, exc: BaseException, *, undecodable: bool = False, retry_any: bool = False
+    ) -> Outcome:
         kind = type(exc).__qualname__
         text = _error_text(exc)
-        if not undecodable and c.attempt < c.max_attempts and _worth_retry(c, exc):
+        worth = retry_any or _worth_retry(c, exc)
+        if not undecodable and c.attempt < c.max_attempts and worth:
             delay = _retry_delay(c, exc)
             logger.warning(
                 "offload: durable task %s (id %s) attempt %d of %d failed (%s: %s);"
@@ -177,13 +207,27 @@ class Worker:
 
     def _put(self, outcome: Outcome) -> None:
         thread = self.thread
-        if thread is not None:
-            was_full = len(self.active) + 1 >= self.concurrency
-            thread.inbox.put(outcome)
-            if was_full:
-                thread.wake()
+        if thread is None:
+            return
+        was_full = len(self.active) >= self.concurrency
+        thread.inbox.put(outcome)
+        if not thread.alive:  # (close waits for ended attempts, within its timeout)
+            logger.error(
+                "offload: the outcome of durable task %s (attempt %d: %s) came after its"
+                " store closed and was not written; the task runs again once its lease"
+                " expires",
+                outcome.id,
+                outcome.attempt,
+                outcome.kind,
+            )
+        elif was_full:
+            thread.wake()
 
     # -- requests from the store and from shutdown ------------------------------------------
+    def renewable(self) -> list[str]:
+        """The ids whose lease this worker still needs: its attempts not released."""
+        return [task_id for task_id in list(self.active) if task_id not in self._released]
+
     def cancel_running(self, ids: list[str]) -> None:
         for task_id in ids:
             entry = self.active.get(task_id)
@@ -202,11 +246,56 @@ class Worker:
                 tasks.append(task)
         return tasks
 
+    def wait_outcomes(self, timeout: float) -> None:
+        """Wait (bounded) until every ended attempt's outcome is in the inbox."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = [
+                e for task_id, e in list(self.active.items()) if task_id not in self._released
+            ]
+            if not any(e[1] is not None and e[1].done() for e in pending):
+                return
+            time.sleep(0.001)
 
-def _lane_for(fn: Callable[..., Any], runtime: Runtime) -> str:
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+
+class _Undecodable(Exception):
+    """The attempt's arguments could not be decoded: dead-lettered, never retried."""
+
+
+class _CancelledAttempt(Exception):
+    """An attempt cancelled by something else than offload's durable worker."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the attempt was cancelled (by its own code, or its event loop closing), not"
+            " by a cancel() or a shutdown"
+        )
+
+
+def _call_sync(fn: Callable[..., Any], codec: Any, payload: bytes) -> Any:
+    try:
+        args, kwargs = codec.decode_call(fn, payload)
+    except Exception as exc:
+        raise _Undecodable(f"cannot decode the arguments: {_text(exc)}") from exc
+    return fn(*args, **kwargs)
+
+
+async def _call_async(fn: Callable[..., Any], codec: Any, payload: bytes) -> Any:
+    try:
+        args, kwargs = codec.decode_call(fn, payload)
+    except Exception as exc:
+        raise _Undecodable(f"cannot decode the arguments: {_text(exc)}") from exc
+    return await fn(*args, **kwargs)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004
-    ):
+    )
+
+
+def _lane_for(is_async: bool, runtime: Runtime) -> str:
+    if is_async:
         loop = runtime.home_loop
         return "loop" if loop is not None and loop.is_running() else "background"
     return "threads"
@@ -229,7 +318,10 @@ def _retry_delay(c: Claimed, exc: BaseException) -> float:
     if c.backoff is None:
         return 0.0
     initial, factor, most, jitter = c.backoff
-    wait = min(most, initial * factor ** (c.attempt - 1))
+    try:
+        wait = min(most, initial * factor ** (c.attempt - 1))
+    except OverflowError:  # factor ** attempts beyond a float: long past `most`
+        wait = most
     return random.uniform(wait / 2, wait) if jitter else wait
 
 
