@@ -1,8 +1,8 @@
 """Durable tasks (issue 13): offload's SQLite store against Huey (`SqliteHuey`) and
 litequeue, on the same disk, for `durability` "normal" and "full".
 
-    python bench/durable.py [--quick] [--rounds R] [--out bench/results-durable.json]
-    python bench/run.py --only durable          # the same, as a group of `make bench`
+    python bench/run.py --only durable --out bench/results-durable.json   # JSON + PNG
+    python bench/durable.py [--quick] [--rounds R] [--only e2e] [--contenders Huey]  # print
 
 Metrics (each sample a fresh interpreter, `python bench/durable.py sample SPEC`, in a
 fresh directory under build/durable-bench/; the shared task and the peers' commands are
@@ -54,6 +54,8 @@ SCRATCH = HERE.parent / "build" / "durable-bench"
 CONTENDERS = ("offload", "Huey", "litequeue")
 DURABILITIES = ("normal", "full")
 PEERS = CONTENDERS[1:]
+#: Rounds of the full run (each round runs every case once, interleaved); quick: 1.
+ROUNDS = 3
 WARMUP = 1_000  # untimed enqueues before the timed ones
 LATENCY_WARMUP = 20
 
@@ -451,20 +453,17 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="10x smaller sizes")
-    parser.add_argument("--rounds", type=int, help="rounds (default 3; quick 1)")
+    parser.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS}; quick 1)")
     parser.add_argument("--only", help=f"phases out of {','.join(PHASES)}; default all")
     parser.add_argument("--contenders", help=f"out of {','.join(CONTENDERS)}; default all")
-    parser.add_argument("--out", type=Path, help="results JSON (not written if unset)")
     args = parser.parse_args()
-    started = time.monotonic()
     phases = tuple(args.only.split(",")) if args.only else PHASES
     contenders = tuple(args.contenders.split(",")) if args.contenders else CONTENDERS
-    benches = run(args.rounds or (1 if args.quick else 3), args.quick, phases, contenders)
-    print(f"\n{time.monotonic() - started:.0f} s")
-    if args.out:
-        args.out.write_text(
-            json.dumps({b.key: b.to_json() for b in benches}, indent=1, ensure_ascii=False)
-        )
+    started = time.monotonic()
+    run(args.rounds or (1 if args.quick else ROUNDS), args.quick, phases, contenders)
+    print(
+        f"\n{time.monotonic() - started:.0f} s (printed only: bench/run.py --only durable writes)"
+    )
     return 0
 
 
