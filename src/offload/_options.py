@@ -34,7 +34,28 @@ DEFAULTS: dict[str, Any] = {
     "lanes": None,
     "keep_finished": 1000,
     "keep_finished_ttl": None,
+    # durable tasks (offload.durable; docs/durable.md)
+    "store": None,
+    "durable_concurrency": 32,
+    "lease": 30.0,
+    "result_ttl": 3600.0,
+    "durability": "normal",
+    "serializer": "msgpack",
+    "signing_key": None,
+    "sync_commit": False,
 }
+
+#: The options of the durable tier, which the engine itself never sees.
+DURABLE_KEYS = (
+    "store",
+    "durable_concurrency",
+    "lease",
+    "result_ttl",
+    "durability",
+    "serializer",
+    "signing_key",
+    "sync_commit",
+)
 
 
 def _check_limit(
@@ -111,6 +132,9 @@ def validate(options: Mapping[str, Any]) -> dict[str, Any]:
         if out[key] is not None and not callable(out[key]):
             raise TypeError(f"{key} must be callable or None, not {type(out[key]).__name__}")
     out["lanes"] = _validate_lanes(out["lanes"], out)
+    from .durable._api import validate_durable
+
+    validate_durable(out)
     return out
 
 

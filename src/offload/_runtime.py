@@ -12,6 +12,7 @@ import concurrent.futures
 import inspect
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -28,8 +29,11 @@ from ._lookup import (
     check_task_id,
     info_from_engine,
 )
-from ._options import safe_repr, validate
+from ._options import DURABLE_KEYS, safe_repr, validate
 from ._processes import MAX_BATCH, ProcessPool, pool_size, prepare
+
+if TYPE_CHECKING:
+    from .durable._api import Durable
 
 logger = logging.getLogger("offload")
 
@@ -56,7 +60,9 @@ _COMPLETED = frozenset({"succeeded", "failed"})
 _live_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 #: Attributes Runtime.__init__ sets: missing means it never ran.
-_SET_BY_INIT = frozenset({"_options", "_pool", "_pool_stuck", "_abandoned", "_periodic"})
+_SET_BY_INIT = frozenset(
+    {"_options", "_pool", "_pool_stuck", "_abandoned", "_periodic", "_durable"}
+)
 
 
 def _safe_repr(obj: object) -> str:
@@ -93,6 +99,8 @@ class Runtime(_engine.Engine):
         self._given = dict(options)
         #: Its schedules (offload.every/cron) and @offload.periodic registrations.
         self._periodic = _periodic._Registry()
+        #: Its durable tier (offload.durable), made on first use of `durable`.
+        self._durable: Durable | None = None
         super().__init__(_engine_options(self._options))
         self._install_process_pool()
         self._apply_keep_finished()
@@ -131,6 +139,7 @@ class Runtime(_engine.Engine):
         self._options = validate(merged)
         self._given = merged
         self._configure(_engine_options(self._options))
+        self._durable = None
         self._install_process_pool()
         self._apply_keep_finished()
 
@@ -151,6 +160,30 @@ class Runtime(_engine.Engine):
         the schedules `@offload.periodic` registered for this runtime."""
         super().start(loop)
         _periodic.start_registered(self)
+        if self._works_durable_queue():
+            self.durable.start()
+
+    @property
+    def durable(self) -> Durable:
+        """This runtime's durable tier: `runtime.durable.spawn(fn, ...)` (docs/durable.md)."""
+        durable = self._durable
+        if durable is None:
+            from .durable._api import Durable
+
+            durable = self._durable = Durable(self, self._options)
+        return durable
+
+    def _works_durable_queue(self) -> bool:
+        """Whether start() opens the store: one was configured (here or in
+        OFFLOAD_STORE), or a durable task function was declared, or it was used."""
+        from .durable import _registry
+
+        return (
+            self._durable is not None
+            or self._options["store"] is not None
+            or bool(os.environ.get("OFFLOAD_STORE"))
+            or _registry.declared()
+        )
 
     def schedules(self) -> list[_periodic.Schedule]:
         """The schedules running on this runtime (offload.every, cron, @periodic)."""
@@ -385,13 +418,16 @@ class Runtime(_engine.Engine):
             )
         drain_for, cancel_for, join_for = _phases(timeout)
         self._periodic.cancel_all()
+        self._stop_durable_claims()
         self._close()
         self._periodic.cancel_all()  # one made while it closed
         unfinished = await self.drain(drain_for)
         if unfinished:
+            unfinished -= await asyncio.to_thread(self._release_durable)
             for task in unfinished:
                 task.cancel()
             await self.drain(cancel_for)
+        self._close_durable(join_for)
         await self._close_loop_locals_async(join_for)
         stopper = threading.Thread(target=self._stop_pool, args=(join_for,), daemon=True)
         stopper.start()
@@ -416,18 +452,40 @@ class Runtime(_engine.Engine):
             )
         drain_for, cancel_for, join_for = _phases(timeout)
         self._periodic.cancel_all()
+        self._stop_durable_claims()
         self._close()
         self._periodic.cancel_all()  # one made while it closed
         unfinished = self.drain_sync(drain_for)
         if unfinished:
+            unfinished -= self._release_durable()
             for task in unfinished:
                 task.cancel()
             self.drain_sync(cancel_for)
+        self._close_durable(join_for)
         self._close_loop_locals_sync(join_for)
         self._stop_pool(join_for)
         self._request_stop()
         self._join(join_for)
         return self._finish_shutdown(unfinished)
+
+    # -- the durable tier at shutdown -----------------------------------------------------
+    def _stop_durable_claims(self) -> None:
+        if self._durable is not None:
+            self._durable.stop_claiming()
+
+    def _release_durable(self) -> set[Task[Any]]:
+        """Durable attempts still running after the drain go back to the store, untried,
+        for another worker; they are cancelled here without counting as unfinished."""
+        if self._durable is None:
+            return set()
+        released = set(self._durable.release_unfinished())
+        for task in released:
+            task.cancel()
+        return released
+
+    def _close_durable(self, timeout: float) -> None:
+        if self._durable is not None:
+            self._durable.close(max(timeout, 1.0))
 
     # loop_local instances live on the loops this runtime stops: close them there first.
     def _owned_loops(self) -> list[asyncio.AbstractEventLoop]:
@@ -582,6 +640,8 @@ def _reset_all_after_fork() -> None:
         runtime._reset_after_fork()
         runtime._pool.forget_after_fork()
         runtime._periodic.forget_after_fork()
+        if runtime._durable is not None:
+            runtime._durable.forget_after_fork()
 
 
 def _engine_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -590,4 +650,5 @@ def _engine_options(options: dict[str, Any]) -> dict[str, Any]:
     lanes = {name: dict(lane) for name, lane in options["lanes"].items()}
     if lanes["processes"]["max_running"] is None:
         lanes["processes"]["max_running"] = pool_size(options["processes"]) * MAX_BATCH
-    return {**options, "lanes": lanes}
+    engine = {k: v for k, v in options.items() if k not in DURABLE_KEYS}
+    return {**engine, "lanes": lanes}

@@ -188,7 +188,7 @@ class Store(Protocol):
         ...
 
     def cancel(self, task_id: str, now: float) -> str:
-        """"cancelled" (it was queued), "requested" (running: its worker is told),
+        """ "cancelled" (it was queued), "requested" (running: its worker is told),
         "finished" (too late) or "unknown"."""
         ...
 
