@@ -17,10 +17,10 @@ in bench/durable_peers.py):
 * **latency**: one worker process, warmed up by 20 tasks, then tasks enqueued at a
   steady rate (500 at 200/s; quick 200); each task's start time minus the `time.time()`
   read just before its enqueue call; p50 and p99.
-* **RSS** (offload only): a producer-only process enqueues 1,000,000 tasks (quick
-  100,000), `flush_sync()` every 100,000 (quick 10,000), VmRSS after the first chunk and
-  after the last; then a worker process starts on that backlog and its VmRSS is read
-  after 3 s and 8 s (with how many tasks it had run by then).
+* **RSS** (offload only, durability normal, one sample): a producer-only process
+  enqueues 1,000,000 tasks (quick 100,000), `flush_sync()` every 100,000 (quick
+  10,000), VmRSS after each flush; then a worker process starts on that backlog and its
+  VmRSS is read 2 s and 5 s after its gate opened (with how many tasks it had run).
 
 offload's workers are `python bench/durable.py worker STORE DURABILITY`: a process that
 makes `offload.Runtime(store=..., durability=...)` (durable work on, default
@@ -47,7 +47,7 @@ from typing import Any
 
 import durable_peers
 from common import Benchmark, interleave, make_benchmark, percentile
-from durable_peers import OUT_ENV, done_count, records, work
+from durable_peers import GATE_ENV, OUT_ENV, done_count, records, wait_for_go, work
 
 HERE = Path(__file__).resolve().parent
 SCRATCH = HERE.parent / "build" / "durable-bench"
@@ -58,11 +58,15 @@ PEERS = CONTENDERS[1:]
 ROUNDS = 3
 WARMUP = 1_000  # untimed enqueues before the timed ones
 LATENCY_WARMUP = 20
+WORKER_RSS_AT = (2.0, 5.0)  # s after a worker starts on the RSS phase's backlog
 
 
 @dataclass(frozen=True)
 class Sizes:
     enqueue: int
+    #: The peers' enqueue with durability "full": each of their enqueues is its own
+    #: fsynced commit, so the rate doesn't depend on n, and 100,000 would take ~15 s each.
+    enqueue_peers_full: int
     e2e: int
     latency: int
     latency_rate: float  # tasks/s
@@ -72,8 +76,8 @@ class Sizes:
     @staticmethod
     def of(quick: bool) -> Sizes:
         if quick:
-            return Sizes(10_000, 2_000, 200, 200.0, 100_000, 10_000)
-        return Sizes(100_000, 20_000, 500, 200.0, 1_000_000, 100_000)
+            return Sizes(10_000, 2_000, 2_000, 200, 200.0, 100_000, 10_000)
+        return Sizes(100_000, 20_000, 10_000, 500, 200.0, 1_000_000, 100_000)
 
 
 # --- inside a sample's process ------------------------------------------------------------
@@ -126,15 +130,24 @@ def _worker_commands(contender: str, durability: str, where: Path, n: int) -> li
 
 
 class Workers:
-    """Worker processes, each in its own session; stopped by SIGTERM (then SIGKILL)."""
+    """Worker processes, each in its own session, held at the start gate
+    (`durable_peers.wait_for_go`) until `go()`; stopped by SIGTERM (then SIGKILL)."""
 
-    def __init__(self, commands: list[list[str]], where: Path) -> None:
+    def __init__(self, commands: list[list[str]], where: Path, processes: int) -> None:
+        self.where = where
         self.log = where / "workers.log"
         with open(self.log, "ab") as log:
             self.procs = [
                 subprocess.Popen(command, stdout=log, stderr=log, cwd=HERE, start_new_session=True)
                 for command in commands
             ]
+        self._wait(lambda: len(list(where.glob("ready.*"))) >= processes, "ready", 60)
+
+    def go(self) -> float:
+        """Open the gate; the time it opened (`time.time()`)."""
+        opened = time.time()
+        (self.where / "go").touch()
+        return opened
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -148,14 +161,18 @@ class Workers:
                 proc.wait()
 
     def wait_done(self, out: Path, n: int, timeout: float) -> None:
+        self._wait(lambda: done_count(out) >= n, f"{n} tasks done", timeout)
+
+    def _wait(self, until: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while done_count(out) < n:
+        while not until():
             dead = [p.returncode for p in self.procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
+                self.stop()
                 tail = self.log.read_text(errors="replace")[-2000:]
                 why = f"worker exited {dead}" if dead else f"timeout {timeout:g} s"
-                raise RuntimeError(f"{done_count(out)}/{n} tasks done, {why}; log:\n{tail}")
-            time.sleep(0.01)
+                raise RuntimeError(f"waiting for {what}: {why}; log:\n{tail}")
+            time.sleep(0.002)
 
 
 def enqueue_sample(contender: str, durability: str, where: Path, n: int) -> dict[str, Any]:
@@ -181,18 +198,16 @@ def e2e_sample(
         producer.enqueue(0.0)
     producer.close()
     out = Path(os.environ[OUT_ENV])
-    launched = time.perf_counter()
-    running = Workers(_worker_commands(contender, durability, where, workers), where)
+    running = Workers(_worker_commands(contender, durability, where, workers), where, workers)
     try:
+        opened = running.go()
         running.wait_done(out, n, timeout=120 + n / 100)
-        wall = time.perf_counter() - launched
     finally:
         running.stop()
     starts = sorted(started for _, started in records(out))
     return {
-        "rate": (n - 1) / (starts[n - 1] - starts[0]),
-        "wall_rate": n / wall,  # from launching the workers (interpreter start-up included)
-        "runs": len(starts),  # > n: a task ran twice
+        "rate": n / (starts[n - 1] - opened),
+        "runs": len(starts),  # > n: some task ran twice
     }
 
 
@@ -200,9 +215,10 @@ def latency_sample(
     contender: str, durability: str, where: Path, n: int, rate: float
 ) -> dict[str, Any]:
     out = Path(os.environ[OUT_ENV])
-    running = Workers(_worker_commands(contender, durability, where, 1), where)
+    running = Workers(_worker_commands(contender, durability, where, 1), where, 1)
     producer = Producer(contender, durability, where)
     try:
+        running.go()
         for _ in range(LATENCY_WARMUP):
             producer.enqueue(time.time())
         running.wait_done(out, LATENCY_WARMUP, timeout=120)
@@ -222,35 +238,30 @@ def latency_sample(
 
 
 def rss_sample(durability: str, where: Path, n: int, chunk: int) -> dict[str, Any]:
+    """VmRSS of a producer after each `flush_sync()` of `chunk` tasks up to `n` queued,
+    the store's size, then a worker's VmRSS 2 s and 5 s into that backlog."""
     producer = Producer("offload", durability, where)
     enqueue = producer.enqueue
     before = _vm_rss()
-    after_first = 0
-    for done in range(chunk, n + 1, chunk):
+    chunks = []
+    for _ in range(n // chunk):
         for _ in range(chunk):
             enqueue(0.0)
         producer.flush()
-        if done == chunk:
-            after_first = _vm_rss()
-    after_all = _vm_rss()
+        chunks.append(_vm_rss())
     producer.close()
     db = sum(p.stat().st_size for p in where.glob("offload.db*"))
     out = Path(os.environ[OUT_ENV])
-    running = Workers(_worker_commands("offload", durability, where, 1), where)
+    running = Workers(_worker_commands("offload", durability, where, 1), where, 1)
     try:
-        worker: list[tuple[float, int, int]] = []
-        for at in (3.0, 8.0):
-            time.sleep(at - (worker[-1][0] if worker else 0.0))
-            worker.append((at, _vm_rss(running.procs[0].pid), done_count(out)))
+        opened = running.go()
+        worker = []
+        for at in WORKER_RSS_AT:
+            time.sleep(max(0.0, opened + at - time.time()))
+            worker.append((_vm_rss(running.procs[0].pid), done_count(out)))
     finally:
         running.stop()
-    return {
-        "producer_start": before,
-        "producer_first_chunk": after_first,
-        "producer_all": after_all,
-        "db_bytes": db,
-        "worker": worker,
-    }
+    return {"producer_start": before, "producer_chunks": chunks, "db_bytes": db, "worker": worker}
 
 
 def sample_main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +285,8 @@ def worker_main(store: str, durability: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     rt = offload.Runtime(store=store, durability=durability)
+    wait_for_go()
+    rt.durable.start()  # opens the store and works its queue (no event loop here)
     stop.wait()
     rt.close(10)
 
@@ -287,6 +300,7 @@ def _sample(phase: str, contender: str, durability: str, **spec: Any) -> dict[st
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
         OUT_ENV: str(where / "records"),
+        GATE_ENV: str(where),
         durable_peers.HUEY_DB_ENV: str(where / "huey.db"),
         durable_peers.DURABILITY_ENV: durability,
     }
@@ -354,12 +368,18 @@ def run(
     if "latency" in phases:
         out += _latency(rounds, sizes, contenders)
     if "rss" in phases and "offload" in contenders:
-        out.append(_rss(rounds, sizes))
+        out.append(_rss(sizes))
     return out
 
 
 def _enqueue(rounds: int, sizes: Sizes, contenders: tuple[str, ...]) -> Benchmark:
-    got = interleave(_cases("enqueue", contenders, n=sizes.enqueue), rounds)
+    cases = [
+        (name, functools.partial(sample, n=sizes.enqueue))
+        if name.startswith("offload") or name.endswith("normal")
+        else (name, functools.partial(sample, n=sizes.enqueue_peers_full))
+        for name, sample in _cases("enqueue", contenders)
+    ]
+    got = interleave(cases, rounds)
     return make_benchmark(
         "durable_enqueue",
         f"durable enqueue, {sizes.enqueue:,} tasks from one thread (+ flush)",
@@ -381,11 +401,8 @@ def _e2e(rounds: int, sizes: Sizes, contenders: tuple[str, ...]) -> list[Benchma
                 "tasks/s",
                 _values(got, "rate"),
                 pairs=_pairs(contenders),
-                note="first start to last start; from launching the workers: "
-                + ", ".join(
-                    f"{name} {sorted(s['wall_rate'] for s in runs)[len(runs) // 2]:,.0f}"
-                    for name, runs in got.items()
-                ),
+                note="n / (last start - gate opened); runs beyond n: "
+                + str({k: sum(s["runs"] for s in v) - sizes.e2e * len(v) for k, v in got.items()}),
             )
         )
     return out
@@ -411,34 +428,31 @@ def _latency(rounds: int, sizes: Sizes, contenders: tuple[str, ...]) -> list[Ben
     return out
 
 
-def _rss(rounds: int, sizes: Sizes) -> Benchmark:
-    samples: dict[str, list[float]] = {}
-    worker_done: list[str] = []
-    cases = [(d, functools.partial(_sample, "rss", "offload", d)) for d in DURABILITIES]
-    got = interleave(
-        [(d, functools.partial(s, n=sizes.rss, chunk=sizes.rss_chunk)) for d, s in cases],
-        max(1, rounds // 2),
+def _rss(sizes: Sizes) -> Benchmark:
+    """One sample, durability normal (the store's durability changes its commits, not
+    what a process holds)."""
+    r = _sample("rss", "offload", "normal", n=sizes.rss, chunk=sizes.rss_chunk)
+    chunks = r["producer_chunks"]
+    rows = {
+        "producer, before the first spawn": r["producer_start"],
+        f"producer, {sizes.rss_chunk:,} queued": chunks[0],
+        f"producer, {sizes.rss:,} queued": chunks[-1],
+        "producer, largest after a flush": max(chunks),
+        "store files on disk": r["db_bytes"],
+    }
+    for at, (rss, _) in zip(WORKER_RSS_AT, r["worker"], strict=True):
+        rows[f"worker, {at:g} s into the backlog"] = rss
+    ran = ", ".join(
+        f"{done:,} after {at:g} s" for at, (_, done) in zip(WORKER_RSS_AT, r["worker"], strict=True)
     )
-    mb = 1 / 2**20
-    for durability, runs in got.items():
-        rows = {
-            f"producer, {sizes.rss_chunk:,} queued": [r["producer_first_chunk"] for r in runs],
-            f"producer, {sizes.rss:,} queued": [r["producer_all"] for r in runs],
-            "store files on disk": [r["db_bytes"] for r in runs],
-        }
-        for i, at in enumerate((3, 8)):
-            rows[f"worker, {at} s into the backlog"] = [r["worker"][i][1] for r in runs]
-        for row, values in rows.items():
-            samples[f"{row} ({durability})"] = [v * mb for v in values]
-        worker_done += [f"{durability}: {r['worker'][-1][2]:,}" for r in runs]
     return make_benchmark(
         "durable_rss",
-        f"durable: memory with {sizes.rss:,} queued tasks (offload)",
+        f"durable: memory with {sizes.rss:,} queued tasks (offload, normal)",
         "MB",
-        samples,
+        {row: [value / 2**20] for row, value in rows.items()},
         pairs=[],
         higher_is_better=False,
-        note="tasks the worker had run after 8 s: " + ", ".join(worker_done),
+        note=f"flush_sync() every {sizes.rss_chunk:,}; the worker ran {ran}",
     )
 
 

@@ -36,6 +36,7 @@ from huey.storage import SqliteStorage
 from litequeue import LiteQueue
 
 OUT_ENV = "DURABLE_BENCH_OUT"
+GATE_ENV = "DURABLE_BENCH_GATE"
 HUEY_DB_ENV = "DURABLE_BENCH_HUEY_DB"
 DURABILITY_ENV = "DURABLE_BENCH_DURABILITY"
 #: One record of `work`: "%17.6f %17.6f\n".
@@ -70,6 +71,18 @@ def records(path: Path) -> list[tuple[float, float]]:
     return out
 
 
+def wait_for_go() -> None:
+    """The start gate of a worker process, once it is set up: writes `ready.<pid>` in
+    `$DURABLE_BENCH_GATE` and waits for the file `go` there (polled every ms)."""
+    gate = os.environ.get(GATE_ENV)
+    if not gate:
+        return
+    Path(gate, f"ready.{os.getpid()}").touch()
+    go = Path(gate, "go")
+    while not go.exists():
+        time.sleep(0.001)
+
+
 # --- Huey ------------------------------------------------------------------------------------
 class NormalSqliteStorage(SqliteStorage):
     """Huey's SQLite storage with `synchronous=NORMAL` (its `fsync` switch knows only
@@ -94,7 +107,10 @@ huey = (
     if HUEY_DB_ENV in os.environ
     else None
 )
-huey_work: Callable[[float], Any] | None = huey.task()(work) if huey is not None else None
+huey_work: Callable[[float], Any] | None = None
+if huey is not None:
+    huey_work = huey.task()(work)
+    huey.on_startup()(wait_for_go)  # runs in each worker process as it starts
 
 
 def huey_enqueuer() -> Callable[[float], None]:
@@ -133,6 +149,7 @@ def litequeue_enqueuer(path: str, durability: str) -> Callable[[float], None]:
 def litequeue_worker(path: str, durability: str) -> None:
     """Our minimal litequeue worker: pop, run, done; SIGTERM stops it between tasks."""
     queue = open_litequeue(path, durability)
+    wait_for_go()
     stopping = False
 
     def stop(signum: int, frame: object) -> None:

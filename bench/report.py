@@ -113,16 +113,10 @@ def durable_table(benches: dict[str, Any]) -> str:
 
 
 def durable_rss_table(benches: dict[str, Any]) -> str:
-    """bench/durable.py's RSS rows (MB), normal and full side by side."""
-    c = benches["durable_rss"]["contenders"]
-    lines = ["| offload, MB | normal | full |", "| --- | ---: | ---: |"]
-    for name in c:
-        if name.endswith(" (normal)"):
-            row = name.removesuffix(" (normal)")
-            full = c.get(f"{row} (full)")
-            lines.append(
-                f"| {row} | {_num(c[name]['median'])} | {_num(full['median']) if full else ''} |"
-            )
+    """bench/durable.py's RSS rows (MB)."""
+    bench = benches["durable_rss"]
+    lines = ["| offload, durability normal | MB |", "| --- | ---: |"]
+    lines += [f"| {name} | {_num(c['median'])} |" for name, c in bench["contenders"].items()]
     return "\n".join(lines)
 
 
