@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _engine
+from . import _engine, durable
 from ._controls import Backoff, Duplicate, Retry
-from ._decorator import TaskFunction, task
+from ._decorator import DurableTaskFunction, TaskFunction, task
 from ._engine import Closed, Full, Lane, Task
 from ._local import annotate_error, loop_local, thread_local
 from ._lookup import TaskInfo
@@ -30,6 +30,7 @@ __all__ = [
     "Backoff",
     "Closed",
     "Duplicate",
+    "DurableTaskFunction",
     "Full",
     "Lane",
     "ProcessDied",
@@ -45,6 +46,7 @@ __all__ = [
     "cron",
     "default_runtime",
     "drain",
+    "durable",
     "every",
     "get",
     "logger",

@@ -215,6 +215,29 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def merge_options(spec: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with durable `options` on top, each checked at the call site."""
+    merged = dict(spec)
+    controls = {}
+    for name, value in options.items():
+        if name in _REFUSED:
+            raise TypeError(f"durable tasks take no {name}=: {_REFUSED[name]}")
+        if name == "name":
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"name must be a str, not {type(value).__name__}")
+            merged["name"] = value
+        elif name == "sync_commit":
+            if not isinstance(value, bool):
+                raise TypeError(f"sync_commit must be a bool, not {type(value).__name__}")
+            merged["sync_commit"] = value
+        else:
+            controls[name] = value
+    merged.update(
+        merge_controls({k: v for k, v in spec.items() if k not in _DURABLE_ONLY}, controls)
+    )
+    return merged
+
+
 class DurableLane:
     """`durable.options(...)`: spawn with these controls."""
 
@@ -267,25 +290,7 @@ class Durable:
         return self._spawn(self._default._spec, fn, args, kwargs)
 
     def _merge(self, spec: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-        merged = dict(spec)
-        controls = {}
-        for name, value in options.items():
-            if name in _REFUSED:
-                raise TypeError(f"durable tasks take no {name}=: {_REFUSED[name]}")
-            if name == "name":
-                if value is not None and not isinstance(value, str):
-                    raise TypeError(f"name must be a str, not {type(value).__name__}")
-                merged["name"] = value
-            elif name == "sync_commit":
-                if not isinstance(value, bool):
-                    raise TypeError(f"sync_commit must be a bool, not {type(value).__name__}")
-                merged["sync_commit"] = value
-            else:
-                controls[name] = value
-        merged.update(
-            merge_controls({k: v for k, v in spec.items() if k not in _DURABLE_ONLY}, controls)
-        )
-        return merged
+        return merge_options(spec, options)
 
     def _spawn(
         self,
