@@ -183,7 +183,7 @@ def draw(document: dict[str, Any], path: Path) -> None:
             _bars(ax, "durable enqueue-to-start latency, 1 worker process", "ms", bars, log=True)
         elif kind == "durable_rss":
             b = benches["durable_rss"]
-            _bars(ax, b["title"], b["unit"], _rows(b))
+            _bars(ax, b["title"], b["unit"], _rows(b, "offload "))
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     meta = document["meta"]

@@ -15,7 +15,7 @@ in bench/durable_peers.py):
   processes start; tasks/s = (n - 1) / (last start - first start), read from the
   tasks' own records, so interpreter start-up is not counted for anyone.
 * **latency**: one worker process, warmed up by 20 tasks, then tasks enqueued at a
-  steady rate (500 at 200/s; quick 200); each task's start time minus the `time.time()`
+  steady rate (500 at 200/s; quick 100); each task's start time minus the `time.time()`
   read just before its enqueue call; p50 and p99.
 * **RSS** (offload only, durability normal, one sample): a producer-only process
   enqueues 1,000,000 tasks (quick 100,000), `flush_sync()` every 100,000 (quick
@@ -76,7 +76,7 @@ class Sizes:
     @staticmethod
     def of(quick: bool) -> Sizes:
         if quick:
-            return Sizes(10_000, 2_000, 2_000, 200, 200.0, 100_000, 10_000)
+            return Sizes(10_000, 2_000, 2_000, 100, 200.0, 100_000, 10_000)
         return Sizes(100_000, 20_000, 10_000, 500, 200.0, 1_000_000, 100_000)
 
 

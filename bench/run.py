@@ -322,6 +322,7 @@ def main() -> int:
     load_before = os.getloadavg()
     benches: list[Benchmark] = []
     group_seconds: dict[str, float] = {}
+    group_rounds = dict.fromkeys(groups, rounds)  # durable: fewer, see below
     for group in groups:
         t0 = time.monotonic()
         if group == "lanes":
@@ -342,8 +343,9 @@ def main() -> int:
             # Samples are short and the two builds' spread is what matters: more rounds.
             benches += before_after.run(2 * rounds + 1, 0.25 if quick else 1.0, args.before)
         elif group == "durable":
-            # Whole processes per sample (~4 min in all): fewer rounds than --rounds.
-            benches += durable.run(1 if quick else durable.ROUNDS, quick)
+            # Whole processes per sample (~4 min in all): fewer rounds unless --rounds.
+            group_rounds[group] = args.rounds or (1 if quick else durable.ROUNDS)
+            benches += durable.run(group_rounds[group], quick)
         group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
@@ -375,7 +377,9 @@ def main() -> int:
             **info,
             "date": started_at,
             "mode": "quick" if quick else "full",
-            "rounds": rounds,
+            # The chart's title says this: one number when every group ran as many.
+            "rounds": rounds if len(set(group_rounds.values())) > 1 else group_rounds[groups[0]],
+            "group_rounds": group_rounds,
             "seconds": round(elapsed, 1),
             "group_seconds": group_seconds,
             "loadavg_before": load_before,
