@@ -101,6 +101,17 @@ def no_lost_work() -> Iterator[None]:
         assert message not in text, f"asyncio logged {message!r}:\n{text[-3000:]}"
 
 
+@pytest.fixture(autouse=True)
+def durable_declarations_restored() -> Iterator[None]:
+    """A test's `@offload.task(durable=True)` / durable `@offload.periodic` must not
+    make the default runtime of later tests open a store."""
+    from offload.durable import _registry
+
+    before = list(_registry._declared)
+    yield
+    _registry._declared[:] = before
+
+
 @pytest.fixture
 def offload_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """caplog with every record of the `offload` logger (DEBUG and up)."""

@@ -451,6 +451,42 @@ def scenario_controls() -> int:
     return 10_040
 
 
+def durable_fail(i: int) -> int:
+    raise ConnectionError(f"durable attempt of {i} failed")
+
+
+def scenario_durable() -> int:
+    """Issue 13's durable tier on an in-memory store: spawns of plain and coroutine
+    functions, results read back, retries to the dead-letter set, keys, delayed tasks
+    cancelled, lookups, the release of a running task at shutdown."""
+    rt = offload.Runtime(store="memory://", lease=5.0, error_handler=quiet)
+    handles = [rt.durable.spawn(sync_work, i) for i in range(100)]
+    handles += [rt.durable.spawn(async_work, i) for i in range(50)]
+    for h in handles:
+        try:
+            h.result_sync(30)
+        except offload.durable.DurableTaskFailed:  # sync_work/async_work fail every 7th
+            pass
+    dead = rt.durable.options(retries=1, backoff=0).spawn(durable_fail, 1)
+    try:
+        dead.result_sync(30)
+    except offload.durable.DurableTaskFailed:
+        pass
+    keyed = rt.durable.options(key="k", delay=3600)
+    first = keyed.spawn(sync_work, 1)
+    keyed.spawn(sync_work, 2).wait_persisted(30)
+    first.cancel()
+    rt.durable.tasks(limit=20)
+    rt.durable.depths()
+    rt.durable.spawn(time.sleep, 0.5)
+    rt.durable.flush_sync(30)
+    deadline = time.monotonic() + 30
+    while rt.durable.depths().by_state["running"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    rt.close(0.1)
+    return len(handles) + 4
+
+
 SCENARIOS: dict[str, Callable[[], int]] = {
     fn.__name__.removeprefix("scenario_"): fn
     for fn in (
@@ -463,6 +499,7 @@ SCENARIOS: dict[str, Callable[[], int]] = {
         scenario_uvloop,
         scenario_processes,
         scenario_edges,
+        scenario_durable,
         scenario_controls,
         scenario_periodic,
     )

@@ -17,9 +17,8 @@ from ._engine import Lane, Task
 if TYPE_CHECKING:
     import datetime
 
-    from .durable import DurableLane, DurableTask
-
     from ._engine import LaneName, OnDuplicate
+    from .durable import DurableLane, DurableTask
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -209,6 +209,28 @@ class _Every:
         return random.uniform(0.0, self.jitter) if self.jitter else 0.0
 
 
+class _WallEvery:
+    """A durable `every=` schedule: runs at the multiples of `seconds` on the wall
+    clock (since the epoch), so that every process running it names the same slots."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.due_wall = 0.0  # the wall-clock time of the run the timer is set for
+
+    def describe(self) -> str:
+        return f"every {self.seconds:g} s (durable, on the wall clock)"
+
+    def first_delay(self, runtime: Runtime) -> float:
+        return self._delay_to_next(runtime, runtime._wall_time())
+
+    def next_delay(self, runtime: Runtime) -> float:
+        return self._delay_to_next(runtime, max(runtime._wall_time(), self.due_wall))
+
+    def _delay_to_next(self, runtime: Runtime, after: float) -> float:
+        self.due_wall = (math.floor(after / self.seconds) + 1) * self.seconds
+        return self.due_wall - runtime._wall_time()
+
+
 class _Cron:
     """The next time the cron expression matches, on the wall clock, in `zone`."""
 
@@ -254,7 +276,16 @@ class _Cron:
         return self._next.timestamp() - runtime._wall_time()
 
 
-_Timing = _Every | _Cron
+_Timing = _Every | _Cron | _WallEvery
+
+
+def _due_wall(timing: _Timing) -> float:
+    """The wall-clock time of the run a durable schedule's timer just fired for."""
+    if isinstance(timing, _Cron):
+        return timing.next.timestamp() if timing.next is not None else 0.0
+    if isinstance(timing, _WallEvery):
+        return timing.due_wall
+    raise AssertionError("a durable schedule runs on the wall clock")
 
 
 # --- a schedule ---------------------------------------------------------------------------
@@ -281,8 +312,11 @@ class Schedule:
         name: str,
         overlap: Overlap,
         lane: LaneName | None,
+        durable: bool = False,
     ) -> None:
         self._runtime, self._timing = runtime, timing
+        #: Runs go to the durable store, one per slot across every process (`_spawn`).
+        self._durable = durable
         self._fn, self._args, self._kwargs = fn, args, kwargs
         self._name, self._overlap = name, overlap
         self._lane = runtime.options(name=name, lane=lane)
@@ -407,6 +441,7 @@ class Schedule:
             if self._cancelled:
                 return
             self._handle = None
+            slot = _due_wall(self._timing) if self._durable else 0.0
             try:  # the next timer first: whatever this run does, the schedule goes on
                 self._arm(self._timing.next_delay(self._runtime))
             except Closed:
@@ -418,7 +453,9 @@ class Schedule:
                     safe_repr(self._name),
                     exc_info=(type(exc), exc, exc.__traceback__),
                 )
-            if self._overlap == "allow" or self._idle():
+            if self._durable:
+                self._fire_durable(slot)
+            elif self._overlap == "allow" or self._idle():
                 self._queued = False  # a queued run whose start is on its way: this is it
                 self._spawn()
             elif self._overlap == "queue" and not self._queued:
@@ -433,6 +470,21 @@ class Schedule:
                 )
         if self._cancelled:
             self._runtime._periodic.forget(self)
+
+    def _fire_durable(self, slot: float) -> None:
+        """Under _lock: hand this slot's run to the durable store (never blocks)."""
+        try:
+            self._runtime.durable.fire_slot(
+                self._name, slot, self._fn, skip_overlap=self._overlap == "skip"
+            )
+        except Exception as exc:  # reported; the next slot tries again
+            logger.error(
+                "offload schedule %s: durable run could not be queued",
+                safe_repr(self._name),
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            return
+        self._runs += 1
 
     def _idle(self) -> bool:
         return self._last_task is None or self._last_task.done()
@@ -500,9 +552,11 @@ class _Registration:
         name: str,
         overlap: Overlap,
         lane: LaneName | None,
+        durable: bool = False,
     ) -> None:
         self.make_timing, self.fn = make_timing, fn
         self.name, self.overlap, self.lane = name, overlap, lane
+        self.durable = durable
 
     def start_on(self, runtime: Runtime) -> Schedule:
         schedule = Schedule(
@@ -514,6 +568,7 @@ class _Registration:
             name=self.name,
             overlap=self.overlap,
             lane=self.lane,
+            durable=self.durable,
         )
         runtime._periodic.add(schedule)
         return schedule
@@ -683,13 +738,28 @@ def periodic(
     overlap: Overlap = "skip",
     lane: LaneName | None = None,
     runtime: Runtime | None = None,
+    durable: bool = False,
 ) -> Callable[[F], F]:
     """Decorate a function of no arguments to run periodically (`every=` seconds or a
     `cron=` expression) on `runtime` (default: the default runtime): it starts when the
     runtime starts (`Runtime.start()`, `async with`, `offload.fastapi.lifespan`), or at
-    once if the runtime already has. The function itself is returned unchanged."""
+    once if the runtime already has. The function itself is returned unchanged.
+
+    With `durable=True` (a module-level function), each run is a durable task, and
+    every process running the schedule fires it once per slot in all: the first to
+    write the slot to the store enqueues it. `every=` slots are then the multiples of
+    `every` seconds on the wall clock; overlap "skip" (a run still queued or running
+    makes the next one join it) or "allow"."""
     if (every is None) == (cron is None):
         raise TypeError("@offload.periodic needs exactly one of every=seconds or cron='...'")
+    if not isinstance(durable, bool):
+        raise TypeError(f"durable must be a bool, not {type(durable).__name__}")
+    if durable and lane is not None:
+        raise TypeError("a durable schedule takes no lane=: its runs go to the durable store")
+    if durable and overlap == "queue":
+        raise ValueError(
+            "a durable schedule takes overlap='skip' or 'allow': its runs wait in the store"
+        )
     make_timing: Callable[[], _Timing]
     if every is not None:
         if tz is not None:
@@ -698,9 +768,11 @@ def periodic(
                 " only with cron="
             )
         period, spread = _seconds("every", every, zero_ok=False), _jitter(jitter)
+        if durable and spread:
+            raise TypeError("jitter= is not for a durable schedule: its slots are shared")
 
         def make_timing() -> _Timing:
-            return _Every(period, spread)
+            return _WallEvery(period) if durable else _Every(period, spread)
     else:
         if jitter:
             raise TypeError(
@@ -722,12 +794,22 @@ def periodic(
 
     def decorate(fn: F) -> F:
         _target(fn, lane, (), {})
+        if durable:
+            if "<" in getattr(fn, "__qualname__", "<"):  # (it imports back: checked per run)
+                raise TypeError(
+                    "a durable schedule's function must be defined at module level (its"
+                    " runs name it by import path), not a lambda, closure or local function"
+                )
+            from .durable import _registry
+
+            _registry.declare(_name(name, fn))
         registration = _Registration(
             make_timing,
             fn,
             name=_name(name, fn),
             overlap=checked_overlap,
             lane=lane,
+            durable=durable,
         )
         _register(registration, runtime)
         return fn

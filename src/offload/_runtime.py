@@ -174,15 +174,17 @@ class Runtime(_engine.Engine):
         return durable
 
     def _works_durable_queue(self) -> bool:
-        """Whether start() opens the store: one was configured (here or in
-        OFFLOAD_STORE), or a durable task function was declared, or it was used."""
+        """Whether start() opens the store and works its queue: a store was configured,
+        or the durable tier was used; for the default runtime also when OFFLOAD_STORE
+        names one or a durable task function or schedule was declared (an app that
+        restarts after a crash then runs what its last life left in the store)."""
+        if self._durable is not None or self._options["store"] is not None:
+            return True
+        from . import default_runtime
         from .durable import _registry
 
-        return (
-            self._durable is not None
-            or self._options["store"] is not None
-            or bool(os.environ.get("OFFLOAD_STORE"))
-            or _registry.declared()
+        return self is default_runtime() and (
+            bool(os.environ.get("OFFLOAD_STORE")) or _registry.declared()
         )
 
     def schedules(self) -> list[_periodic.Schedule]:

@@ -101,6 +101,7 @@ def bound(name: str, rt: offload.Runtime, done: offload.Task[Any]) -> Callable[.
         "Lane": rt.threads,
         "Runtime": rt,
         "TaskFunction": offload.task(lane="threads")(abs),
+        "DurableTaskFunction": offload.task(durable=True)(abs),
         "loop_local": offload.loop_local(dict),
         "thread_local": offload.thread_local(dict),
         "TaskInfo": rt.get(done.id),

@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from .._controls import Backoff, Duplicate, merge_controls
 from ._codec import Codec, codec_for, function_ref, make_codec, resolve_function
 from ._sqlite import new_owner, open_sqlite
-from ._store import ACTIVE_STATES, Depths, NewTask, Store, StoreError, TaskRecord
+from ._store import (
+    ACTIVE_STATES,
+    Depths,
+    NewTask,
+    SlotFire,
+    Store,
+    StoreError,
+    TaskRecord,
+    encode_row,
+)
 from ._thread import FAILED, PENDING, StoreThread
 from ._worker import Worker
 
@@ -39,6 +48,13 @@ T = TypeVar("T")
 #: The store a durable spawn uses when none was configured (relative to the working
 #: directory, i.e. beside the app), unless OFFLOAD_STORE names one.
 DEFAULT_STORE = "sqlite:///offload.db"
+#: A thread spawning in a tight loop holds the GIL, and the store thread needs it
+#: between its SQLite calls (CPython makes a waiting thread wait up to the 5 ms switch
+#: interval). When more than BACKLOG spawns wait and the store thread last took its
+#: inbox more than STARVED seconds ago, a spawn first hands the GIL over
+#: (`time.sleep(0)`), so the commit window stays a few milliseconds under a burst.
+BACKLOG = 256
+STARVED = 0.002
 _FINAL = frozenset({"succeeded", "dead", "cancelled"})
 #: Options of `durable.options()` besides the task controls.
 _DURABLE_ONLY = ("name", "sync_commit")
@@ -57,7 +73,7 @@ def resolve_store_url(store: Any) -> str:
     if store is None:
         store = os.environ.get("OFFLOAD_STORE") or DEFAULT_STORE
     if isinstance(store, os.PathLike):
-        return "sqlite:///" + os.fspath(store)
+        return "sqlite:///" + str(os.fspath(store))
     return str(store)
 
 
@@ -128,7 +144,7 @@ class DurableTaskFailed(Exception):
 class DurableTask(Generic[R]):
     """The handle of a durable spawn. Its `id` works from any process sharing the store."""
 
-    __slots__ = ("_durable", "_duplicate_of", "_error", "_id", "_state", "name")
+    __slots__ = ("_duplicate_of", "_durable", "_error", "_id", "_key", "_rejects", "_state", "name")
 
     def __init__(self, task_id: str, name: str, durable: Durable) -> None:
         self._id = task_id
@@ -137,6 +153,8 @@ class DurableTask(Generic[R]):
         self._state = PENDING
         self._error: StoreError | None = None
         self._duplicate_of: str | None = None
+        self._key: str | None = None  # its key=, for a Duplicate's message
+        self._rejects = False  # on_duplicate="reject": persisted() raises Duplicate
 
     @property
     def id(self) -> str:
@@ -182,10 +200,10 @@ class DurableTask(Generic[R]):
         if self._state == FAILED:
             assert self._error is not None
             raise self._error
-        if self._duplicate_of is not None and self._durable._rejects(self):
+        if self._duplicate_of is not None and self._rejects:
             raise Duplicate(
-                f"a durable task with key {self._durable._keys.get(self._id)!r} is already"
-                f" queued or running (id {self._duplicate_of})",
+                f"a durable task with key {self._key!r} is already queued or running"
+                f" (id {self._duplicate_of})",
                 self,  # type: ignore[arg-type]
             )
 
@@ -271,8 +289,6 @@ class Durable:
         self._thread: StoreThread | None = None
         self._worker: Worker | None = None
         self._lock = threading.Lock()
-        self._keys: dict[str, str] = {}  # handle id -> key, for Duplicate messages
-        self._reject: set[str] = set()  # handle ids spawned with on_duplicate="reject"
         self._default = DurableLane(self, {"name": None, "sync_commit": options["sync_commit"]})
         self.closed = False
 
@@ -299,11 +315,13 @@ class Durable:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> DurableTask[Any]:
-        ref, target = function_ref(fn)
+        ref, _ = function_ref(fn)
         name = spec["name"] or ref
-        payload = self._codec.encode_call(name, args, kwargs)
+        payload = self._codec.encode_call(ref, args, kwargs)
         if spec["sync_commit"]:
             _refuse_on_loop()
+        if self.closed:
+            raise StoreError("this runtime is closed: its durable store is closed too")
         thread = self._thread or self._require_thread()
         if thread.error is not None:
             raise thread.error
@@ -311,35 +329,63 @@ class Durable:
         handle: DurableTask[Any] = DurableTask(_ids.next(), name, self)
         key = spec.get("key")
         if key is not None:
-            self._keys[handle._id] = key
-            if spec.get("on_duplicate") == "reject":
-                self._reject.add(handle._id)
+            handle._key = key
+            handle._rejects = spec.get("on_duplicate") == "reject"
         retries = spec.get("retries", 0)
-        thread.inbox.put(
-            NewTask(
-                handle._id,
-                ref,
-                name,
-                payload,
-                self._codec.name,
-                _eta(spec, now),
-                retries + 1,
-                spec.get("timeout"),
-                _backoff(spec, retries),
-                _retry_on(spec),
-                now,
-                key,
-                spec.get("on_duplicate", "join"),
-                None,
-                handle,
-            )
+        task = NewTask(
+            handle._id,
+            ref,
+            name,
+            payload,
+            self._codec.name,
+            _eta(spec, now),
+            retries + 1,
+            spec.get("timeout"),
+            _backoff(spec, retries),
+            _retry_on(spec),
+            now,
+            key,
+            spec.get("on_duplicate", "join"),
+            None,
+            handle,
         )
+        if key is None:
+            task.row = encode_row(task)
+        if thread.inbox.qsize() > BACKLOG and time.monotonic() - thread.taken_at > STARVED:
+            time.sleep(0)  # the store thread waits for the GIL: hand it over (see BACKLOG)
+        thread.inbox.put(task)
+        if handle._state == PENDING and not thread.alive:  # it closed under this spawn
+            raise StoreError("this runtime is closed: its durable store is closed too")
         if spec["sync_commit"]:
             handle.wait_persisted()
         return handle
 
-    def _rejects(self, handle: DurableTask[Any]) -> bool:
-        return handle._id in self._reject
+    def fire_slot(
+        self, schedule: str, slot: float, fn: Callable[..., Any], *, skip_overlap: bool
+    ) -> None:
+        """A durable periodic schedule's run for `slot`: enqueued by the one process
+        (of all those running the schedule) whose store write gets there first. With
+        `skip_overlap`, a run whose previous one is still queued or running joins it
+        (the schedule's key is held) instead of piling up."""
+        ref, _ = function_ref(fn)
+        thread = self._thread or self._require_thread()
+        now = time.time()
+        task = NewTask(
+            _ids.next(),
+            ref,
+            schedule,
+            self._codec.encode_call(ref, (), {}),
+            self._codec.name,
+            now,
+            1,
+            None,
+            None,
+            (),
+            now,
+            f"offload-periodic:{schedule}" if skip_overlap else None,
+            "join",
+        )
+        thread.inbox.put(SlotFire(schedule, slot, task))
 
     # -- the store thread ---------------------------------------------------------------------
     def _require_thread(self) -> StoreThread:

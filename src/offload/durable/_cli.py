@@ -113,7 +113,7 @@ def _worker(args: argparse.Namespace, store: str) -> int:
     if args.loop == "uvloop":
         import uvloop
 
-        return uvloop.run(_work(args))  # type: ignore[no-any-return]
+        return uvloop.run(_work(args))
     return asyncio.run(_work(args))
 
 

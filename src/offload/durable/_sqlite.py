@@ -18,13 +18,15 @@ a group, so a claim's read and update see the same rows).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import sqlite3
+import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from ._store import (
     Claimed,
@@ -34,7 +36,10 @@ from ._store import (
     StoreError,
     StoreFull,
     TaskRecord,
+    encode_row,
 )
+
+T = TypeVar("T")
 
 #: The schema this offload writes; a store made by a newer one is refused at open.
 SCHEMA_VERSION = 1
@@ -45,7 +50,7 @@ CREATE TABLE IF NOT EXISTS offload_tasks (
     id TEXT PRIMARY KEY,
     fn TEXT NOT NULL,
     name TEXT NOT NULL,
-    payload BLOB NOT NULL,
+    payload TEXT NOT NULL,
     codec TEXT NOT NULL,
     state TEXT NOT NULL,
     key TEXT,
@@ -82,12 +87,18 @@ _NEW_COLUMNS = (
     " retry_on, created"
 )
 _NEW_ROW = "(?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
-_NEW_PARAMS = 12
-#: Rows per INSERT (SQLite binds at most 32,766 parameters per statement).
-_CHUNK = 256
+#: Many new tasks from one JSON array of `encode_row` arrays, in one step.
+_INSERT_ROWS = (
+    f"INSERT INTO offload_tasks ({_NEW_COLUMNS}) SELECT value->>0, value->>1, value->>2,"
+    " value->>3, value->>4, 'queued', value->>5, value->>6, value->>7, value->>8, value->>9,"
+    " value->>10, value->>11 FROM json_each(?)"
+)
+#: Rows per INSERT or UPDATE (SQLite binds at most 32,766 parameters per statement;
+#: fewer statements mean fewer GIL hand-backs per group, see the module docstring).
+_CHUNK = 2000
 
 _CLAIMED_JSON = (
-    "json_array(id, fn, name, hex(payload), codec, attempt + 1, max_attempts, timeout,"
+    "json_array(id, fn, name, payload, codec, attempt + 1, max_attempts, timeout,"
     " backoff, retry_on, created, rid)"
 )
 _RECORD_COLUMNS = (
@@ -102,11 +113,20 @@ NETWORK_FILESYSTEMS = frozenset(
 NETWORK_FUSE = ("fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone")
 
 
+#: How long a write waits for another process's lock before it fails, and how often
+#: it tries meanwhile (see SqliteStore._when_free).
+BUSY_TIMEOUT = 10.0
+BUSY_POLL_MIN, BUSY_POLL_MAX = 0.0001, 0.002
+
+#: SQLite's primary result codes (the sqlite3 module names them from 3.11 only).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
+
+
 def is_full(exc: BaseException) -> bool:
     """SQLITE_FULL: the disk, or the database's size limit, is full."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_FULL)
+        return bool(code & 0xFF == SQLITE_FULL)
     return "database or disk is full" in str(exc)
 
 
@@ -114,7 +134,7 @@ def is_busy(exc: BaseException) -> bool:
     """SQLITE_BUSY/LOCKED: another connection held the lock past the busy timeout."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
 
 
@@ -143,10 +163,6 @@ def filesystem_type(path: str) -> str | None:
         if inside and len(mount_point) >= len(best):
             best, best_type = mount_point, right.split()[0]
     return best_type
-
-
-def _encode_backoff(backoff: tuple[float, float, float, bool] | None) -> str | None:
-    return None if backoff is None else json.dumps(list(backoff))
 
 
 def _decode_backoff(text: str | None) -> tuple[float, float, float, bool] | None:
@@ -196,16 +212,16 @@ class SqliteStore:
                 f"cannot open the durable store {self.url!r}: {target!r} is not writable"
             )
         fstype = filesystem_type(directory)
-        if fstype is not None and (
+        network = fstype is not None and (
             fstype in NETWORK_FILESYSTEMS or fstype.startswith(NETWORK_FUSE)
-        ):
-            if os.environ.get("OFFLOAD_ALLOW_NETWORK_FS") != "1":
-                raise StoreError(
-                    f"the durable store {self.url!r} is on a network filesystem ({fstype}):"
-                    " SQLite's file locks are not reliable there, so two workers could"
-                    " run one task at once; put it on a local disk, or use a Redis store"
-                    " (set OFFLOAD_ALLOW_NETWORK_FS=1 to open it anyway)"
-                )
+        )
+        if network and os.environ.get("OFFLOAD_ALLOW_NETWORK_FS") != "1":
+            raise StoreError(
+                f"the durable store {self.url!r} is on a network filesystem ({fstype}):"
+                " SQLite's file locks are not reliable there, so two workers could"
+                " run one task at once; put it on a local disk, or use a Redis store"
+                " (set OFFLOAD_ALLOW_NETWORK_FS=1 to open it anyway)"
+            )
 
     def _setup(self, durability: str) -> None:
         db = self._db
@@ -214,7 +230,7 @@ class SqliteStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"the durable store {self.url!r} cannot use WAL mode ({mode})")
         db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        db.execute("PRAGMA busy_timeout=10000")
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")  # opening: no hurry
         db.execute("BEGIN IMMEDIATE")
         try:
             version = self._schema_version()
@@ -239,6 +255,7 @@ class SqliteStore:
         if not self._memory:
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
+        db.execute("PRAGMA busy_timeout=0")  # from here on, _when_free waits
 
     def _schema_version(self) -> int | None:
         exists = self._db.execute(
@@ -262,7 +279,7 @@ class SqliteStore:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._when_free(lambda: self._db.execute("BEGIN IMMEDIATE"))
         except sqlite3.Error as exc:
             raise _store_error("cannot write to the durable store", exc) from exc
         try:
@@ -278,6 +295,29 @@ class SqliteStore:
                 self._db.execute("ROLLBACK")
             raise _store_error("cannot commit to the durable store", exc) from exc
 
+    def _when_free(self, call: Callable[[], T]) -> T:
+        """call(), again while another connection holds the lock (SQLITE_BUSY), for up
+        to BUSY_TIMEOUT seconds.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10, ... 100 ms between tries: under
+        several busy workers a waiter would sleep far longer than the lock is held
+        (a group commit holds it about a millisecond). This one polls every
+        BUSY_POLL_MIN, doubling up to BUSY_POLL_MAX, the GIL released while it sleeps."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        pause = BUSY_POLL_MIN
+        while True:
+            try:
+                return call()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, BUSY_POLL_MAX)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read outside a write transaction (WAL readers wait only for a recovery)."""
+        return self._when_free(lambda: self._db.execute(sql, params).fetchall())
+
     def _json(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run a one-row query whose value is a JSON array; return it decoded."""
         row = self._db.execute(sql, params).fetchone()
@@ -285,14 +325,9 @@ class SqliteStore:
 
     # -- the producer's side -------------------------------------------------------
     def enqueue(self, tasks: Sequence[NewTask], now: float) -> None:
-        plain = [t for t in tasks if t.key is None]
-        for start in range(0, len(plain), _CHUNK):
-            chunk = plain[start : start + _CHUNK]
-            params: list[Any] = []
-            for t in chunk:
-                params += self._new_params(t)
-            rows = ", ".join([_NEW_ROW] * len(chunk))
-            self._db.execute(f"INSERT INTO offload_tasks ({_NEW_COLUMNS}) VALUES {rows}", params)
+        rows = [t.row or encode_row(t) for t in tasks if t.key is None]
+        if rows:  # one statement (one GIL hand-back) for the whole group
+            self._db.execute(_INSERT_ROWS, ((b"[" + b",".join(rows) + b"]").decode(),))
         for t in tasks:
             if t.key is not None:
                 self._enqueue_keyed(t, now)
@@ -303,14 +338,14 @@ class SqliteStore:
             t.id,
             t.fn,
             t.name,
-            t.payload,
+            base64.b64encode(t.payload).decode(),
             t.codec,
             t.key,
             t.eta,
             t.max_attempts,
             t.timeout,
-            _encode_backoff(t.backoff),
-            "\n".join(t.retry_on) if t.retry_on else None,
+            None if t.backoff is None else json.dumps(list(t.backoff)),
+            json.dumps(list(t.retry_on)) if t.retry_on else None,
             t.created,
         )
 
@@ -374,13 +409,13 @@ class SqliteStore:
                 id=r[0],
                 fn=r[1],
                 name=r[2],
-                payload=bytes.fromhex(r[3]),
+                payload=base64.b64decode(r[3]),
                 codec=r[4],
                 attempt=r[5],
                 max_attempts=r[6],
                 timeout=r[7],
                 backoff=_decode_backoff(r[8]),
-                retry_on=tuple(r[9].split("\n")) if r[9] else (),
+                retry_on=tuple(json.loads(r[9])) if r[9] else (),
                 created=r[10],
             )
             for r in rows
@@ -479,22 +514,20 @@ class SqliteStore:
         return True
 
     def _version(self) -> int:
-        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        return int(self._read("PRAGMA data_version")[0][0])
 
     # -- lookups and operators ----------------------------------------------------------
     def get(self, task_id: str) -> TaskRecord | None:
-        row = self._db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM offload_tasks WHERE id = ?", (task_id,)
-        ).fetchone()
-        return None if row is None else _record(row)
+        rows = self._read(f"SELECT {_RECORD_COLUMNS} FROM offload_tasks WHERE id = ?", (task_id,))
+        return _record(rows[0]) if rows else None
 
     def tasks(self, state: str | None, limit: int) -> list[TaskRecord]:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])
-        rows = self._db.execute(
+        rows = self._read(
             f"SELECT {_RECORD_COLUMNS} FROM offload_tasks {where}"
             " ORDER BY created DESC, rowid DESC LIMIT ?",
             [*params, limit],
-        ).fetchall()
+        )
         return [_record(r) for r in rows]
 
     def cancel(self, task_id: str, now: float) -> str:
@@ -543,19 +576,17 @@ class SqliteStore:
 
     def depths(self, now: float) -> Depths:
         by_state = {state: 0 for state in ("queued", "running", "succeeded", "dead", "cancelled")}
-        for state, count in self._db.execute(
-            "SELECT state, count(*) FROM offload_tasks GROUP BY state"
-        ):
+        for state, count in self._read("SELECT state, count(*) FROM offload_tasks GROUP BY state"):
             by_state[state] = count
-        ready, oldest = self._db.execute(
+        [(ready, oldest)] = self._read(
             "SELECT count(*), min(eta) FROM offload_tasks WHERE state = 'queued' AND eta <= ?",
             (now,),
-        ).fetchone()
-        leases, expired = self._db.execute(
+        )
+        [(leases, expired)] = self._read(
             "SELECT count(*), coalesce(sum(lease_until < ?), 0) FROM offload_tasks"
             " WHERE state = 'running'",
             (now,),
-        ).fetchone()
+        )
         return Depths(
             by_state=by_state,
             ready=ready,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._store import Claimed, NewTask, Outcome, Store, StoreError
+from ._store import Claimed, NewTask, Outcome, SlotFire, Store, StoreError
 
 logger = logging.getLogger("offload")
 
@@ -92,6 +92,7 @@ class StoreThread:
         self._waiters_lock = threading.Lock()
         self._waiters: dict[Any, list[Callable[[], None]]] = {}
         self._outcomes: list[Outcome] = []  # written in the next group
+        self._fires: list[SlotFire] = []  # periodic runs, fired in the next group
         self._stopping = False
         self._started = threading.Event()
         self._open_error: BaseException | None = None
@@ -105,6 +106,7 @@ class StoreThread:
         self._poll_at = now
         self._next_eta: float | None = None
         self._claim_now = True
+        self.taken_at = now  # when the thread last took its inbox (see _api.BACKLOG)
         self.committed = 0  # tasks committed, for stats
         self.failed = 0  # tasks refused by the store
         global _thread_counter
@@ -183,7 +185,7 @@ class StoreThread:
     def _run(self) -> None:
         try:
             self.store = self._open_store()
-        except BaseException as exc:  # handed to start()
+        except BaseException as exc:  # noqa: BLE001 (handed to start(), raised there)
             self._open_error = exc
             self._started.set()
             return
@@ -214,6 +216,7 @@ class StoreThread:
             items = [self.inbox.get(timeout=timeout)]
         except queue.Empty:
             return []
+        self.taken_at = time.monotonic()
         get = self.inbox.get_nowait
         try:
             while True:
@@ -232,6 +235,8 @@ class StoreThread:
                 new.append(item)
             elif type(item) is Outcome:
                 self._outcomes.append(item)
+            elif type(item) is SlotFire:
+                self._fires.append(item)
             elif item is None:
                 stop = True
             elif item is not True:
@@ -265,11 +270,12 @@ class StoreThread:
         renew = worker is not None and now >= self._renew_at
         reclaim = worker is not None and now >= self._reclaim_at
         want = worker.room() if worker is not None else 0
-        claim = want > 0 and self._claim_due(now, now_wall, bool(new))
-        outcomes = self._outcomes
-        if not (new or outcomes or renew or reclaim or claim):
+        claim = want > 0 and self._claim_due(now, now_wall, bool(new or self._fires))
+        outcomes, fires = self._outcomes, self._fires
+        if not (new or outcomes or fires or renew or reclaim or claim):
             return []
         cancels: list[str] = []
+        fired: list[NewTask] = []
         claimed: list[Claimed] = []
         refused: list[str] = []
         try:
@@ -280,6 +286,9 @@ class StoreThread:
                     store.enqueue(new, now_wall)
                 if outcomes:
                     refused = store.finish(self.owner, outcomes, now_wall, self.result_ttl)
+                fired = [
+                    f.task for f in fires if store.fire_slot(f.schedule, f.slot, f.task, now_wall)
+                ]
                 if renew:
                     cancels = store.renew(self.owner, now_wall, self.lease)
                 if reclaim:
@@ -288,19 +297,20 @@ class StoreThread:
                     claimed = store.claim(self.owner, min(want, 256), now_wall, self.lease)
                     if len(claimed) < min(want, 256):
                         self._next_eta = store.next_eta(now_wall)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any store failure: reported, see _group_failed)
             self._group_failed(new, exc)
             return []
         self._outcomes = []
-        self._note_etas(new, outcomes)
+        self._fires = []
+        self._note_etas(new + fired, outcomes)
         if renew:
             self._renew_at = now + self.lease / 3
         if reclaim:
             self._reclaim_at = now + min(1.0, self.lease / 4)
         if claim:
             self._after_claim(now, len(claimed), min(want, 256))
-        if new:
-            self.committed += len(new)
+        if new or fired:
+            self.committed += len(new) + len(fired)
             self._persisted(new)
         if refused:
             logger.warning(
@@ -383,7 +393,7 @@ class StoreThread:
                     result = item.fn(store)
             else:
                 result = item.fn(store)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller's future)
             item.future.set_exception(exc)
         else:
             item.future.set_result(result)
@@ -405,14 +415,16 @@ class StoreThread:
             try:
                 with store.batch():
                     store.purge_expired(time.time())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (housekeeping must not stop the thread)
                 logger.warning("offload: purging expired durable results failed: %s", exc)
 
     def _close_store(self) -> None:
-        # Anything put after the last turn (a spawn racing the close) is refused.
+        # What was put after the last turn (a spawn or an attempt's end racing the close)
+        # is still written; queued calls are refused.
         leftovers = self._take(0)
         new = [i for i in leftovers if type(i) is NewTask]
-        if new and self.store is not None:
+        self._outcomes += [i for i in leftovers if type(i) is Outcome]
+        if (new or self._outcomes) and self.store is not None:
             self._group(new)
         for item in leftovers:
             if type(item) in (Call, Barrier) and not item.future.done():
@@ -420,5 +432,5 @@ class StoreThread:
         if self.store is not None:
             try:
                 self.store.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (closing: report, go on)
                 logger.warning("offload: closing the durable store failed: %s", exc)
