@@ -107,6 +107,10 @@ class Producer:
             import offload
 
             rt = offload.Runtime(store=_store(where), durable_concurrency=0, durability=durability)
+            # Open the store now, as the peers' constructors do: the latency phase's
+            # worker opens it after this (two processes turning a fresh file to WAL at
+            # the same moment can fail with "database is locked").
+            rt.durable.start()
             self.enqueue: Enqueue = functools.partial(rt.durable.spawn, work)
             self.flush = rt.durable.flush_sync
             self._close = functools.partial(rt.close, 60)
