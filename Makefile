@@ -115,19 +115,20 @@ build/venv-%/.deps-stamp: pyproject.toml
 TSAN_TESTS = tests/reliability tests/test_reliability.py tests/property \
   $(wildcard tests/engine/test_concurrency.py tests/engine/test_shutdown.py \
   tests/engine/test_edges.py tests/engine/test_edges_python.py tests/engine/test_option_fuzz.py \
-  tests/engine/test_controls.py tests/engine/test_periodic.py)
+  tests/engine/test_controls.py tests/engine/test_periodic.py tests/durable/test_api.py)
 TSAN_FUZZ_SEEDS ?= 0-199
 # ASan leaves out the tests that run the FastAPI app in real servers (uvicorn, hypercorn,
 # a shutdown under load) in subprocesses: the engine paths they drive are the ones the
 # in-process FastAPI and engine tests drive, and under ASan they cost minutes of CI.
 ASAN_SKIP_SERVERS = --ignore=tests/fastapi/test_fastapi_uvicorn.py \
   --ignore=tests/fastapi/test_fastapi_dropin_servers.py \
-  --ignore=tests/fastapi/test_shutdown_under_load.py
+  --ignore=tests/fastapi/test_shutdown_under_load.py \
+  --ignore=tests/durable/test_uvicorn_workers.py
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline
 	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging \
-	  $(ASAN_SKIP_SERVERS) -m "not no_asan" --durations=15
+	  $(ASAN_SKIP_SERVERS) -m "not no_asan and not durable_heavy" --durations=15
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 

@@ -3,13 +3,15 @@
 Starts `python -m service` (examples/service) on 127.0.0.1 and a free port, sends a few
 thousand mixed requests with httpx (a few of them make a background task fail on
 purpose), waits for the background work to finish, prints per-lane counts and latency
-percentiles from the dashboard's JSON, then stops the server with SIGTERM and checks that
-it drained and exited with status 0. `make serve` runs the same service in the foreground.
+percentiles from the dashboard's JSON and the durable invoices' states from the store
+(`python -m offload status`), then stops the server with SIGTERM and checks that it
+drained and exited with status 0 and that every invoice succeeded. `make serve` runs the same service in the foreground.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -49,8 +51,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+DATA_DIR = Path(tempfile.mkdtemp(prefix="offload-demo-"))
+STORE = "sqlite:///" + str(DATA_DIR / "offload-shop" / "offload.db")
+
+
 def start_server(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, OFFLOAD_DASHBOARD_TOKEN=TOKEN)
+    env = dict(os.environ, OFFLOAD_DASHBOARD_TOKEN=TOKEN, SERVICE_DATA_DIR=str(DATA_DIR))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLES), env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--no-access-log"]
@@ -175,6 +181,26 @@ async def run_demo(base_url: str, server: subprocess.Popen[bytes]) -> tuple[bool
     return ok, snapshot
 
 
+def durable_states() -> dict[str, int]:
+    """The durable store's task counts by state, as `python -m offload status` reads them."""
+    out = subprocess.run(
+        [sys.executable, "-m", "offload", "status", "--json", "--store", STORE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return dict(json.loads(out.stdout)["by_state"])
+
+
+def wait_durable_done() -> dict[str, int]:
+    deadline = time.monotonic() + 20
+    while True:
+        states = durable_states()
+        if states.get("queued", 0) + states.get("running", 0) == 0 or time.monotonic() > deadline:
+            return states
+
+
 def main() -> int:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -191,18 +217,26 @@ def main() -> int:
     print("  loop: analytics events (async, on the app's own loop; 5 s timeout, 2 retries)")
     print("  background: catalog refreshes (a dedicated event-loop thread; one at a time,")
     print("    key='catalog:refresh': a refresh asked for while one runs joins it)")
-    print("  threads: audit-log writes, welcome emails, order exports (the C thread pool)")
+    print("  threads: audit-log writes, welcome emails, order exports, and the durable")
+    print("    invoices once the store thread claimed them (the C thread pool)")
     failures = snapshot["failures"]
     if failures["items"]:
         latest = failures["items"][0]
         print(f"\n{failures['total']} task failures were reported, e.g. {latest['task_name']}:")
         print(f"  {latest['exception']}")
+    states = wait_durable_done()
+    print(f"\nDurable invoices (one per order, in {STORE}):")
+    print("  " + ", ".join(f"{state} {count}" for state, count in states.items() if count))
+    print(f"  python -m offload status --store {STORE}")
     print(f"\nDashboard: {base_url}/offload/?token={TOKEN}")
     print("  (the demo stops the server now; run `make serve` to keep one running)")
     status = stop_server(server)
     print(f"\nSIGTERM -> the server drained and exited with status {status}")
     for line in shutdown_lines(log_path):
         print(f"  {line}")
+    if states.get("dead", 0) or states.get("queued", 0) or states.get("running", 0):
+        print("demo FAILED: durable invoices did not all succeed", file=sys.stderr)
+        return 1
     if status != 0 or not ok:
         print("demo FAILED: see the server log above", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 """A small shop API whose side work runs on offload. `make serve`, then open the dashboard.
 
 POST /events            record an analytics event      -> loop lane (timeout, retries)
-POST /orders            place an order (service layer) -> audit log on the thread pool
+POST /orders            place an order (service layer) -> audit log on the thread pool,
+                        and a durable invoice task (in DATA_DIR/offload.db first)
 POST /signup            drop-in BackgroundTasks        -> email on threads, event on loop
 POST /catalog/refresh   refresh the product cache      -> a background loop, one at a time (key)
 (every 5 minutes)       the same refresh, @offload.periodic
@@ -20,6 +21,7 @@ import secrets
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +38,15 @@ from offload.fastapi import (
     status_router,
 )
 
-from .services import Analytics, AuditLog, Catalog, Event, Orders, send_welcome_email
+from .services import (
+    Analytics,
+    AuditLog,
+    Catalog,
+    Event,
+    Orders,
+    send_invoice,
+    send_welcome_email,
+)
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("service")
@@ -45,7 +55,10 @@ DASHBOARD_TOKEN = os.environ.get("OFFLOAD_DASHBOARD_TOKEN", "demo-token")
 DRAIN_TIMEOUT = float(os.environ.get("OFFLOAD_DRAIN_TIMEOUT", "10"))
 DATA_DIR = Path(os.environ.get("SERVICE_DATA_DIR", tempfile.gettempdir())) / "offload-shop"
 
-offload.configure(threads=8)
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+#: Durable tasks (the invoices) live in an SQLite file: `python -m offload status --store ...`
+STORE = "sqlite:///" + str(DATA_DIR / "offload.db")
+offload.configure(threads=8, store=STORE)
 
 analytics = Analytics()
 audit = AuditLog(DATA_DIR / "audit.jsonl")
@@ -74,7 +87,6 @@ async def refresh_catalog_every_5_minutes() -> None:
 @asynccontextmanager
 async def shop_lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Runs after offload started (so it may spawn) and, at exit, before offload drains.
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
     refresh_catalog_once.spawn()  # warm the cache without delaying startup
     log.info("shop started; audit log at %s", audit.path)
     yield
@@ -134,6 +146,8 @@ async def record_event(event: EventIn) -> dict[str, int]:
 @app.post("/orders", status_code=status.HTTP_201_CREATED)
 async def place_order(order: OrderIn) -> dict[str, int]:
     placed = orders.place(order.user, order.sku, order.quantity)
+    invoice = send_invoice.spawn(placed.id, order.user, Decimal("19.90") * order.quantity)
+    await invoice.persisted()  # confirmed only once the invoice can't be lost
     return {"order": placed.id}
 
 

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,13 @@ class Catalog:
 def send_welcome_email(address: str) -> None:
     time.sleep(0.005)  # an SMTP conversation
     log.debug("welcome email sent to %s", address)
+
+
+# -- invoices: a durable task (written to the store before the order is confirmed) ----------
+@offload.task(durable=True, retries=3, timeout=10)
+def send_invoice(order_id: int, user: str, total: Decimal) -> None:
+    time.sleep(0.002)  # render and mail the PDF
+    log.debug("invoice for order %d (%s) sent to %s", order_id, total, user)
 
 
 # -- orders: the service function routes call --------------------------------------------

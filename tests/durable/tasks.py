@@ -91,3 +91,20 @@ def tick() -> None:
 def decorated(x: int) -> int:
     note("decorated", x)
     return x * 2
+
+
+class Opaque:
+    """Not MessagePack-able: travels only with serializer="pickle"."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def bump(o: Opaque) -> Opaque:
+    note("bump", o.value)
+    return Opaque(o.value + 1)

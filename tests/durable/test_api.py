@@ -291,3 +291,62 @@ def test_unknown_store_scheme_is_refused_at_the_call_site() -> None:
     with pytest.raises(ValueError, match="unknown durable store"):
         offload.Runtime(store="postgres://x")
     asyncio.get_event_loop_policy()  # (nothing else was started)
+
+
+KEY = "a signing key of 32 bytes, really"
+
+
+def test_signed_pickle_round_trip_and_a_worker_without_the_key(
+    make_runtime: MakeRuntime, sqlite_url: str
+) -> None:
+    rt = make_runtime(store=sqlite_url, serializer="pickle", signing_key=KEY)
+    assert rt.durable.spawn(tasks.bump, tasks.Opaque(1)).result_sync(10) == tasks.Opaque(2)
+    with pytest.raises(TypeError, match="serializer='pickle'"):  # msgpack can't carry it
+        make_runtime(store=sqlite_url, durable_concurrency=0).durable.spawn(
+            tasks.bump, tasks.Opaque(1)
+        )
+    producer = make_runtime(
+        store=sqlite_url, durable_concurrency=0, serializer="pickle", signing_key=KEY
+    )
+    handle = producer.durable.spawn(tasks.bump, tasks.Opaque(5))
+    handle.wait_persisted(10)
+    rt.close(5)
+    keyless = make_runtime(store=sqlite_url)  # this worker can't check the signature
+    keyless.durable.start()
+    assert wait_until(lambda: (i := producer.durable.get(handle.id)) is not None and i.done, 10)
+    info = producer.durable.get(handle.id)
+    assert info is not None and info.state == "dead" and "signing key" in (info.error or "")
+
+
+def test_a_tampered_pickle_is_dead_lettered_not_run(
+    make_runtime: MakeRuntime, sqlite_url: str
+) -> None:
+    import sqlite3
+
+    producer = make_runtime(
+        store=sqlite_url, durable_concurrency=0, serializer="pickle", signing_key=KEY
+    )
+    handle = producer.durable.spawn(tasks.bump, tasks.Opaque(7))
+    handle.wait_persisted(10)
+    import base64
+
+    path = sqlite_url[len("sqlite:///") :]
+    db = sqlite3.connect(path)
+    (payload,) = db.execute(
+        "SELECT payload FROM offload_tasks WHERE id = ?", (handle.id,)
+    ).fetchone()
+    raw = bytearray(base64.b64decode(payload))
+    raw[-1] ^= 1  # one bit of the pickle flipped: the signature no longer matches
+    db.execute(
+        "UPDATE offload_tasks SET payload = ? WHERE id = ?",
+        (base64.b64encode(bytes(raw)).decode(), handle.id),
+    )
+    db.commit()
+    db.close()
+    before = len(tasks.ran)
+    worker = make_runtime(store=sqlite_url, serializer="pickle", signing_key=KEY)
+    worker.durable.start()
+    assert wait_until(lambda: (i := producer.durable.get(handle.id)) is not None and i.done, 10)
+    info = producer.durable.get(handle.id)
+    assert info is not None and info.state == "dead" and "signature" in (info.error or "")
+    assert not [r for r in tasks.ran[before:] if r[0] == "bump"]

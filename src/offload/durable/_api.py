@@ -122,6 +122,8 @@ class DurableInfo:
     error_type: str | None
     error: str | None
     result: Any
+    #: Why `result` is None although a result was stored (it could not be decoded here).
+    result_error: str | None = None
 
     @property
     def done(self) -> bool:
@@ -467,8 +469,15 @@ class Durable:
         _check_id(task_id)
         return str(self._call(lambda s: s.cancel(task_id, time.time()), write=True))
 
-    def depths(self) -> Depths:
-        return self._call(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
+    def depths(self, timeout: float | None = None) -> Depths:
+        """Queue depths and leases; TimeoutError if the store has not answered within
+        `timeout` seconds."""
+        future = self._require_thread().call(lambda s: s.depths(time.time()))
+        return future.result(timeout)  # type: ignore[no-any-return]
+
+    async def adepths(self) -> Depths:
+        """`depths()` for a coroutine: the store thread answers, the loop never waits."""
+        return await self._acall(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
 
     def retry_dead(self, task_ids: list[str] | None = None) -> int:
         return int(self._call(lambda s: s.retry_dead(task_ids, time.time()), write=True))
@@ -494,6 +503,7 @@ class Durable:
         state = record.state
         if state == "queued" and record.eta > time.time():
             state = "scheduled"
+        result, result_error = self._decode_result(record)
         return DurableInfo(
             id=record.id,
             name=record.name,
@@ -511,17 +521,22 @@ class Durable:
             cancel_requested=record.cancel_requested,
             error_type=record.error_type,
             error=record.error,
-            result=self._decode_result(record),
+            result=result,
+            result_error=result_error,
         )
 
-    def _decode_result(self, record: TaskRecord) -> Any:
+    def _decode_result(self, record: TaskRecord) -> tuple[Any, str | None]:
         if record.result is None:
-            return None
+            return None, None
         try:
             fn = resolve_function(record.fn)
         except LookupError:
-            fn = None
-        return codec_for(record.codec, self._signing_key).decode_result(fn, record.result)
+            fn = None  # decoded without its return annotation
+        try:
+            codec = codec_for(record.codec, self._signing_key)
+            return codec.decode_result(fn, record.result), None
+        except Exception as exc:  # noqa: BLE001 (a lookup must not fail on a bad result)
+            return None, f"{type(exc).__qualname__}: {exc}"
 
     # -- results -------------------------------------------------------------------------------
     async def _await_result(self, task_id: str, timeout: float | None) -> Any:
@@ -601,9 +616,19 @@ class Durable:
 
 
 def _outcome(info: DurableInfo) -> Any:
-    if info.state == "succeeded":
-        return info.result
-    raise DurableTaskFailed(info)
+    if info.state != "succeeded":
+        raise DurableTaskFailed(info)
+    if info.result_error is not None:
+        raise ValueError(
+            f"durable task {info.name} (id {info.id}) succeeded, but its result can't be"
+            f" read here: {info.result_error}"
+        )
+    if info.error_type == "ResultNotStored":
+        raise ValueError(
+            f"durable task {info.name} (id {info.id}) succeeded, but its result was not"
+            f" stored: {info.error}"
+        )
+    return info.result
 
 
 def _eta(spec: dict[str, Any], now: float) -> float:

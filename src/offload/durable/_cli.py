@@ -22,6 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ._api import resolve_store_url
+from ._store import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,32 +75,78 @@ def _store_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _UsageError(Exception):
+    """Bad input on the command line: said on stderr, exit status 2, no traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status: 0 done, 1 failed (the store, a task module),
+    2 bad input (options, a store URL, missing ids). User errors never print a traceback."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    store = resolve_store_url(args.store)
-    if args.command == "worker":
-        return _worker(args, store)
-    import offload
-
-    runtime = offload.Runtime(store=store, durable_concurrency=0)
     try:
+        store = resolve_store_url(args.store)
+        if args.command == "worker":
+            return _worker(args, store)
+        return _operate(args, store)
+    except _UsageError as exc:
+        print(f"offload: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"offload: {exc}", file=sys.stderr)
+        return 1
+
+
+def _operate(args: argparse.Namespace, store: str) -> int:
+    runtime = _runtime(store=store, durable_concurrency=0)
+    try:
+        _require_existing(store)
         if args.command == "status":
             return _status(runtime, args)
         return _dlq(runtime, args)
-    except offload.durable.StoreError as exc:
-        print(f"offload: {exc}", file=sys.stderr)
-        return 1
     finally:
         runtime.close(5)
+
+
+def _runtime(**options: Any) -> Any:
+    """A Runtime with these options; an option it refuses is a usage error."""
+    import offload
+
+    try:
+        return offload.Runtime(**options)
+    except (TypeError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def _require_existing(store: str) -> None:
+    """status and dlq read a store: a mistyped path is an error, not a new empty store."""
+    if store.startswith("sqlite:///"):
+        path = store[len("sqlite:///") :]
+        if not os.path.exists(path):
+            raise StoreError(
+                f"no durable store at {os.path.abspath(path)!r} ({store}): check --store"
+                " or OFFLOAD_STORE (a worker or a durable spawn creates it)"
+            )
+
+
+def _import_task_modules(modules: list[str]) -> None:
+    sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise  # the module itself imports something missing: its traceback helps
+            raise _UsageError(
+                f"cannot import {module}: {exc} (run the worker from the directory that"
+                " holds it, or set PYTHONPATH)"
+            ) from None
 
 
 def _worker(args: argparse.Namespace, store: str) -> int:
     import offload
 
-    sys.path.insert(0, os.getcwd())
-    for module in args.imports:
-        importlib.import_module(module)
+    _import_task_modules(args.imports)
     options: dict[str, Any] = {
         "store": store,
         "durable_concurrency": args.concurrency,
@@ -109,7 +156,10 @@ def _worker(args: argparse.Namespace, store: str) -> int:
     }
     if args.threads is not None:
         options["threads"] = args.threads
-    offload.configure(**options)
+    try:
+        offload.configure(**options)
+    except (TypeError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
     if args.loop == "uvloop":
         import uvloop
 
@@ -125,8 +175,12 @@ async def _work(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime.start(loop)
-    runtime.durable.start()
+    try:
+        runtime.start(loop)
+        runtime.durable.start()
+    except BaseException:
+        await runtime.shutdown(args.shutdown_timeout)
+        raise
     log = logging.getLogger("offload")
     log.info(
         "offload worker %d: working %s (concurrency %d)",
@@ -170,12 +224,28 @@ def _dlq(runtime: Any, args: argparse.Namespace) -> int:
             print(f"{t.id}  {when}  {t.name}  attempts {t.attempt}/{t.max_attempts}  {last[0]}")
         print(f"{len(dead)} dead-lettered task(s) shown")
         return 0
+    if args.ids and args.all:
+        raise _UsageError("name the task ids or pass --all, not both")
     if not args.ids and not args.all:
-        print("offload: name the task ids, or pass --all", file=sys.stderr)
-        return 2
-    ids = None if args.all else list(args.ids)
+        raise _UsageError("name the task ids, or pass --all")
+    ids = None if args.all else list(dict.fromkeys(args.ids))
+    missing = [] if ids is None else _not_dead(durable, ids)
     if args.action == "retry":
         print(f"{durable.retry_dead(ids)} task(s) queued again")
     else:
         print(f"{durable.purge('dead', ids)} task(s) purged")
+    if missing:
+        print(f"offload: not in the dead-letter set: {', '.join(missing)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _not_dead(durable: Any, ids: list[str]) -> list[str]:
+    """The ids (with what they are instead) that name no dead-lettered task."""
+    # The stored records, not get(): nothing here needs a result decoded.
+    records = durable._call(lambda store: [store.get(task_id) for task_id in ids])
+    return [
+        f"{task_id} ({'unknown' if record is None else record.state})"
+        for task_id, record in zip(ids, records, strict=True)
+        if record is None or record.state != "dead"
+    ]

@@ -1,9 +1,11 @@
-"""A prometheus_client Collector that reads `Runtime.stats()` (and `attempts()`) at scrape time."""
+"""A prometheus_client Collector that reads `Runtime.stats()` (and `attempts()`) at scrape time,
+and the durable queue's depths when the runtime's durable tier is in use."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -12,6 +14,12 @@ from prometheus_client.metrics_core import (
 )
 
 from .. import Runtime
+from ._durable import durable_of
+
+if TYPE_CHECKING:
+    from ..durable._store import Depths
+
+log = logging.getLogger("offload")
 
 _COUNTERS = {
     "submitted": "Tasks accepted or refused by the lane (every spawn/run call).",
@@ -41,6 +49,13 @@ _LATENCIES = {
     "run_time": "Time from start to finish, in seconds.",
 }
 _QUANTILES = {"p50": "0.5", "p90": "0.9", "p99": "0.99"}
+_DURABLE_COUNTERS = {
+    "committed": "Durable tasks this process spawned and committed to the store.",
+    "started": "Durable attempts this process started.",
+    "finished": "Durable attempts this process finished.",
+}
+#: How long a scrape waits for the store's answer before leaving the depths out.
+DEPTHS_TIMEOUT = 5.0
 
 
 class OffloadCollector:
@@ -50,11 +65,19 @@ class OffloadCollector:
     `runtime` is a Runtime or a zero-argument callable returning one (read on each scrape).
     Register it in your own registry (`REGISTRY.register(OffloadCollector(rt))`) if you
     already serve /metrics; otherwise mount `metrics_router()`.
+
+    When the runtime's durable tier is in use, also the queue's depths (read from the
+    store: a call to the store thread, at most DEPTHS_TIMEOUT seconds) and this
+    process's durable counters.
     """
 
     def __init__(self, runtime: Runtime | Callable[[], Runtime], prefix: str = "offload") -> None:
         self._runtime = runtime
         self._prefix = prefix
+        #: Depths read beforehand (metrics_router reads them without blocking its loop):
+        #: when `_prefetched`, collect() uses `_depths` (None: leave the gauges out).
+        self._prefetched = False
+        self._depths: Depths | None = None
 
     def collect(self) -> Iterator[Metric]:
         runtime = self._runtime if isinstance(self._runtime, Runtime) else self._runtime()
@@ -65,6 +88,7 @@ class OffloadCollector:
         yield from self._latencies(stats)
         yield from self._attempts(runtime)
         yield from self._schedules(runtime)
+        yield from self._durable(runtime)
 
     def _counters(self, stats: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         for key, doc in _COUNTERS.items():
@@ -120,3 +144,54 @@ class OffloadCollector:
             for schedule in schedules:
                 family.add_metric([schedule.name], getattr(schedule, key))
             yield family
+
+    def _durable(self, runtime: Runtime) -> Iterator[Metric]:
+        durable = durable_of(runtime)
+        if durable is None:
+            return
+        stats = durable.stats()
+        for key, doc in _DURABLE_COUNTERS.items():
+            yield CounterMetricFamily(f"{self._prefix}_durable_{key}", doc, value=stats[key])
+        depths = self._depths
+        if not self._prefetched:
+            try:
+                depths = durable.depths(timeout=DEPTHS_TIMEOUT)
+            except Exception:
+                log.exception("offload metrics: reading the durable queue's depths failed")
+                return
+        if depths is not None:
+            yield from self._depth_gauges(depths)
+
+    def _depth_gauges(self, depths: Depths) -> Iterator[Metric]:
+        tasks = GaugeMetricFamily(
+            f"{self._prefix}_durable_tasks",
+            "Durable tasks in the store by state (queued, running, succeeded, dead, cancelled).",
+            labels=["state"],
+        )
+        for state, count in depths.by_state.items():
+            tasks.add_metric([state], count)
+        yield tasks
+        yield GaugeMetricFamily(
+            f"{self._prefix}_durable_ready",
+            "Durable tasks queued and due now.",
+            value=depths.ready,
+        )
+        yield GaugeMetricFamily(
+            f"{self._prefix}_durable_scheduled",
+            "Durable tasks queued with a future time (delay=, at=, a retry's backoff).",
+            value=depths.scheduled,
+        )
+        age = depths.oldest_ready_age
+        yield GaugeMetricFamily(
+            f"{self._prefix}_durable_oldest_ready_seconds",
+            "How long the oldest ready durable task has waited (0 when none is ready).",
+            value=0.0 if age is None else age,
+        )
+        leases = GaugeMetricFamily(
+            f"{self._prefix}_durable_leases",
+            "Running durable tasks by lease: live, or expired (a live worker reclaims these).",
+            labels=["kind"],
+        )
+        leases.add_metric(["live"], depths.leases)
+        leases.add_metric(["expired"], depths.expired_leases)
+        yield leases

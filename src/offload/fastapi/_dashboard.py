@@ -3,6 +3,8 @@
 The page (static/: HTML, CSS, JS with hand-drawn SVG charts, all inlined) polls
 `api/snapshot`; the charts' history is sampled server-side (see `_history`), from the
 app's startup when FastAPI runs routers' lifespans, else from the first request.
+The same sampler reads the durable queue's depths (off the event loop) for the page's
+"Durable queue" panel, shown only when the runtime's durable tier is in use.
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the route closures' annotations.
@@ -166,7 +168,9 @@ def _add_routes(
         rt: Rt, limit: Limit = max_items, after: After = 0
     ) -> JSONResponse:
         data = _snapshot.snapshot(rt, failures, show_args=show_args, limit=limit)
-        data["history"] = samplers.history(rt).since(after)
+        history = samplers.history(rt)
+        data["history"] = history.since(after)
+        data["durable"] = _snapshot.durable(rt, history.durable())
         return JSONResponse(data, headers=_NO_STORE)
 
     @router.get("/api/history")

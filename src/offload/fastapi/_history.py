@@ -7,8 +7,12 @@ retrying, overrun). At most `keep` samples are kept: memory is bounded whatever 
 A sample holds per lane a list of ints in `SERIES` order (not a dict: 900 samples of four
 lanes take about 0.8 MB, and the page's first load is about 0.2 MB).
 
-Lock rule: `History._lock` guards `_samples`, `_last` and `_seq`; it is never held while
-calling into the runtime (`stats()` is read before taking it).
+The same thread also reads the durable queue's depths (`runtime.durable.depths()`, a
+store call, never made on the event loop) when the runtime's durable tier is in use;
+`History.durable()` gives the latest reading for the dashboard's "Durable queue" panel.
+
+Lock rule: `History._lock` guards `_samples`, `_last`, `_seq` and `_durable`; it is never
+held while calling into the runtime (`stats()` and the depths are read before taking it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import Runtime
+from ._durable import depths_dict, durable_of
 
 log = logging.getLogger("offload")
 
@@ -36,6 +41,8 @@ _DELTAS = {
 _GAUGES = ("pending", "running", "scheduled", "retrying", "overrun")
 #: What each lane's list in a sample holds, in order.
 SERIES = (*_DELTAS, *_GAUGES)
+#: A durable depths reading waits this many times the previous one's duration.
+DURABLE_SHARE = 50
 
 
 def _totals(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -57,6 +64,7 @@ class History:
     _samples: deque[dict[str, Any]] = field(init=False)
     _last: tuple[float, dict[str, dict[str, int]]] | None = field(default=None, init=False)
     _seq: int = field(default=0, init=False)
+    _durable: dict[str, Any] | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +91,17 @@ class History:
                     },
                 }
             )
+
+    def record_durable(self, depths: dict[str, Any] | None) -> None:
+        """Keep the latest durable queue reading (`depths_dict` plus its time), or forget it."""
+        reading = None if depths is None else {**depths, "time": time.time()}
+        with self._lock:
+            self._durable = reading
+
+    def durable(self) -> dict[str, Any] | None:
+        """The latest durable queue reading, None if none was taken."""
+        with self._lock:
+            return self._durable
 
     def since(self, after: int = 0) -> dict[str, Any]:
         """The samples whose `seq` is above `after`, oldest first, as JSON-ready data."""
@@ -124,6 +143,8 @@ class Sampler:
             target=self._run, name="offload-dashboard-sampler", daemon=True
         )
         self._failed_once = False
+        self._durable_failed_once = False
+        self._durable_due = 0.0  # monotonic time of the next durable reading
 
     def start(self) -> None:
         self.sample()  # the baseline, so the first interval already gives a sample
@@ -153,10 +174,37 @@ class Sampler:
         self.history.record(stats)
         return True
 
+    def sample_durable(self) -> None:
+        """Read the durable queue's depths, if the runtime's durable tier is in use.
+
+        Blocks on the store thread (bounded): only ever called on the sampler's thread.
+        The query runs on the store's writer thread, between group commits: readings are
+        spaced to keep it under 1/DURABLE_SHARE of that thread's time (a store of a
+        million tasks is read less often than every interval)."""
+        runtime = self._runtime()
+        durable = None if runtime is None or runtime.closed else durable_of(runtime)
+        if durable is None:
+            self.history.record_durable(None)
+            return
+        start = time.monotonic()
+        if start < self._durable_due:
+            return
+        try:
+            depths = durable.depths(timeout=max(5.0, self.history.interval))
+        except Exception:
+            if not self._durable_failed_once:  # once, not every second
+                self._durable_failed_once = True
+                log.exception("offload dashboard: reading the durable queue's depths failed")
+            self.history.record_durable(None)
+            return
+        self.history.record_durable(depths_dict(depths))
+        self._durable_due = start + (time.monotonic() - start) * DURABLE_SHARE
+
     def _run(self) -> None:
         while not self._stop.wait(self.history.interval):
             if not self.sample():
                 return
+            self.sample_durable()
 
 
 class Samplers:

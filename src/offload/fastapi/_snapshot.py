@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from .. import Runtime, Task
+from ._durable import durable_of, stats, store_url
 from ._failures import FailureLog
 
 #: Per-lane counters and gauges, in display order (read with a default of 0).
@@ -135,6 +136,16 @@ def failures(log: FailureLog, *, limit: int) -> dict[str, Any]:
     """The most recent failures (newest first) and how many were seen in total."""
     recent = log.recent()[-limit:]
     return {"total": log.total, "items": [f.as_dict() for f in reversed(recent)]}
+
+
+def durable(runtime: Runtime, reading: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The "Durable queue" panel: None when the runtime's durable tier is not in use;
+    else this process's counters and the sampler's latest depths (`depths` is None until
+    the first reading, taken one sampling interval after the sampler starts)."""
+    tier = durable_of(runtime)
+    if tier is None:
+        return None
+    return {"store": store_url(tier), "process": stats(tier), "depths": reading}
 
 
 def snapshot(runtime: Runtime, log: FailureLog, *, show_args: bool, limit: int) -> dict[str, Any]:

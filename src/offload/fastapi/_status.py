@@ -13,6 +13,8 @@ from fastapi import params as fastapi_params
 from fastapi.responses import JSONResponse
 
 from .. import Runtime
+from ..durable._store import StoreError
+from . import _durable
 from ._deps import get_runtime
 
 #: What to write when the router is made without `dependencies`.
@@ -28,6 +30,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 State = Literal["scheduled", "pending", "running", "retrying", "succeeded", "failed", "cancelled"]
 Lane = Literal["loop", "background", "threads", "processes"]
+DurableState = Literal["queued", "running", "succeeded", "dead", "cancelled"]
 
 
 def status_router(
@@ -46,6 +49,15 @@ def status_router(
     (`error` = "TypeName: message", `error_type`), or 404 when the runtime does not know
     the id (never spawned here, or finished longer ago than `keep_finished` reaches).
     `GET /jobs?name=&state=&key=&lane=&limit=` lists the tasks matching every filter given.
+
+    The durable tier (docs/durable.md), read from its store, i.e. across every process
+    sharing it: `GET /jobs/durable` gives queue depths by state, ready and scheduled
+    counts, live and expired leases, the oldest ready task's age and this process's
+    counters; `GET /jobs/durable/tasks?state=&limit=` lists stored tasks newest first,
+    `GET /jobs/durable/tasks/{id}` gives one with its result (if it is JSON; else
+    `result_repr`), `GET /jobs/durable/dead` lists the dead-letter set. When this process
+    has no durable tier in use, `GET /jobs/durable` answers `{"enabled": false}` and the
+    others 404; no store is ever opened (nor ./offload.db created) by these routes.
 
     `dependencies` is required (a non-empty list of `Depends(...)`): each runs before every
     route and raises `HTTPException(401/403)` to refuse. `runtime` defaults to the app's.
@@ -92,6 +104,7 @@ def _add_routes(
     router: APIRouter, runtime_dependency: Callable[..., Awaitable[Runtime]], max_limit: int
 ) -> None:
     Rt = Annotated[Runtime, Depends(runtime_dependency)]
+    _add_durable_routes(router, Rt, max_limit)  # before "/{task_id}", which would take "durable"
 
     @router.get("/{task_id}", summary="One offload task's status")
     async def offload_task_status(rt: Rt, task_id: int) -> JSONResponse:
@@ -121,3 +134,73 @@ def _add_routes(
             return JSONResponse({"detail": str(exc)}, status_code=422, headers=_NO_STORE)
         items = [info.as_dict() for info in infos]
         return JSONResponse({"count": len(items), "items": items}, headers=_NO_STORE)
+
+
+def _add_durable_routes(router: APIRouter, Rt: Any, max_limit: int) -> None:
+    Limit = Annotated[int, Query(ge=1, le=max_limit)]
+    default_limit = min(100, max_limit)
+
+    @router.get("/durable", summary="The durable queue: depths, leases, this process's counters")
+    async def offload_durable(rt: Rt) -> JSONResponse:
+        durable = _durable.durable_of(rt)
+        if durable is None:
+            return JSONResponse(
+                {"enabled": False, "detail": _durable.NOT_IN_USE}, headers=_NO_STORE
+            )
+        try:
+            depths = await durable.adepths()
+        except StoreError as exc:
+            return _store_failed(exc)
+        return JSONResponse(_durable.summary(durable, depths), headers=_NO_STORE)
+
+    @router.get("/durable/tasks", summary="Durable tasks, newest first")
+    async def offload_durable_tasks(
+        rt: Rt, state: DurableState | None = None, limit: Limit = default_limit
+    ) -> JSONResponse:
+        return await _durable_list(rt, state, limit)
+
+    @router.get("/durable/dead", summary="The dead-letter set, newest first")
+    async def offload_durable_dead(rt: Rt, limit: Limit = default_limit) -> JSONResponse:
+        return await _durable_list(rt, "dead", limit)
+
+    @router.get("/durable/tasks/{task_id}", summary="One durable task, with its result")
+    async def offload_durable_task(rt: Rt, task_id: str) -> JSONResponse:
+        durable = _durable.durable_of(rt)
+        if durable is None:
+            return _not_in_use()
+        try:
+            record = await durable._acall(lambda store: store.get(task_id))
+        except StoreError as exc:
+            return _store_failed(exc)
+        if record is None:
+            detail = (
+                f"no durable task with id {task_id!r} in {durable.url} (never stored, or purged)"
+            )
+            return JSONResponse({"detail": detail, "id": task_id}, 404, headers=_NO_STORE)
+        return JSONResponse(
+            _durable.task_dict(durable, record, with_result=True), headers=_NO_STORE
+        )
+
+
+async def _durable_list(rt: Runtime, state: str | None, limit: int) -> JSONResponse:
+    durable = _durable.durable_of(rt)
+    if durable is None:
+        return _not_in_use()
+    try:
+        records = await durable._acall(lambda store: store.tasks(state, limit))
+    except StoreError as exc:
+        return _store_failed(exc)
+    items = [_durable.task_dict(durable, r, with_result=False) for r in records]
+    return JSONResponse({"count": len(items), "items": items}, headers=_NO_STORE)
+
+
+def _not_in_use() -> JSONResponse:
+    return JSONResponse(
+        {"enabled": False, "detail": _durable.NOT_IN_USE}, status_code=404, headers=_NO_STORE
+    )
+
+
+def _store_failed(exc: StoreError) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"the durable store failed: {exc}"}, status_code=503, headers=_NO_STORE
+    )

@@ -104,6 +104,44 @@
     body.replaceChildren(...rows);
   }
 
+  // --- the durable queue (shown only when the runtime's durable tier is in use) ---
+  function renderDurable(durable) {
+    const section = document.getElementById("durable");
+    section.classList.toggle("hidden", !durable);
+    if (!durable) return;
+    document.getElementById("durable-store").textContent = durable.store;
+    const depths = durable.depths;
+    document.getElementById("durable-waiting").classList.toggle("hidden", Boolean(depths));
+    const body = document.querySelector("#durable-depths tbody");
+    if (!depths) {
+      body.replaceChildren();
+    } else {
+      const states = depths.by_state;
+      const age = depths.oldest_ready_age;
+      const values = {
+        ready: depths.ready, scheduled: depths.scheduled, running: states.running || 0,
+        succeeded: states.succeeded || 0, dead: states.dead || 0,
+        cancelled: states.cancelled || 0,
+        oldest_ready: age === null ? "\u2013" : seconds(age, 1),
+        live_leases: depths.leases.live, expired_leases: depths.leases.expired,
+      };
+      const row = el("tr");
+      for (const [field, value] of Object.entries(values)) {
+        const cell = el("td", value);
+        cell.dataset.field = field;
+        if ((field === "dead" || field === "expired_leases") && value > 0) {
+          cell.className = "nonzero-failed";
+        }
+        row.appendChild(cell);
+      }
+      body.replaceChildren(row);
+    }
+    const p = durable.process;
+    document.getElementById("durable-process").textContent = "this process: "
+      + p.committed + " committed, " + p.started + " started, " + p.finished + " finished, "
+      + p.running + " running (concurrency " + p.concurrency + ")";
+  }
+
   // --- charts ----------------------------------------------------------------
   function addSamples(data) {
     if (data.last < chartData.last) chartData.samples = [];  // another runtime: start over
@@ -369,6 +407,7 @@
       addSamples(data.history);
       renderCharts(data.lanes);
       renderLanes(data.lanes);
+      renderDurable(data.durable);
       renderTasks(data.tasks);
       renderSchedules(data.schedules);
       renderFailures(data.failures);
