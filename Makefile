@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare test-sanitize test-debug test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare test-sanitize test-sanitize-asan test-sanitize-tsan test-debug test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -65,9 +65,12 @@ MATRIX_JOBS ?= 1
 MATRIX_MODES ?=
 # The CPythons to run (default: every supported one), e.g. MATRIX_VERSIONS="3.10 3.12".
 MATRIX_VERSIONS ?=
+# More pytest arguments for every leg; CI leaves out the `durable_heavy` tests there
+# (thousands of tasks over several worker processes: they run once, in `make test`).
+MATRIX_PYTEST_ARGS ?=
 test-matrix:
 	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) OFFLOAD_MATRIX_MODES=$(MATRIX_MODES) \
-	  $(PYTHON) tools/matrix.py $(MATRIX_VERSIONS) -- --ignore=tests/packaging
+	  $(PYTHON) tools/matrix.py $(MATRIX_VERSIONS) -- --ignore=tests/packaging $(MATRIX_PYTEST_ARGS)
 
 # FastAPI's and Starlette's own background-task tests with the BackgroundTasks import
 # swapped for offload's (tools/upstream.py: downloads the pinned sdists into build/upstream,
@@ -125,10 +128,15 @@ ASAN_SKIP_SERVERS = --ignore=tests/fastapi/test_fastapi_uvicorn.py \
   --ignore=tests/fastapi/test_shutdown_under_load.py \
   --ignore=tests/durable/test_uvicorn_workers.py
 SANITIZE_PROPERTY_SECONDS ?= 30
-test-sanitize: build/venv-asan/.deps-stamp build/venv-tsan/.deps-stamp fuzz-deadline
+test-sanitize: test-sanitize-asan test-sanitize-tsan
+
+# The two halves, which CI runs side by side (each is one pytest process).
+test-sanitize-asan: build/venv-asan/.deps-stamp fuzz-deadline
 	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging \
 	  $(ASAN_SKIP_SERVERS) -m "not no_asan and not durable_heavy" --durations=15
+
+test-sanitize-tsan: build/venv-tsan/.deps-stamp
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 

@@ -60,6 +60,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         loop.close()
 
 
+#: A durable store the suite must never make in the working directory (the default
+#: store of a durable spawn, or of a default runtime with durable functions declared).
+STRAY_STORE = os.path.join(os.getcwd(), "offload.db")
+_stray_before = os.path.exists(STRAY_STORE)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Importing the test modules declared their `@offload.task(durable=True)` functions:
+    undeclare them, so a test starting the default runtime doesn't open ./offload.db."""
+    from offload.durable import _registry
+
+    _registry._declared.clear()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.path.exists(STRAY_STORE) and not _stray_before:
+        print(f"\nFAILED: the suite made a durable store in the working directory: {STRAY_STORE}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """No exception may escape to sys.unraisablehook or threading.excepthook unseen."""
     for item in items:

@@ -258,3 +258,31 @@ def test_depths_and_expiry(store: Store) -> None:
     assert d.oldest_ready_age == pytest.approx(2.0)
     assert write(store, lambda: store.purge_expired(T0 + 20)) == 1
     assert store.get("a") is None
+
+
+def test_retrying_a_dead_task_whose_key_is_held_leaves_it_dead(store: Store) -> None:
+    write(store, lambda: store.enqueue([new("old", key="k", attempts=1)], T0))
+    write(store, lambda: store.claim("w", 1, T0, 30.0))
+    write(store, lambda: store.finish("w", [Outcome("old", 1, "dead", error="x")], T0, 60))
+    write(store, lambda: store.enqueue([new("other"), new("holder", key="k", eta=T0 + 60)], T0))
+    write(store, lambda: store.enqueue([new("dead2", attempts=1)], T0))
+    write(store, lambda: store.claim("w", 5, T0, 30.0))
+    write(store, lambda: store.finish("w", [Outcome("dead2", 1, "dead", error="y")], T0, 60))
+    assert write(store, lambda: store.retry_dead(None, T0 + 1)) == 1  # dead2 only
+    old, dead2 = store.get("old"), store.get("dead2")
+    assert old is not None and old.state == "dead"
+    assert dead2 is not None and dead2.state == "queued"
+
+
+def test_a_success_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
+    write(store, lambda: store.enqueue([new("t")], T0))
+    write(store, lambda: store.claim("w", 1, T0, 1.0))
+    write(store, lambda: store.reclaim(T0 + 5))  # WorkerLost, requeued
+    write(store, lambda: store.claim("w", 1, T0 + 5, 30.0))
+    write(store, lambda: store.finish("w", [Outcome("t", 2, "succeeded")], T0 + 6, 60))
+    record = store.get("t")
+    assert record is not None and (record.state, record.error_type, record.error) == (
+        "succeeded",
+        None,
+        None,
+    )

@@ -48,6 +48,11 @@ T = TypeVar("T")
 #: The store a durable spawn uses when none was configured (relative to the working
 #: directory, i.e. beside the app), unless OFFLOAD_STORE names one.
 DEFAULT_STORE = "sqlite:///offload.db"
+#: Retries of a durable task that names none: a worker killed mid-task costs its tasks
+#: an attempt (that is what stops a task that kills its worker from looping forever),
+#: so with no retries a deploy's SIGKILL would dead-letter everything in flight.
+DEFAULT_RETRIES = 3
+
 #: A thread spawning in a tight loop holds the GIL, and the store thread needs it
 #: between its SQLite calls (CPython makes a waiting thread wait up to the 5 ms switch
 #: interval). When more than BACKLOG spawns wait and the store thread last took its
@@ -327,13 +332,15 @@ class Durable:
         thread = self._thread or self._require_thread()
         if thread.error is not None:
             raise thread.error
+        if self.closed:
+            raise StoreError("this runtime is closed: its durable store is closed too")
         now = time.time()
         handle: DurableTask[Any] = DurableTask(_ids.next(), name, self)
         key = spec.get("key")
         if key is not None:
             handle._key = key
             handle._rejects = spec.get("on_duplicate") == "reject"
-        retries = spec.get("retries", 0)
+        retries = spec.get("retries", DEFAULT_RETRIES)
         task = NewTask(
             handle._id,
             ref,
@@ -379,9 +386,9 @@ class Durable:
             self._codec.encode_call(ref, (), {}),
             self._codec.name,
             now,
-            1,
+            DEFAULT_RETRIES + 1,
             None,
-            None,
+            _backoff({}, DEFAULT_RETRIES),
             (),
             now,
             f"offload-periodic:{schedule}" if skip_overlap else None,
@@ -434,9 +441,9 @@ class Durable:
         await asyncio.wait_for(asyncio.wrap_future(self._thread.barrier()), timeout)
 
     def flush_sync(self, timeout: float | None = None) -> None:
+        _refuse_on_loop()
         if self._thread is None:
             return
-        _refuse_on_loop()
         self._thread.barrier().result(timeout)
 
     # -- lookups ------------------------------------------------------------------------------
@@ -446,15 +453,21 @@ class Durable:
     async def _acall(self, fn: Callable[[Store], Any], *, write: bool = False) -> Any:
         return await asyncio.wrap_future(self._require_thread().call(fn, write=write))
 
+    def _read(self, fn: Callable[[Store], Any], timeout: float | None = None) -> Any:
+        return self._require_thread().read(fn).result(timeout)
+
+    async def _aread(self, fn: Callable[[Store], Any]) -> Any:
+        return await asyncio.wrap_future(self._require_thread().read(fn))
+
     def get(self, task_id: str) -> DurableInfo | None:
         """What the store knows of durable task `task_id` (from any process)."""
         _check_id(task_id)
-        record = self._call(lambda s: s.get(task_id))
+        record = self._read(lambda s: s.get(task_id))
         return None if record is None else self._info(record)
 
     async def aget(self, task_id: str) -> DurableInfo | None:
         _check_id(task_id)
-        record = await self._acall(lambda s: s.get(task_id))
+        record = await self._aread(lambda s: s.get(task_id))
         return None if record is None else self._info(record)
 
     def tasks(self, state: str | None = None, limit: int = 100) -> list[DurableInfo]:
@@ -463,7 +476,7 @@ class Durable:
         _check_state(state)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int >= 1, got {limit!r}")
-        return [self._info(r) for r in self._call(lambda s: s.tasks(state, limit))]
+        return [self._info(r) for r in self._read(lambda s: s.tasks(state, limit))]
 
     def cancel(self, task_id: str) -> str:
         _check_id(task_id)
@@ -472,12 +485,11 @@ class Durable:
     def depths(self, timeout: float | None = None) -> Depths:
         """Queue depths and leases; TimeoutError if the store has not answered within
         `timeout` seconds."""
-        future = self._require_thread().call(lambda s: s.depths(time.time()))
-        return future.result(timeout)  # type: ignore[no-any-return]
+        return self._read(lambda s: s.depths(time.time()), timeout)  # type: ignore[no-any-return]
 
     async def adepths(self) -> Depths:
         """`depths()` for a coroutine: the store thread answers, the loop never waits."""
-        return await self._acall(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
+        return await self._aread(lambda s: s.depths(time.time()))  # type: ignore[no-any-return]
 
     def retry_dead(self, task_ids: list[str] | None = None) -> int:
         return int(self._call(lambda s: s.retry_dead(task_ids, time.time()), write=True))
@@ -706,6 +718,8 @@ def validate_durable(out: dict[str, Any]) -> None:
                 f"unknown durable store {store!r} (scheme {scheme!r}); use"
                 " sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"
             )
+        if store.startswith("sqlite:///") and store[len("sqlite:///") :] in ("", ":memory:"):
+            raise ValueError(f"store {store!r} names no file; use sqlite:///path/to/offload.db")
         out["store"] = store
     concurrency = _check_limit(
         "durable_concurrency", out["durable_concurrency"], allow_zero=True, most=100_000

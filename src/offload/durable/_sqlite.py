@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -40,6 +41,7 @@ from ._store import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger("offload")
 
 #: The schema this offload writes; a store made by a newer one is refused at open.
 SCHEMA_VERSION = 1
@@ -97,9 +99,18 @@ _INSERT_ROWS = (
 #: fewer statements mean fewer GIL hand-backs per group, see the module docstring).
 _CHUNK = 2000
 
+
+def _text(column: str) -> str:
+    """A column as JSON can carry it: a BLOB (a row corrupted by hand or by a bad disk)
+    would make json_array fail the whole claim; it becomes null, and the row is
+    dead-lettered on its own (SqliteStore.claim)."""
+    return f"CASE WHEN typeof({column}) = 'blob' THEN NULL ELSE {column} END"
+
+
 _CLAIMED_JSON = (
-    "json_array(id, fn, name, payload, codec, attempt + 1, max_attempts, timeout,"
-    " backoff, retry_on, created, rid)"
+    f"json_array({_text('id')}, {_text('fn')}, {_text('name')}, {_text('payload')},"
+    f" {_text('codec')}, attempt + 1, max_attempts, {_text('timeout')}, {_text('backoff')},"
+    f" {_text('retry_on')}, {_text('created')}, rid)"
 )
 _RECORD_COLUMNS = (
     "id, fn, name, state, attempt, max_attempts, key, codec, created, eta, started,"
@@ -138,9 +149,16 @@ def is_busy(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+class StoreBusy(StoreError):
+    """Another connection held the store's lock past the busy timeout: nothing was
+    written, and the same write can be tried again."""
+
+
 def _store_error(what: str, exc: BaseException) -> StoreError:
     if is_full(exc):
         return StoreFull(f"{what}: the store is full ({exc})")
+    if is_busy(exc):
+        return StoreBusy(f"{what}: {exc}")
     return StoreError(f"{what}: {exc}")
 
 
@@ -175,9 +193,15 @@ def _decode_backoff(text: str | None) -> tuple[float, float, float, bool] | None
 class SqliteStore:
     """A `Store` on one SQLite file (or in memory). See the module docstring."""
 
-    def __init__(self, url: str, path: str, *, durability: str = "normal") -> None:
+    def __init__(
+        self, url: str, path: str, *, durability: str = "normal", reader: bool = False
+    ) -> None:
         self.url = url
         self.path = path
+        self._durability = durability
+        self._reader = reader  # a lookups-only connection (open_reader)
+        #: How long a write waits for another connection's lock (see _when_free).
+        self.busy_timeout = BUSY_TIMEOUT
         self._memory = path == ":memory:"
         self._identity: tuple[int, int] | None = None
         if not self._memory:
@@ -202,9 +226,9 @@ class SqliteStore:
     def _check_path(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
+            what = "is not a directory" if os.path.exists(directory) else "does not exist"
             raise StoreError(
-                f"cannot open the durable store {self.url!r}: directory {directory!r}"
-                " does not exist"
+                f"cannot open the durable store {self.url!r}: directory {directory!r} {what}"
             )
         target = self.path if os.path.exists(self.path) else directory
         if not os.access(target, os.W_OK):
@@ -225,6 +249,11 @@ class SqliteStore:
 
     def _setup(self, durability: str) -> None:
         db = self._db
+        if self._reader:
+            db.execute("PRAGMA query_only=1")
+            self._check_version(self._schema_version())
+            db.execute("PRAGMA busy_timeout=0")
+            return
         if not self._memory:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -242,12 +271,8 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO offload_meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
-            elif version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the durable store {self.url!r} was made by a newer offload (schema"
-                    f" version {version}; this offload knows up to {SCHEMA_VERSION}):"
-                    " upgrade offload in this environment, or point it at another store"
-                )
+            else:
+                self._check_version(version)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -256,6 +281,16 @@ class SqliteStore:
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
         db.execute("PRAGMA busy_timeout=0")  # from here on, _when_free waits
+
+    def _check_version(self, version: int | None) -> None:
+        if version is None:
+            raise StoreError(f"the durable store {self.url!r} has no offload schema")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the durable store {self.url!r} was made by a newer offload (schema"
+                f" version {version}; this offload knows up to {SCHEMA_VERSION}):"
+                " upgrade offload in this environment, or point it at another store"
+            )
 
     def _schema_version(self) -> int | None:
         exists = self._db.execute(
@@ -284,6 +319,10 @@ class SqliteStore:
             raise _store_error("cannot write to the durable store", exc) from exc
         try:
             yield
+        except sqlite3.Error as exc:  # a full disk, an I/O error: say which
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise _store_error("cannot write to the durable store", exc) from exc
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
@@ -297,13 +336,13 @@ class SqliteStore:
 
     def _when_free(self, call: Callable[[], T]) -> T:
         """call(), again while another connection holds the lock (SQLITE_BUSY), for up
-        to BUSY_TIMEOUT seconds.
+        to `busy_timeout` seconds.
 
         SQLite's own busy handler sleeps 1, 2, 5, 10, ... 100 ms between tries: under
         several busy workers a waiter would sleep far longer than the lock is held
         (a group commit holds it about a millisecond). This one polls every
         BUSY_POLL_MIN, doubling up to BUSY_POLL_MAX, the GIL released while it sleeps."""
-        deadline = time.monotonic() + BUSY_TIMEOUT
+        deadline = time.monotonic() + self.busy_timeout
         pause = BUSY_POLL_MIN
         while True:
             try:
@@ -404,22 +443,32 @@ class SqliteStore:
             " WHERE rowid IN (SELECT value FROM json_each(?))",
             (owner, now + lease, now, json.dumps([r[11] for r in rows])),
         )
-        return [
-            Claimed(
-                id=r[0],
-                fn=r[1],
-                name=r[2],
-                payload=base64.b64decode(r[3]),
-                codec=r[4],
-                attempt=r[5],
-                max_attempts=r[6],
-                timeout=r[7],
-                backoff=_decode_backoff(r[8]),
-                retry_on=tuple(json.loads(r[9])) if r[9] else (),
-                created=r[10],
-            )
-            for r in rows
-        ]
+        claimed = []
+        for r in rows:
+            try:
+                claimed.append(_claimed(r))
+            except (ValueError, TypeError, AttributeError) as exc:
+                self._dead_letter_corrupt(r[11], r[0], r[2], exc, now)
+        return claimed
+
+    def _dead_letter_corrupt(
+        self, rowid: int, task_id: Any, name: Any, exc: Exception, now: float
+    ) -> None:
+        """A row this offload can't read (edited by hand, a bad disk): dead-letter it
+        rather than fail every claim that picks it up."""
+        error = f"the stored row cannot be read: {type(exc).__name__}: {exc}"
+        logger.error(
+            "offload: durable task %s (id %s) has a corrupted row (%s) and went to the"
+            " dead-letter set",
+            name,
+            task_id,
+            error,
+        )
+        self._db.execute(
+            "UPDATE offload_tasks SET state = 'dead', owner = NULL, lease_until = NULL,"
+            " finished = ?, error_type = 'CorruptRow', error = ? WHERE rowid = ?",
+            (now, error, rowid),
+        )
 
     def renew(self, owner: str, now: float, lease: float) -> list[str]:
         self._db.execute(
@@ -451,6 +500,9 @@ class SqliteStore:
         params: list[Any] = []
         for o in outcomes:
             final = o.kind in ("succeeded", "dead", "cancelled")
+            # a success clears the error an earlier attempt left (but keeps its own,
+            # ResultNotStored); a retry or release keeps the last error for lookups
+            clears = o.kind == "succeeded"
             state = {"retry": "queued", "released": "queued"}.get(o.kind, o.kind)
             params += (
                 o.id,
@@ -462,11 +514,14 @@ class SqliteStore:
                 1 if o.kind == "released" else 0,
                 now if final else None,
                 now + ttl if o.kind in ("succeeded", "cancelled") else None,
+                clears,
             )
-        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes))
+        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(outcomes))
         self._db.execute(
             "UPDATE offload_tasks SET state = v.column2, result = v.column3,"
-            " error_type = coalesce(v.column4, error_type), error = coalesce(v.column5, error),"
+            " error_type = CASE WHEN v.column10 THEN v.column4"
+            " ELSE coalesce(v.column4, error_type) END,"
+            " error = CASE WHEN v.column10 THEN v.column5 ELSE coalesce(v.column5, error) END,"
             " eta = v.column6, attempt = attempt - v.column7, finished = v.column8,"
             " expires = v.column9, owner = NULL, lease_until = NULL"
             f" FROM (VALUES {rows}) AS v WHERE offload_tasks.id = v.column1",
@@ -551,9 +606,11 @@ class SqliteStore:
         return "finished"
 
     def retry_dead(self, task_ids: Sequence[str] | None, now: float) -> int:
+        # OR IGNORE: a dead task whose key another task holds now (queued or running)
+        # stays dead rather than fail the whole retry; the count tells how many moved
         sql = (
-            "UPDATE offload_tasks SET state = 'queued', attempt = 0, eta = ?, finished = NULL,"
-            " expires = NULL WHERE state = 'dead'"
+            "UPDATE OR IGNORE offload_tasks SET state = 'queued', attempt = 0, eta = ?,"
+            " finished = NULL, expires = NULL WHERE state = 'dead'"
         )
         if task_ids is None:
             return self._db.execute(sql, (now,)).rowcount
@@ -596,6 +653,11 @@ class SqliteStore:
             oldest_ready_age=None if oldest is None else max(0.0, now - oldest),
         )
 
+    def open_reader(self) -> SqliteStore | None:
+        if self._memory:
+            return None  # one connection sees an in-memory database
+        return SqliteStore(self.url, self.path, durability=self._durability, reader=True)
+
     def check(self) -> None:
         if self._identity is None:
             return
@@ -606,6 +668,11 @@ class SqliteStore:
                 f"the durable store's file {self.path!r} was deleted while in use: tasks"
                 " written since are in a file no other process can open"
             ) from None
+        except OSError as exc:  # its directory gone, replaced, or unreadable
+            raise StoreError(
+                f"the durable store's file {self.path!r} can no longer be found ({exc}):"
+                " tasks written since are in a file no other process can open"
+            ) from None
         if (st.st_dev, st.st_ino) != self._identity:
             raise StoreError(
                 f"the durable store's file {self.path!r} was replaced by another file while in use"
@@ -613,6 +680,28 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _claimed(r: Sequence[Any]) -> Claimed:
+    for index, what in ((0, "id"), (1, "fn"), (2, "name"), (3, "payload"), (4, "codec")):
+        if not isinstance(r[index], str):
+            raise TypeError(f"{what} is {type(r[index]).__name__}, not text")
+    timeout = r[7]
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout is {timeout!r:.40}, not a number")
+    return Claimed(
+        id=r[0],
+        fn=r[1],
+        name=r[2],
+        payload=base64.b64decode(r[3], validate=True),
+        codec=r[4],
+        attempt=r[5],
+        max_attempts=r[6],
+        timeout=timeout,
+        backoff=_decode_backoff(r[8]),
+        retry_on=tuple(json.loads(r[9])) if r[9] else (),
+        created=r[10],
+    )
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:

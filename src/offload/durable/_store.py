@@ -208,7 +208,8 @@ class Store(Protocol):
         ...
 
     def retry_dead(self, task_ids: Sequence[str] | None, now: float) -> int:
-        """Move dead-lettered tasks (all if None) back to queued, attempts reset."""
+        """Move dead-lettered tasks (all if None) back to queued, attempts reset; one
+        whose key another task now holds stays dead. Returns how many moved."""
         ...
 
     def purge(self, state: str, task_ids: Sequence[str] | None) -> int:
@@ -225,6 +226,12 @@ class Store(Protocol):
         ...
 
     def depths(self, now: float) -> Depths: ...
+
+    def open_reader(self) -> Store | None:
+        """A second connection to the same store for lookups (get, tasks, depths), used
+        on another thread so that they never wait behind a group commit; None when
+        lookups must go through the store thread (an in-memory store)."""
+        ...
 
     def check(self) -> None:
         """Raise StoreError if the store is gone from under us (file deleted)."""

@@ -15,7 +15,8 @@ SQLite calls, and CPython hands it over within the switch interval.
 
 Lock rules: `_waiters_lock` guards `_waiters` (handles waited on) and is taken by
 the store thread once per group and by a waiting caller; it is never held around a
-store call.
+store call. `_closing_lock` makes a call's or flush's put and the close's last look
+at the inbox one after the other, so none is left unanswered.
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._sqlite import StoreBusy
 from ._store import Claimed, NewTask, Outcome, SlotFire, Store, StoreError
 
 logger = logging.getLogger("offload")
+
+#: A store with no reader connection (lookups go through the store thread).
+_NO_READER = object()
 
 #: A handle's commit state (`handle._state`).
 PENDING, PERSISTED, FAILED = 0, 1, 2
@@ -39,7 +44,8 @@ PENDING, PERSISTED, FAILED = 0, 1, 2
 #: from POLL_MIN after activity, doubling up to POLL_MAX when the store stays idle.
 POLL_MIN, POLL_MAX = 0.001, 0.05
 #: After a failed group (the store locked past its busy timeout, an I/O error), the
-#: outcomes are kept and tried again after this long.
+#: outcomes (and, when it was locked, the new tasks) are kept and tried again after
+#: this long.
 RETRY_AFTER = 0.05
 #: Finished tasks whose result expired are deleted this often.
 PURGE_EVERY = 60.0
@@ -90,9 +96,15 @@ class StoreThread:
         self._open_store = open_store
         self.store: Store | None = None
         self._waiters_lock = threading.Lock()
+        self._closing_lock = threading.Lock()  # orders call()/barrier() puts with the close
+        self._closing = False
         self._waiters: dict[Any, list[Callable[[], None]]] = {}
         self._outcomes: list[Outcome] = []  # written in the next group
         self._fires: list[SlotFire] = []  # periodic runs, fired in the next group
+        self._held: list[NewTask] = []  # new tasks a locked store refused: tried again
+        self._barriers: list[Barrier] = []  # flushes waiting for the held tasks
+        self._locked = False  # the store is locked past its busy timeout (warned once)
+        self._retrying = False  # outcomes are being retried after a failed write (warned once)
         self._stopping = False
         self._started = threading.Event()
         self._open_error: BaseException | None = None
@@ -116,6 +128,10 @@ class StoreThread:
         self._thread = threading.Thread(
             target=self._run, name=f"offload-store-{number}", daemon=True
         )
+        #: Lookups (see read()): a one-thread pool and its own connection, made on first use.
+        self._reader_lock = threading.Lock()
+        self._reader_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reader_store: Any = None
 
     # -- life ------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,10 +144,16 @@ class StoreThread:
 
     def stop(self, timeout: float | None = None) -> bool:
         """Commit what is queued, close the store, end the thread. True if it ended."""
+        self._close_reader()
         self._stopping = True
         self.inbox.put(None)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        if self._thread.is_alive():
+            return False
+        late = [i for i in self._take(0) if type(i) is NewTask]
+        if late:  # spawned while the store closed: refused, and said so
+            self._group_failed(late, StoreError("the durable store closed before it was written"))
+        return True
 
     @property
     def alive(self) -> bool:
@@ -142,18 +164,61 @@ class StoreThread:
     ) -> concurrent.futures.Future[Any]:
         """Run fn(store) on the thread (in a batch of its own if `write`)."""
         item = Call(fn, write)
-        if not self._thread.is_alive():
-            item.future.set_exception(StoreError("the durable store is closed"))
-            return item.future
-        self.inbox.put(item)
+        with self._closing_lock:
+            if not self._closing and self._thread.is_alive():
+                self.inbox.put(item)
+                return item.future
+        item.future.set_exception(StoreError("the durable store is closed"))
         return item.future
+
+    def read(self, fn: Callable[[Store], Any]) -> concurrent.futures.Future[Any]:
+        """Run fn(reader) for a lookup on the reader thread (`offload-store-read`), with
+        its own connection, so that lookups never wait behind a group commit nor delay
+        one; on the store thread when the store has no reader (in memory)."""
+        if not self.alive:
+            return self.call(fn)  # refused, with the reason
+        with self._reader_lock:
+            if self._reader_pool is None and self.alive and self.store is not None:
+                self._reader_pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix=f"{self._thread.name}-read"
+                )
+            pool = self._reader_pool
+        if pool is None:
+            return self.call(fn)
+        try:
+            return pool.submit(self._read_on_reader, fn)
+        except RuntimeError:  # shut down under us
+            return self.call(fn)
+
+    def _read_on_reader(self, fn: Callable[[Store], Any]) -> Any:
+        if self._reader_store is None:
+            assert self.store is not None
+            self._reader_store = self.store.open_reader() or _NO_READER
+        if self._reader_store is _NO_READER:
+            return self.call(fn).result()
+        return fn(self._reader_store)
+
+    def _close_reader(self) -> None:
+        with self._reader_lock:
+            pool, self._reader_pool = self._reader_pool, None
+        if pool is None:
+            return
+
+        def close() -> None:
+            reader, self._reader_store = self._reader_store, None
+            if reader is not None and reader is not _NO_READER:
+                reader.close()
+
+        pool.submit(close)
+        pool.shutdown(wait=True)
 
     def barrier(self) -> concurrent.futures.Future[None]:
         item = Barrier()
-        if not self._thread.is_alive():
-            item.future.set_result(None)
-            return item.future
-        self.inbox.put(item)
+        with self._closing_lock:
+            if not self._closing and self._thread.is_alive():
+                self.inbox.put(item)
+                return item.future
+        item.future.set_result(None)
         return item.future
 
     def wake(self) -> None:
@@ -195,12 +260,18 @@ class StoreThread:
                 items = self._take(self._wait_time())
                 if not self._turn(items):
                     break
+        except Exception as exc:  # a bug: say so, refuse new spawns, fail what is queued
+            self.error = StoreError(f"the durable store thread failed: {type(exc).__name__}")
+            logger.critical(
+                "offload: the durable store thread failed; durable spawns now raise StoreError",
+                exc_info=True,
+            )
         finally:
             self._close_store()
 
     def _wait_time(self) -> float | None:
         now = time.monotonic()
-        if self._outcomes:
+        if self._outcomes or self._held:
             return RETRY_AFTER
         times = [self._purge_at, self._check_at]
         if self.worker is not None and not self._stopping:
@@ -241,16 +312,27 @@ class StoreThread:
                 stop = True
             elif item is not True:
                 calls.append(item)
+        if self._held:
+            new = self._held + new
+            self._held = []
         claimed = self._group(new)
         if claimed:
             self.worker.dispatch(claimed)
+        if self._barriers and not self._held:
+            calls = [*self._barriers, *calls]
+            self._barriers = []
         for item in calls:
-            self._run_call(item)
+            if type(item) is Barrier and self._held:  # not committed yet: a flush waits
+                self._barriers.append(item)
+            else:
+                self._run_call(item)
         self._housekeeping()
         if stop or self._stopping:
             self._stopping = True
-            if self._outcomes:  # one last try, then give up on them (leases expire)
-                self._group([])
+            if self._outcomes or self._held:  # one last try, then give up on them
+                held, self._held = self._held, []
+                self._group(held)
+                self._fail_held()
                 if self._outcomes:
                     logger.error(
                         "offload: %d durable task outcomes could not be written before"
@@ -292,14 +374,22 @@ class StoreThread:
                 if renew:
                     cancels = store.renew(self.owner, now_wall, self.lease)
                 if reclaim:
-                    store.reclaim(now_wall)
+                    requeued, _ = store.reclaim(now_wall)
+                    # Our own commit does not change data_version: claim them now.
+                    claim = claim or (requeued > 0 and want > 0)
                 if claim:
                     claimed = store.claim(self.owner, min(want, 256), now_wall, self.lease)
                     if len(claimed) < min(want, 256):
                         self._next_eta = store.next_eta(now_wall)
+        except StoreBusy as exc:
+            self._store_locked(new, exc)
+            return []
         except Exception as exc:  # noqa: BLE001 (any store failure: reported, see _group_failed)
             self._group_failed(new, exc)
             return []
+        if self._locked or self._retrying:
+            self._locked = self._retrying = False
+            logger.info("offload: the durable store is writable again")
         self._outcomes = []
         self._fires = []
         self._note_etas(new + fired, outcomes)
@@ -361,6 +451,33 @@ class StoreThread:
                 handles.append(handle)
         self._settle(handles)
 
+    def _store_locked(self, new: list[NewTask], exc: StoreBusy) -> None:
+        """Another connection holds the lock past the busy timeout: nothing was written.
+        Keep everything (the tasks were accepted) and try again; warn once per episode."""
+        self._held = new
+        if not self._locked:
+            self._locked = True
+            logger.warning(
+                "offload: %s (another connection holds the store's lock past the busy"
+                " timeout); %d new durable tasks and %d outcomes are kept, and the write"
+                " will retry until the lock is released",
+                exc,
+                len(new),
+                len(self._outcomes),
+            )
+
+    def _fail_held(self) -> None:
+        """At close: tasks a locked store kept refusing are failed, and said so."""
+        if self._held:
+            held, self._held = self._held, []
+            self._group_failed(
+                held, StoreBusy("the durable store was still locked when it was closed")
+            )
+        for barrier in self._barriers:
+            if barrier.future.set_running_or_notify_cancel():
+                barrier.future.set_result(None)
+        self._barriers = []
+
     def _group_failed(self, new: list[NewTask], exc: Exception) -> None:
         error = exc if isinstance(exc, StoreError) else StoreError(f"durable store error: {exc}")
         if new:
@@ -378,10 +495,20 @@ class StoreThread:
                     task.handle._state = FAILED
                     handles.append(task.handle)
             self._settle(handles)
-        elif self._outcomes:
-            logger.warning("offload: durable store write failed, will retry: %s", error)
+        elif self._outcomes and not self._retrying:
+            self._retrying = True
+            logger.warning(
+                "offload: durable store write failed (%s); %d outcomes are kept and the"
+                " write retried until it succeeds",
+                error,
+                len(self._outcomes),
+            )
 
     def _run_call(self, item: Any) -> None:
+        # A caller may cancel its future at any time (asyncio.wait_for does, on a
+        # timeout): claim it first, and skip it if it was cancelled.
+        if not item.future.set_running_or_notify_cancel():
+            return
         if type(item) is Barrier:
             item.future.set_result(None)
             return
@@ -420,14 +547,18 @@ class StoreThread:
 
     def _close_store(self) -> None:
         # What was put after the last turn (a spawn or an attempt's end racing the close)
-        # is still written; queued calls are refused.
+        # is still written; a call or flush put after this point is refused by
+        # call()/barrier() instead.
+        with self._closing_lock:
+            self._closing = True
         leftovers = self._take(0)
         new = [i for i in leftovers if type(i) is NewTask]
         self._outcomes += [i for i in leftovers if type(i) is Outcome]
         if (new or self._outcomes) and self.store is not None:
             self._group(new)
+        self._fail_held()
         for item in leftovers:
-            if type(item) in (Call, Barrier) and not item.future.done():
+            if type(item) in (Call, Barrier) and item.future.set_running_or_notify_cancel():
                 item.future.set_exception(StoreError("the durable store is closed"))
         if self.store is not None:
             try:

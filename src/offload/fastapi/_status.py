@@ -169,7 +169,7 @@ def _add_durable_routes(router: APIRouter, Rt: Any, max_limit: int) -> None:
         if durable is None:
             return _not_in_use()
         try:
-            record = await durable._acall(lambda store: store.get(task_id))
+            record = await durable._aread(lambda store: store.get(task_id))
         except StoreError as exc:
             return _store_failed(exc)
         if record is None:
@@ -187,7 +187,7 @@ async def _durable_list(rt: Runtime, state: str | None, limit: int) -> JSONRespo
     if durable is None:
         return _not_in_use()
     try:
-        records = await durable._acall(lambda store: store.tasks(state, limit))
+        records = await durable._aread(lambda store: store.tasks(state, limit))
     except StoreError as exc:
         return _store_failed(exc)
     items = [_durable.task_dict(durable, r, with_result=False) for r in records]

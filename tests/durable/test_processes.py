@@ -1,0 +1,419 @@
+"""The durable tier across real processes (issue 13, "Tests that must exist"):
+`python -m offload worker` subprocesses on one SQLite store in the test's tmp_path,
+killed with SIGKILL or stopped with SIGTERM at the worst moments.
+
+* kill -9 of a worker mid-run, 5,000 tasks over 3 workers: every task succeeds,
+  each idempotency key has exactly one effect, the killed worker's tasks ran again,
+  reclaimed within the lease.
+* kill -9 of a producer right after `persisted()` returned: the task still runs.
+* SIGTERM of a worker running 1,000 tasks: it exits 0 at once, releases them, another
+  worker finishes them all, none waits for a lease (attempts not counted).
+* A worker whose loop is blocked for 3x the lease keeps its lease: the task runs once.
+* A poison task that kills its worker every attempt ends dead-lettered after
+  retries + 1 attempts, shown by `python -m offload dlq list`.
+* A worker paused (SIGSTOP) past its lease cannot ack over the worker that took its
+  tasks over (the fenced ack).
+
+The tasks are in proc_tasks.py, the process helpers in procs_support.py. Bounds on
+time are generous ("did not wait for a lease"), never benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import offload
+
+from . import proc_tasks
+from .procs_support import Effects, Processes, StoreView, import_root, run_cli, wait_for
+
+MODULE = proc_tasks.__name__
+LOOPS = ["asyncio", "uvloop"]
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """Starts processes; SIGKILLs and reaps every one still alive at teardown."""
+    processes = Processes(tmp_path, import_root(MODULE, proc_tasks.__file__))
+    try:
+        yield processes
+    finally:
+        processes.kill_all()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[str, StoreView]:
+    path = tmp_path / "store.db"
+    return f"sqlite:///{path}", StoreView(path)
+
+
+@pytest.fixture
+def effects(tmp_path: Path) -> tuple[str, Effects]:
+    path = tmp_path / "effects.db"
+    proc_tasks.create(str(path))
+    return str(path), Effects(path)
+
+
+def produce(
+    url: str, calls: list[tuple[object, tuple[object, ...]]], **options: object
+) -> list[str]:
+    """Spawn `calls` from a producer-only runtime in this process; their ids once
+    committed."""
+    rt = offload.Runtime(store=url, durable_concurrency=0)
+    try:
+        lane = rt.durable.options(**options) if options else rt.durable
+        handles = [lane.spawn(fn, *args) for fn, args in calls]  # type: ignore[arg-type]
+        rt.durable.flush_sync(60)
+        return [h.id for h in handles]
+    finally:
+        rt.close(10)
+
+
+def _diagnose(procs: Processes, view: StoreView) -> str:
+    return f"store: {view.by_state()}\n{procs.logs()}"
+
+
+# -- 1. kill -9 of a worker mid-run ------------------------------------------------------
+@pytest.mark.durable_heavy
+@pytest.mark.parametrize("kind", ["sync-asyncio", "async-uvloop"])
+def test_kill9_worker_mid_run_every_task_once_effect(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], kind: str
+) -> None:
+    """Sync tasks (the workers' threads lane), or coroutines on uvloop workers."""
+    fn = proc_tasks.work if kind.startswith("sync") else proc_tasks.asleep
+    loop = kind.split("-")[1]
+    url, view = store
+    epath, fx = effects
+    n, lease = 5000, 1.0
+    keys = [f"k{i}" for i in range(n)]
+    # A crash counts as an attempt: retries=3 lets the killed worker's tasks run again.
+    ids = produce(url, [(fn, (epath, k, 0.003)) for k in keys], retries=3)
+    key_of = dict(zip(ids, keys))
+    workers = [
+        procs.worker(url, MODULE, f"worker{i}", lease=lease, concurrency=16, threads=16, loop=loop)
+        for i in range(3)
+    ]
+    victim = workers[0]
+
+    def victim_mid_run() -> bool:
+        states = view.by_state()
+        return states.get("succeeded", 0) >= 300 and len(view.running_of(victim.pid)) >= 4
+
+    wait_for("the first worker to hold running tasks with some done", victim_mid_run, 60)
+    killed_at = time.time()
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(10) == -signal.SIGKILL
+    held = view.running_of(victim.pid)  # it can change nothing any more
+    assert held, "the killed worker held no lease"
+    done_before = view.by_state().get("succeeded", 0)
+    assert done_before < n, "every task was done before the kill: nothing was mid-run"
+
+    def all_succeeded() -> bool:
+        states = view.by_state()
+        assert set(states) <= {"queued", "running", "succeeded"}, _diagnose(procs, view)
+        return states.get("succeeded", 0) == n
+
+    wait_for(
+        "every task to succeed",
+        all_succeeded,
+        90,
+        every=0.05,
+        detail=lambda: _diagnose(procs, view),
+    )
+    tasks = view.tasks()
+    assert {state for state, _, _ in tasks.values()} == {"succeeded"}, _diagnose(procs, view)
+    # Each idempotency key has exactly one effect, whatever the number of runs.
+    counts = fx.effects()
+    assert set(counts) == set(keys)
+    assert set(counts.values()) == {1}
+    runs = fx.runs()
+    runs_per_key: dict[str, int] = {}
+    for key, _, _ in runs:
+        runs_per_key[key] = runs_per_key.get(key, 0) + 1
+    assert set(runs_per_key) == set(keys)
+    # The killed worker's in-flight tasks were reclaimed and ran again elsewhere.
+    assert all(tasks[i][1] >= 2 for i in held), {i: tasks[i] for i in held}
+    assert max(runs_per_key.values()) >= 2
+    held_keys = {key_of[i] for i in held}
+    reruns = [t for key, pid, t in runs if key in held_keys and pid != victim.pid]
+    assert reruns, "no task the killed worker held ran again"
+    reclaim = min(reruns) - killed_at
+    twice = sum(1 for c in runs_per_key.values() if c >= 2)
+    print(
+        f"\n[{kind}] kill -9 with {n - done_before} tasks left, {len(held)} held by the killed worker:"
+        f" first re-run {reclaim:.3f} s after the kill (lease {lease:g} s);"
+        f" {twice} keys ran twice or more, {len(runs)} runs in all"
+    )
+    assert 0 < reclaim <= lease + 2.0
+    for w in workers[1:]:
+        assert w.poll() is None, procs.logs()
+
+
+# -- 2. kill -9 of the producer right after persisted() ---------------------------------
+PRODUCERS = {
+    # an app on a loop: spawn, then await persisted()
+    "persisted": """
+import asyncio, os, signal, sys, time
+import offload
+import {module} as tasks
+N = {n}
+
+async def main():
+    rt = offload.Runtime(store=sys.argv[1], durable_concurrency=0)
+    handles = [rt.durable.spawn(tasks.work, sys.argv[2], f"k{{i}}", 0.0) for i in range(N)]
+    for handle in handles:
+        await handle.persisted()
+    print("persisted", *[h.id for h in handles], flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # at once: no shutdown, no close
+    time.sleep(60)  # (or the test's SIGKILL, as soon as it reads the line)
+
+asyncio.run(main())
+""",
+    # a thread-side spawn with sync_commit=True: returns once committed
+    "sync_commit": """
+import os, signal, sys, time
+import offload
+import {module} as tasks
+N = {n}
+
+rt = offload.Runtime(store=sys.argv[1], durable_concurrency=0)
+lane = rt.durable.options(sync_commit=True)
+handles = [lane.spawn(tasks.work, sys.argv[2], f"k{{i}}", 0.0) for i in range(N)]
+print("persisted", *[h.id for h in handles], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # at once: no shutdown, no close
+time.sleep(60)  # (or the test's SIGKILL, as soon as it reads the line)
+""",
+}
+
+
+@pytest.mark.parametrize("commit", sorted(PRODUCERS))
+def test_kill9_producer_after_persisted_task_runs(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], commit: str
+) -> None:
+    url, view = store
+    epath, fx = effects
+    n = 300  # a batch: a persisted() that returned before the commit would lose some
+    producer = subprocess.Popen(
+        [sys.executable, "-c", PRODUCERS[commit].format(module=MODULE, n=n), url, epath],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=procs.env,
+        cwd=procs.tmp,
+    )
+    try:
+        assert producer.stdout is not None
+        line = producer.stdout.readline().decode()  # the producer is bounded by its sleep
+        producer.send_signal(signal.SIGKILL)
+        assert producer.wait(30) == -signal.SIGKILL
+        out = producer.stdout.read().decode()
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait(30)
+        if producer.stdout is not None:
+            producer.stdout.close()
+    assert line.startswith("persisted "), line + out
+    task_ids = line.split()[1:]
+    assert len(task_ids) == n
+    tasks = view.tasks()
+    missing = [i for i in task_ids if tasks.get(i, ("missing",))[0] != "queued"]
+    assert not missing, f"{len(missing)} persisted tasks are not in the store"
+
+    procs.worker(url, MODULE, "worker", lease=2.0)
+    wait_for(
+        "the tasks to succeed",
+        lambda: view.by_state().get("succeeded", 0) == n,
+        30,
+        detail=lambda: _diagnose(procs, view),
+    )
+    tasks = view.tasks()
+    assert all(tasks[i] == ("succeeded", 1, None) for i in task_ids)
+    keys = [f"k{i}" for i in range(n)]
+    assert fx.effects() == dict.fromkeys(keys, 1)
+    assert sorted(key for key, _, _ in fx.runs()) == sorted(keys)
+    # Another process (this one) reads a task and its result from the store.
+    rt = offload.Runtime(store=url, durable_concurrency=0)
+    try:
+        info = rt.durable.get(task_ids[-1])
+    finally:
+        rt.close(10)
+    assert info is not None
+    assert (info.state, info.attempt, info.result) == ("succeeded", 1, f"k{n - 1}")
+
+
+# -- 3. SIGTERM of a worker with 1,000 running ------------------------------------------
+@pytest.mark.durable_heavy
+@pytest.mark.parametrize("b_starts", ["before", "after"])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sigterm_with_1000_running_released_and_finished_elsewhere(
+    procs: Processes,
+    store: tuple[str, StoreView],
+    effects: tuple[str, Effects],
+    loop: str,
+    b_starts: str,
+) -> None:
+    """Worker B is started after the SIGTERM, or before it (then it polls an empty
+    queue until A's release shows up in the store)."""
+    url, view = store
+    epath, fx = effects
+    n, lease = 1000, 30.0
+    keys = [f"k{i}" for i in range(n)]
+    ids = produce(url, [(proc_tasks.asleep, (epath, k, 4.0)) for k in keys])
+    a = procs.worker(
+        url, MODULE, "worker-a", lease=lease, concurrency=n, shutdown_timeout=0.5, loop=loop
+    )
+    wait_for(f"worker A to hold {n} leases", lambda: len(view.running_of(a.pid)) == n, 30)
+    if b_starts == "before":
+        b = procs.worker(url, MODULE, "worker-b", lease=lease, concurrency=n, loop=loop)
+        assert len(view.running_of(a.pid)) == n
+    termed_at = time.monotonic()
+    a.send_signal(signal.SIGTERM)
+    if b_starts == "after":
+        b = procs.worker(
+            url, MODULE, "worker-b", lease=lease, concurrency=n, loop=loop, ready=False
+        )
+    try:
+        assert a.wait(15) == 0, procs.log_of(a)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker A did not exit on SIGTERM:\n{procs.logs()}") from None
+    assert "stopping" in procs.log_of(a)
+    assert not view.running_of(a.pid), "worker A exited still holding leases"
+
+    wait_for(
+        f"worker B to finish the {n} tasks",
+        lambda: view.by_state().get("succeeded", 0) == n,
+        60,
+        every=0.05,
+        detail=lambda: _diagnose(procs, view),
+    )
+    took = time.monotonic() - termed_at
+    tasks = view.tasks()
+    assert all(tasks[i] == ("succeeded", 1, None) for i in ids), _diagnose(procs, view)
+    counts = fx.effects()
+    assert set(counts) == set(keys) and set(counts.values()) == {1}
+    finished_by = {pid for (pid,) in fx.query("SELECT DISTINCT pid FROM effects")}
+    assert finished_by <= {a.pid, b.pid}
+    started_by_a = sum(1 for _, pid, _ in fx.runs() if pid == a.pid)
+    assert started_by_a > 0, "worker A never started a task: nothing was running"
+    print(
+        f"\n[{loop}, B {b_starts}] SIGTERM with {n} running ({started_by_a} started by A): all done"
+        f" {took:.2f} s later (lease {lease:g} s);"
+        f" {sum(1 for (pid,) in fx.query('SELECT pid FROM effects') if pid == b.pid)} finished by B"
+    )
+    assert took < 15.0, "the released tasks waited for their lease"
+    assert b.poll() is None, procs.log_of(b)
+
+
+# -- 4. a loop blocked for 3x the lease -------------------------------------------------
+@pytest.mark.parametrize("loop", LOOPS)
+def test_blocked_loop_keeps_its_lease_and_runs_once(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], loop: str
+) -> None:
+    url, view = store
+    epath, fx = effects
+    lease = 1.0
+    workers = [procs.worker(url, MODULE, f"worker{i}", lease=lease, loop=loop) for i in range(2)]
+    (task_id,) = produce(url, [(proc_tasks.block_loop, (epath, "blocked", 3 * lease))])
+    wait_for(
+        "the blocking task to end",
+        lambda: view.tasks()[task_id][0] in ("succeeded", "dead", "cancelled"),
+        30,
+        every=0.05,
+    )
+    assert view.tasks()[task_id] == ("succeeded", 1, None), _diagnose(procs, view)
+    runs = fx.runs()
+    assert [key for key, _, _ in runs] == ["blocked"], runs
+    assert runs[0][1] in {w.pid for w in workers}
+    assert fx.effects() == {"blocked": 1}
+    for w in workers:
+        assert w.poll() is None, procs.logs()
+
+
+# -- 5. a poison task ---------------------------------------------------------------------
+def test_poison_task_dead_lettered_after_retries_plus_one_attempts(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
+) -> None:
+    url, view = store
+    epath, fx = effects
+    retries, lease = 2, 1.0
+    (task_id,) = produce(url, [(proc_tasks.kill_worker, (epath, "poison"))], retries=retries)
+    restarts = 0
+    worker = procs.worker(url, MODULE, "worker0", lease=lease, ready=False)
+    deadline = time.monotonic() + 60
+    while view.tasks()[task_id][0] != "dead":
+        assert time.monotonic() < deadline, _diagnose(procs, view)
+        if worker.poll() is not None:
+            assert worker.returncode == -signal.SIGKILL, procs.log_of(worker)
+            restarts += 1
+            assert restarts <= 6, (
+                f"still not dead-lettered after 6 restarts\n{_diagnose(procs, view)}"
+            )
+            worker = procs.worker(url, MODULE, f"worker{restarts}", lease=lease, ready=False)
+        time.sleep(0.02)
+    state, attempt, error_type = view.tasks()[task_id]
+    assert (state, attempt, error_type) == ("dead", retries + 1, "WorkerLost")
+    assert restarts == retries + 1
+    runs = fx.runs()
+    assert len(runs) == retries + 1 and len({pid for _, pid, _ in runs}) == retries + 1
+    assert fx.effects() == {}
+
+    listed = run_cli(procs, "dlq", "list", "--store", url)
+    assert task_id in listed, listed
+    dead = json.loads(run_cli(procs, "dlq", "list", "--json", "--store", url))
+    (record,) = [d for d in dead if d["id"] == task_id]
+    assert record["attempt"] == retries + 1
+    assert record["error_type"] == "WorkerLost"
+    status = json.loads(run_cli(procs, "status", "--json", "--store", url))
+    assert status["by_state"]["dead"] == 1
+
+
+# -- 6. a worker paused past its lease: the fenced ack ----------------------------------
+def test_worker_paused_past_lease_cannot_ack_over_the_new_owner(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
+) -> None:
+    """SIGSTOP a worker holding tasks for longer than the lease: another worker
+    reclaims and finishes them; once resumed, the first one's acks are refused (its
+    lease is gone), so the store keeps the new owner's attempt and outcome."""
+    url, view = store
+    epath, fx = effects
+    n, lease = 8, 1.0
+    keys = [f"k{i}" for i in range(n)]
+    ids = produce(url, [(proc_tasks.work, (epath, k, 1.5)) for k in keys], retries=3)
+    a = procs.worker(url, MODULE, "worker-a", lease=lease, concurrency=n, threads=n)
+    wait_for(f"worker A to hold {n} leases", lambda: len(view.running_of(a.pid)) == n, 30)
+    wait_for("worker A to start them", lambda: len(fx.runs()) == n, 30)
+    a.send_signal(signal.SIGSTOP)
+    try:
+        b = procs.worker(url, MODULE, "worker-b", lease=lease, concurrency=n, threads=n)
+        wait_for(
+            "worker B to finish the tasks A held",
+            lambda: view.by_state().get("succeeded", 0) == n,
+            30,
+            every=0.05,
+            detail=lambda: _diagnose(procs, view),
+        )
+    finally:
+        a.send_signal(signal.SIGCONT)
+    # A's attempts wake up, end, and try to ack: refused, the store is unchanged.
+    wait_for(
+        "worker A to report its refused acks",
+        lambda: "were not written" in procs.log_of(a),
+        30,
+        detail=procs.logs,
+    )
+    tasks = view.tasks()
+    assert all(tasks[i][:2] == ("succeeded", 2) for i in ids), tasks
+    assert not view.query("SELECT id FROM offload_tasks WHERE owner IS NOT NULL")
+    assert fx.effects() == dict.fromkeys(keys, 1)
+    assert {pid for (pid,) in fx.query("SELECT pid FROM effects")} == {b.pid}
+    runs = fx.runs()
+    assert sorted(pid for _, pid, _ in runs) == sorted([a.pid] * n + [b.pid] * n)
+    assert a.poll() is None and b.poll() is None, procs.logs()
