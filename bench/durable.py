@@ -10,10 +10,12 @@ in bench/durable_peers.py):
 
 * **enqueue**: n tasks (100,000; quick 10,000) from one thread, after 1,000 untimed;
   offload: `rt.durable.spawn(work, 0.0)` in a producer-only runtime
-  (`durable_concurrency=0`), then `rt.durable.flush_sync()`, inside the timing.
-* **end to end**: n no-op tasks (e2e size) enqueued first (untimed), then 1 or 3 worker
-  processes start; tasks/s = (n - 1) / (last start - first start), read from the
-  tasks' own records, so interpreter start-up is not counted for anyone.
+  (`durable_concurrency=0`), then `rt.durable.flush_sync()`, inside the timing. Huey and
+  litequeue with durability "full": 20,000 (quick 2,000; see `Sizes`).
+* **end to end**: 5,000 no-op tasks (quick 2,000) enqueued first (untimed), then 1 or 3
+  worker processes start and wait at a start gate once set up; tasks/s = n / (last
+  task's start - gate opened), from the tasks' own records: interpreter start-up is not
+  counted for anyone.
 * **latency**: one worker process, warmed up by 20 tasks, then tasks enqueued at a
   steady rate (500 at 200/s; quick 100); each task's start time minus the `time.time()`
   read just before its enqueue call; p50 and p99.
@@ -77,7 +79,7 @@ class Sizes:
     def of(quick: bool) -> Sizes:
         if quick:
             return Sizes(10_000, 2_000, 2_000, 100, 200.0, 100_000, 10_000)
-        return Sizes(100_000, 20_000, 10_000, 500, 200.0, 1_000_000, 100_000)
+        return Sizes(100_000, 20_000, 5_000, 500, 200.0, 1_000_000, 100_000)
 
 
 # --- inside a sample's process ------------------------------------------------------------

@@ -16,20 +16,22 @@ the latency runs, 0 elsewhere.
   three-line storage subclass.
 * **litequeue** (`LiteQueue(path)`): `put(json)` per task. It has no worker: ours is the
   minimal loop `pop()` -> run -> `done(message_id)`, sleeping 5 ms when the queue is
-  empty. It sets `synchronous=NORMAL` itself; "full" sets `PRAGMA synchronous=FULL` on
+  empty, and trying a `pop()` or `done()` again when it raises "database is locked". It sets `synchronous=NORMAL` itself; "full" sets `PRAGMA synchronous=FULL` on
   its (public) connection after opening.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from huey import SqliteHuey
 from huey.storage import SqliteStorage
@@ -44,6 +46,7 @@ RECORD = 36
 LITEQUEUE_POLL = 0.005  # our litequeue worker's sleep when the queue is empty, s
 
 _fd = -1
+_R = TypeVar("_R")
 
 
 def work(t0: float) -> None:
@@ -158,14 +161,25 @@ def litequeue_worker(path: str, durability: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     while not stopping:
-        message = queue.pop()
+        message = _unlocked(queue.pop)
         if message is None:
             time.sleep(LITEQUEUE_POLL)
             continue
         body = json.loads(message.data)
         TASKS[body["task"]](*body["args"])
-        queue.done(message.message_id)
+        _unlocked(functools.partial(queue.done, message.message_id))
     queue.close()
+
+
+def _unlocked(call: Callable[[], _R]) -> _R:
+    """`call()`, again while it fails with "database is locked": with 3 workers,
+    litequeue's `BEGIN IMMEDIATE` can wait past sqlite3's 5 s busy timeout and raise."""
+    while True:
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
 
 
 def litequeue_worker_command(path: str, durability: str) -> list[str]:
