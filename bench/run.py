@@ -313,16 +313,18 @@ def main() -> int:
     out = args.out or (HERE / "out" / "results-quick.json" if quick else HERE / "results.json")
 
     info = machine()
+    group_rounds = dict.fromkeys(groups, rounds)
+    if "durable" in group_rounds:  # whole processes per sample (~3 min in all): fewer rounds
+        group_rounds["durable"] = args.rounds or (1 if quick else durable.ROUNDS)
     print(
         f"python {info['python']} on {info['cpu']} x{info['cpus']}; "
-        f"{'quick' if quick else 'full'} run, {rounds} rounds; load {os.getloadavg()}"
+        f"{'quick' if quick else 'full'} run, rounds {group_rounds}; load {os.getloadavg()}"
     )
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     benches: list[Benchmark] = []
     group_seconds: dict[str, float] = {}
-    group_rounds = dict.fromkeys(groups, rounds)  # durable: fewer, see below
     for group in groups:
         t0 = time.monotonic()
         if group == "lanes":
@@ -343,8 +345,6 @@ def main() -> int:
             # Samples are short and the two builds' spread is what matters: more rounds.
             benches += before_after.run(2 * rounds + 1, 0.25 if quick else 1.0, args.before)
         elif group == "durable":
-            # Whole processes per sample (~4 min in all): fewer rounds unless --rounds.
-            group_rounds[group] = args.rounds or (1 if quick else durable.ROUNDS)
             benches += durable.run(group_rounds[group], quick)
         group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
