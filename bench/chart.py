@@ -111,6 +111,16 @@ def draw(document: dict[str, Any], path: Path) -> None:
         panels.append(("bars_log", "timer_lateness_p99"))
     if any(k.startswith("compare_") for k in benches):
         panels.append(("compare", None))
+    if "durable_enqueue" in benches:
+        panels.append(("bars_log", "durable_enqueue"))
+    for kind, first in (
+        ("durable_e2e", "durable_e2e_1"),
+        ("durable_latency", "durable_latency_p50"),
+    ):
+        if first in benches:
+            panels.append((kind, None))
+    if "durable_rss" in benches:
+        panels.append(("durable_rss", None))
 
     cols = 2
     rows = math.ceil(len(panels) / cols)
@@ -158,6 +168,22 @@ def draw(document: dict[str, Any], path: Path) -> None:
                 if key.startswith("compare_"):
                     bars += _rows(b, key.removeprefix("compare_") + ", ")
             _bars(ax, "spawn speed, no controls: engine before/after", "tasks/s", bars, log=True)
+        elif kind == "durable_e2e":
+            bars = []
+            for n in (1, 3):
+                if f"durable_e2e_{n}" in benches:
+                    bars += _rows(benches[f"durable_e2e_{n}"], f"{n} proc: ")
+            _bars(
+                ax, "durable end to end: no-op tasks, worker processes", "tasks/s", bars, log=True
+            )
+        elif kind == "durable_latency":
+            bars = []
+            for q in ("p50", "p99"):
+                bars += _rows(benches[f"durable_latency_{q}"], f"{q}: ")
+            _bars(ax, "durable enqueue-to-start latency, 1 worker process", "ms", bars, log=True)
+        elif kind == "durable_rss":
+            b = benches["durable_rss"]
+            _bars(ax, b["title"], b["unit"], _rows(b, "offload "))
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     meta = document["meta"]

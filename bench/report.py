@@ -77,6 +77,49 @@ def lateness_table(benches: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def durable_table(benches: dict[str, Any]) -> str:
+    """bench/durable.py's rows: metric x contender, per durability, and how many times
+    better offload is (throughput: offload / peer; latency: peer / offload)."""
+    metrics = [
+        ("durable_enqueue", "enqueue, tasks/s"),
+        ("durable_e2e_1", "end to end, 1 worker process, tasks/s"),
+        ("durable_e2e_3", "end to end, 3 worker processes, tasks/s"),
+        ("durable_latency_p50", "enqueue-to-start p50, ms"),
+        ("durable_latency_p99", "enqueue-to-start p99, ms"),
+    ]
+    peers = ("Huey", "litequeue")
+    lines = [
+        "| durability | metric | offload | Huey | litequeue | vs Huey | vs litequeue |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for durability in ("normal", "full"):
+        for key, label in metrics:
+            if key not in benches:
+                continue
+            bench = benches[key]
+            c = bench["contenders"]
+            names = ("offload", *peers)
+            med = {n: c[f"{n}, {durability}"]["median"] for n in names if f"{n}, {durability}" in c}
+            cells = [_num(med[n]) if n in med else "" for n in names]
+            for p in peers:
+                if p not in med or "offload" not in med:
+                    cells.append("")
+                elif bench["higher_is_better"]:
+                    cells.append(f"{med['offload'] / med[p]:.1f}x")
+                else:
+                    cells.append(f"{med[p] / med['offload']:.1f}x")
+            lines.append(f"| {durability} | {label} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def durable_rss_table(benches: dict[str, Any]) -> str:
+    """bench/durable.py's RSS rows (MB)."""
+    bench = benches["durable_rss"]
+    lines = ["| offload, durability normal | MB |", "| --- | ---: |"]
+    lines += [f"| {name} | {_num(c['median'])} |" for name, c in bench["contenders"].items()]
+    return "\n".join(lines)
+
+
 def benchmarks(document: dict[str, Any]) -> str:
     out = []
     for bench in document["benchmarks"].values():
@@ -108,6 +151,10 @@ def main() -> None:
             print(f"scheduled tasks ({mode}), bytes/task:\n\n{scheduled_table(benches, mode)}\n")
     if "timer_lateness_p99" in benches:
         print(f"timer lateness, ms:\n\n{lateness_table(benches)}\n")
+    if "durable_enqueue" in benches:
+        print(f"durable tasks:\n\n{durable_table(benches)}\n")
+    if "durable_rss" in benches:
+        print(f"durable tasks, memory:\n\n{durable_rss_table(benches)}\n")
     print(benchmarks(document))
 
 

@@ -7,7 +7,8 @@
 Groups: lanes (bench/lanes.py), e2e (bench/e2e.py), memory (bench/memory.py),
 scaling (bench/scaling.py), scheduled and lateness (bench/timers.py), compare
 (bench/before_after.py: the spawn benchmarks on the engine of --before and on this
-tree's). See docs/benchmarks.md.
+tree's), durable (bench/durable.py: the durable tier against Huey and litequeue). See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import before_after
 import chart
+import durable
 import e2e
 import lanes
 import memory
@@ -35,7 +37,7 @@ import timers
 from common import Benchmark
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("lanes", "e2e", "memory", "scaling", "scheduled", "lateness", "compare")
+GROUPS = ("lanes", "e2e", "memory", "scaling", "scheduled", "lateness", "compare", "durable")
 #: The engine before task controls (issue 12): `compare` measures against it by default.
 BEFORE = "a4ebdaa"
 
@@ -51,7 +53,9 @@ class Target:
     paired: bool = False
 
     def check(self, results: dict[str, Benchmark]) -> dict[str, Any] | None:
-        if self.bench not in results:
+        if self.bench not in results or not {self.num, self.den} <= set(
+            results[self.bench].samples
+        ):
             return None
         bench = results[self.bench]
         ratio = bench.paired_ratio if self.paired else bench.ratio
@@ -91,6 +95,61 @@ class Ceiling:
         }
 
 
+@dataclass(frozen=True)
+class Floor:
+    """A contender's median must stay at or above `minimum`."""
+
+    label: str
+    bench: str
+    contender: str
+    minimum: float
+
+    def check(self, results: dict[str, Benchmark]) -> dict[str, Any] | None:
+        if self.bench not in results or self.contender not in results[self.bench].samples:
+            return None
+        bench = results[self.bench]
+        value = bench.median(self.contender)
+        return {
+            "target": self.label,
+            "benchmark": self.bench,
+            "value": value,
+            "unit": bench.unit,
+            "minimum": self.minimum,
+            "verdict": "PASS" if value >= self.minimum else "MISS",
+        }
+
+
+def _durable_targets(durability: str) -> list[Target | Ceiling | Floor]:
+    """Issue 13: offload's SQLite store against Huey's (`SqliteHuey`), same run.
+    Latency rows are Huey / offload (> 1: offload starts tasks sooner), no verdict."""
+    me, huey = f"offload, {durability}", f"Huey, {durability}"
+    return [
+        Floor(f"durable ({durability}): enqueue >= 100,000 tasks/s", "durable_enqueue", me, 1e5),
+        Target(f"durable ({durability}): enqueue >= 10x Huey", "durable_enqueue", me, huey, 10),
+        *(
+            Target(
+                f"durable ({durability}): end to end, {n} worker process{'es' * (n > 1)}"
+                " >= 5x Huey",
+                f"durable_e2e_{n}",
+                me,
+                huey,
+                5,
+            )
+            for n in (1, 3)
+        ),
+        *(
+            Target(
+                f"durable ({durability}): enqueue-to-start {q}, Huey / offload",
+                f"durable_latency_{q}",
+                huey,
+                me,
+                None,
+            )
+            for q in ("p50", "p99")
+        ),
+    ]
+
+
 def _compare_targets(results: dict[str, Benchmark]) -> list[Target]:
     """Spawn speed with no controls set, unchanged within noise: the median of the
     per-round after / before ratios (each round runs the two back to back) >= 0.95."""
@@ -107,7 +166,7 @@ def _compare_targets(results: dict[str, Benchmark]) -> list[Target]:
     ]
 
 
-TARGETS: list[Target | Ceiling] = [
+TARGETS: list[Target | Ceiling | Floor] = [
     Target(
         "thread run >= 10x asyncio.to_thread",
         "thread_run",
@@ -178,6 +237,8 @@ TARGETS: list[Target | Ceiling] = [
         for loop in ("idle loop", "idle uvloop", "busy loop", "busy uvloop")
         for lane in ("threads", "loop")
     ),
+    *_durable_targets("normal"),
+    *_durable_targets("full"),
 ]
 
 
@@ -211,6 +272,9 @@ def machine() -> dict[str, Any]:
         "asyncer",
         "greenletio",
         "matplotlib",
+        "msgspec",
+        "huey",
+        "litequeue",
     ):
         try:
             versions[name] = importlib.metadata.version(name)
@@ -249,9 +313,12 @@ def main() -> int:
     out = args.out or (HERE / "out" / "results-quick.json" if quick else HERE / "results.json")
 
     info = machine()
+    group_rounds = dict.fromkeys(groups, rounds)
+    if "durable" in group_rounds:  # whole processes per sample (~3 min in all): fewer rounds
+        group_rounds["durable"] = args.rounds or (1 if quick else durable.ROUNDS)
     print(
         f"python {info['python']} on {info['cpu']} x{info['cpus']}; "
-        f"{'quick' if quick else 'full'} run, {rounds} rounds; load {os.getloadavg()}"
+        f"{'quick' if quick else 'full'} run, rounds {group_rounds}; load {os.getloadavg()}"
     )
     started = time.monotonic()
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -277,6 +344,8 @@ def main() -> int:
         elif group == "compare":
             # Samples are short and the two builds' spread is what matters: more rounds.
             benches += before_after.run(2 * rounds + 1, 0.25 if quick else 1.0, args.before)
+        elif group == "durable":
+            benches += durable.run(group_rounds[group], quick)
         group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
@@ -291,10 +360,13 @@ def main() -> int:
                 "" if c["minimum"] is None else f">= {c['minimum']}x",
             )
         else:
-            value, bound = (
-                f"{c['value']:.3g} {c['unit']}",
-                "" if c["maximum"] is None else f"<= {c['maximum']:g}",
-            )
+            value = f"{c['value']:.3g} {c['unit']}"
+            if c.get("maximum") is not None:
+                bound = f"<= {c['maximum']:g}"
+            elif c.get("minimum") is not None:
+                bound = f">= {c['minimum']:g}"
+            else:
+                bound = ""
         print(f"  {c['target']:<80}{value:>16}  {bound:<8} {c['verdict']}")
     print(
         f"\n{elapsed:.0f} s {group_seconds}; load average before {load_before}, after {os.getloadavg()}"
@@ -305,7 +377,9 @@ def main() -> int:
             **info,
             "date": started_at,
             "mode": "quick" if quick else "full",
-            "rounds": rounds,
+            # The chart's title says this: one number when every group ran as many.
+            "rounds": rounds if len(set(group_rounds.values())) > 1 else group_rounds[groups[0]],
+            "group_rounds": group_rounds,
             "seconds": round(elapsed, 1),
             "group_seconds": group_seconds,
             "loadavg_before": load_before,
