@@ -286,3 +286,38 @@ def test_a_success_clears_the_error_of_an_earlier_attempt(store: Store) -> None:
         None,
         None,
     )
+
+
+OPENER = """
+import sys, time
+from offload.durable._sqlite import open_sqlite
+url, start = sys.argv[1], float(sys.argv[2])
+while time.time() < start:
+    pass
+open_sqlite(url, durability="normal").close()
+print("opened")
+"""
+
+
+def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """`uvicorn --workers 4`'s first start: every process creates the same new file at
+    the same moment (SQLite answers the WAL switch "locked" at once, without waiting)."""
+    import subprocess
+    import sys
+    import time
+
+    for round_ in range(15):
+        url = "sqlite:///" + str(tmp_path / f"new-{round_}.db")
+        start = time.time() + 0.3
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, url, str(start + i * 0.0005)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(4)
+        ]
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        assert all(out.strip() == "opened" for out in outs), outs

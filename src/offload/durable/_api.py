@@ -225,7 +225,9 @@ class DurableTask(Generic[R]):
         try:
             await asyncio.wait_for(self.persisted(), timeout)
         except asyncio.TimeoutError:  # (3.10: not yet the builtin TimeoutError)
-            raise TimeoutError(f"durable task {self._id} not persisted within {timeout} s") from None
+            raise TimeoutError(
+                f"durable task {self._id} not persisted within {timeout} s"
+            ) from None
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return await self._durable._await_result(self.id, left)  # type: ignore[no-any-return]
 

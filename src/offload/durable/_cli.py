@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=32, help="attempts at once")
     worker.add_argument("--lease", type=float, default=30.0, help="lease seconds")
     worker.add_argument(
+        "--durability",
+        choices=("normal", "full"),
+        default="normal",
+        help="full: fsync every group commit (outcomes survive a power loss)",
+    )
+    worker.add_argument(
         "--shutdown-timeout",
         type=float,
         default=10.0,
@@ -151,6 +157,7 @@ def _worker(args: argparse.Namespace, store: str) -> int:
         "store": store,
         "durable_concurrency": args.concurrency,
         "lease": args.lease,
+        "durability": args.durability,
         "shutdown_timeout": args.shutdown_timeout,
         "signing_key": os.environ.get(args.signing_key_env) or None,
     }

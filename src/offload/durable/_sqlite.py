@@ -269,7 +269,9 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=0")
             return
         if not self._memory:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            # (SQLite answers "locked" at once, without its busy handler, while another
+            # process opening the same new file holds it: `uvicorn --workers N`'s first start)
+            mode = self._when_free(lambda: db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
             if str(mode).lower() != "wal":
                 raise StoreError(f"the durable store {self.url!r} cannot use WAL mode ({mode})")
         db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
