@@ -278,6 +278,7 @@ class DurableLane:
     def __init__(self, durable: Durable, spec: dict[str, Any]) -> None:
         self._durable = durable
         self._spec = spec
+        self._plan = _Plan(spec)
 
     def options(self, **options: Any) -> DurableLane:
         return DurableLane(self._durable, self._durable._merge(self._spec, options))
@@ -289,7 +290,7 @@ class DurableLane:
     @overload
     def spawn(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableTask[T]: ...
     def spawn(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> DurableTask[Any]:
-        return self._durable._spawn(self._spec, fn, args, kwargs)
+        return self._durable._spawn(self._plan, fn, args, kwargs)
 
 
 class Durable:
@@ -319,51 +320,48 @@ class Durable:
     @overload
     def spawn(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableTask[T]: ...
     def spawn(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> DurableTask[Any]:
-        return self._spawn(self._default._spec, fn, args, kwargs)
+        return self._spawn(self._default._plan, fn, args, kwargs)
 
     def _merge(self, spec: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         return merge_options(spec, options)
 
     def _spawn(
         self,
-        spec: dict[str, Any],
+        plan: _Plan,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> DurableTask[Any]:
         ref, _ = function_ref(fn)
-        name = spec["name"] or ref
+        name = plan.name or ref
         payload = self._codec.encode_call(ref, args, kwargs)
-        if spec["sync_commit"]:
+        if plan.sync_commit:
             _refuse_on_loop()
         if self.closed:
             raise StoreError("this runtime is closed: its durable store is closed too")
         thread = self._thread or self._require_thread()
         if thread.error is not None:
             raise thread.error
-        if self.closed:
-            raise StoreError("this runtime is closed: its durable store is closed too")
         now = time.time()
         handle: DurableTask[Any] = DurableTask(_ids.next(), name, self)
-        key = spec.get("key")
+        key = plan.key
         if key is not None:
             handle._key = key
-            handle._rejects = spec.get("on_duplicate") == "reject"
-        retries = spec.get("retries", DEFAULT_RETRIES)
+            handle._rejects = plan.rejects
         task = NewTask(
             handle._id,
             ref,
             name,
             payload,
             self._codec.name,
-            _eta(spec, now),
-            retries + 1,
-            spec.get("timeout"),
-            _backoff(spec, retries),
-            _retry_on(spec),
+            plan.at if plan.at is not None else now + plan.delay,
+            plan.max_attempts,
+            plan.timeout,
+            plan.backoff,
+            plan.retry_on,
             now,
             key,
-            spec.get("on_duplicate", "join"),
+            plan.on_duplicate,
             None,
             handle,
         )
@@ -372,9 +370,9 @@ class Durable:
         if thread.inbox.qsize() > BACKLOG and time.monotonic() - thread.taken_at > STARVED:
             time.sleep(0)  # the store thread waits for the GIL: hand it over (see BACKLOG)
         thread.inbox.put(task)
-        if handle._state == PENDING and not thread.alive:  # it closed under this spawn
+        if thread.ended and handle._state == PENDING:  # it closed under this spawn
             raise StoreError("this runtime is closed: its durable store is closed too")
-        if spec["sync_commit"]:
+        if plan.sync_commit:
             handle.wait_persisted()
         return handle
 
@@ -673,12 +671,38 @@ def _outcome(info: DurableInfo) -> Any:
     return info.result
 
 
-def _eta(spec: dict[str, Any], now: float) -> float:
-    at = spec.get("at")
-    if at is not None:
-        return float(at)
-    delay = spec.get("delay")
-    return now + delay if delay else now
+class _Plan:
+    """What a lane's spec means for each spawn, worked out once (the spawn path reads
+    plain attributes)."""
+
+    __slots__ = (
+        "at",
+        "backoff",
+        "delay",
+        "key",
+        "max_attempts",
+        "name",
+        "on_duplicate",
+        "rejects",
+        "retry_on",
+        "sync_commit",
+        "timeout",
+    )
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        retries = spec.get("retries", DEFAULT_RETRIES)
+        self.name: str | None = spec.get("name")
+        self.sync_commit: bool = bool(spec.get("sync_commit", False))
+        self.max_attempts: int = retries + 1
+        self.timeout: float | None = spec.get("timeout")
+        self.backoff = _backoff(spec, retries)
+        self.retry_on = _retry_on(spec)
+        self.key: str | None = spec.get("key")
+        self.on_duplicate: str = spec.get("on_duplicate", "join")
+        self.rejects = self.on_duplicate == "reject"
+        at = spec.get("at")
+        self.at: float | None = None if at is None else float(at)
+        self.delay: float = float(spec.get("delay") or 0.0)
 
 
 def _backoff(spec: dict[str, Any], retries: int) -> tuple[float, float, float, bool] | None:

@@ -119,6 +119,9 @@ class StoreThread:
         self._next_eta: float | None = None
         self._claim_now = True
         self.taken_at = now  # when the thread last took its inbox (see _api.BACKLOG)
+        #: Set once the thread has done its last take: a put after it is never read (a
+        #: plain attribute, cheaper than Thread.is_alive() on the spawn path).
+        self.ended = False
         self.committed = 0  # tasks committed, for stats
         self.failed = 0  # tasks refused by the store
         global _thread_counter
@@ -250,13 +253,16 @@ class StoreThread:
             self.store = self._open_store()
         except BaseException as exc:  # noqa: BLE001 (handed to start(), raised there)
             self._open_error = exc
+            self.ended = True
             self._started.set()
             return
         self._started.set()
         try:
             while True:
                 items = self._take(self._wait_time())
-                if not self._turn(items):
+                going_on = self._turn(items)
+                del items  # (not kept alive, with its handles, while the thread waits)
+                if not going_on:
                     break
         except Exception as exc:  # a bug: say so, refuse new spawns, fail what is queued
             self.error = StoreError(f"the durable store thread failed: {type(exc).__name__}")
@@ -266,6 +272,7 @@ class StoreThread:
             )
         finally:
             self._close_store()
+            self.ended = True
 
     def _wait_time(self) -> float | None:
         now = time.monotonic()

@@ -211,7 +211,7 @@ class Worker:
             return
         was_full = len(self.active) >= self.concurrency
         thread.inbox.put(outcome)
-        if not thread.alive:  # (close waits for ended attempts, within its timeout)
+        if thread.ended:  # (close waits for ended attempts, within its timeout)
             logger.error(
                 "offload: the outcome of durable task %s (attempt %d: %s) came after its"
                 " store closed and was not written; the task runs again once its lease"
