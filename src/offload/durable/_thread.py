@@ -122,6 +122,8 @@ class StoreThread:
         #: Set once the thread has done its last take: a put after it is never read (a
         #: plain attribute, cheaper than Thread.is_alive() on the spawn path).
         self.ended = False
+        #: Set when a bug escaped the thread's loop: lookups are refused with it too.
+        self.broken: StoreError | None = None
         self.committed = 0  # tasks committed, for stats
         self.failed = 0  # tasks refused by the store
         global _thread_counter
@@ -178,6 +180,10 @@ class StoreThread:
         """Run fn(reader) for a lookup on the reader thread (`offload-store-read`), with
         its own connection, so that lookups never wait behind a group commit nor delay
         one; on the store thread when the store has no reader (in memory)."""
+        if self.broken is not None:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_exception(self.broken)
+            return future
         if not self.alive:
             return self.call(fn)  # refused, with the reason
         with self._reader_lock:
@@ -265,7 +271,9 @@ class StoreThread:
                 if not going_on:
                     break
         except Exception as exc:  # a bug: say so, refuse new spawns, fail what is queued
-            self.error = StoreError(f"the durable store thread failed: {type(exc).__name__}")
+            self.error = self.broken = StoreError(
+                f"the durable store thread failed: {type(exc).__name__}"
+            )
             logger.critical(
                 "offload: the durable store thread failed; durable spawns now raise StoreError",
                 exc_info=True,
