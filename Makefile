@@ -65,9 +65,9 @@ MATRIX_JOBS ?= 1
 MATRIX_MODES ?=
 # The CPythons to run (default: every supported one), e.g. MATRIX_VERSIONS="3.10 3.12".
 MATRIX_VERSIONS ?=
-# More pytest arguments for every leg; CI leaves out the `durable_heavy` tests there
-# (thousands of tasks over several worker processes: they run once, in `make test`).
-MATRIX_PYTEST_ARGS ?=
+# More pytest arguments for every leg: by default the `durable_heavy` tests are left
+# out (thousands of tasks over several worker processes: they run once, in `make test`).
+MATRIX_PYTEST_ARGS ?= -m "not durable_heavy"
 test-matrix:
 	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) OFFLOAD_MATRIX_MODES=$(MATRIX_MODES) \
 	  $(PYTHON) tools/matrix.py $(MATRIX_VERSIONS) -- --ignore=tests/packaging $(MATRIX_PYTEST_ARGS)
