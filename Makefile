@@ -127,6 +127,10 @@ ASAN_SKIP_SERVERS = --ignore=tests/fastapi/test_fastapi_uvicorn.py \
   --ignore=tests/fastapi/test_fastapi_dropin_servers.py \
   --ignore=tests/fastapi/test_shutdown_under_load.py \
   --ignore=tests/durable/test_uvicorn_workers.py
+# ... and the durable tests of pure Python (the codec, the command line's subprocesses,
+# bad input of the durable tier): no engine path the others don't take.
+ASAN_SKIP_PYTHON = --ignore=tests/durable/test_codec.py --ignore=tests/durable/test_cli.py \
+  --ignore=tests/durable/test_bad_input_durable.py
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: test-sanitize-asan test-sanitize-tsan
 
@@ -134,7 +138,7 @@ test-sanitize: test-sanitize-asan test-sanitize-tsan
 test-sanitize-asan: build/venv-asan/.deps-stamp fuzz-deadline
 	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging \
-	  $(ASAN_SKIP_SERVERS) -m "not no_asan and not durable_heavy" --durations=15
+	  $(ASAN_SKIP_SERVERS) $(ASAN_SKIP_PYTHON) -m "not no_asan and not durable_heavy" --durations=15
 
 test-sanitize-tsan: build/venv-tsan/.deps-stamp
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \

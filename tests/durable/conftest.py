@@ -25,7 +25,8 @@ LOOP_KINDS = ("asyncio", "uvloop")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "durable_heavy: many real processes; left out of the matrix legs"
+        "markers",
+        "durable_heavy: many real processes; only in make test (not the matrix legs, not ASan)",
     )
 
 

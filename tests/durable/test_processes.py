@@ -35,6 +35,10 @@ import offload
 from . import proc_tasks
 from .procs_support import Effects, Processes, StoreView, import_root, run_cli, wait_for
 
+#: Every test here starts real worker processes: they run once, in `make test` (3.11),
+#: not in each matrix leg nor under ASan (each subprocess would preload libasan).
+pytestmark = pytest.mark.durable_heavy
+
 MODULE = proc_tasks.__name__
 LOOPS = ["asyncio", "uvloop"]
 
@@ -82,7 +86,6 @@ def _diagnose(procs: Processes, view: StoreView) -> str:
 
 
 # -- 1. kill -9 of a worker mid-run ------------------------------------------------------
-@pytest.mark.durable_heavy
 @pytest.mark.parametrize("kind", ["sync-asyncio", "async-uvloop"])
 def test_kill9_worker_mid_run_every_task_once_effect(
     procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects], kind: str
@@ -250,7 +253,6 @@ def test_kill9_producer_after_persisted_task_runs(
 
 
 # -- 3. SIGTERM of a worker with 1,000 running ------------------------------------------
-@pytest.mark.durable_heavy
 @pytest.mark.parametrize("b_starts", ["before", "after"])
 @pytest.mark.parametrize("loop", LOOPS)
 def test_sigterm_with_1000_running_released_and_finished_elsewhere(

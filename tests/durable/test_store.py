@@ -299,6 +299,7 @@ print("opened")
 """
 
 
+@pytest.mark.durable_heavy  # 60 processes: once, in `make test`
 def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
     """`uvicorn --workers 4`'s first start: every process creates the same new file at
     the same moment (SQLite answers the WAL switch "locked" at once, without waiting)."""
