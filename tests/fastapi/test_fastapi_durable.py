@@ -408,6 +408,7 @@ def test_the_panel_in_chromium(tmp_path: Path) -> None:
 
     webdriver = pytest.importorskip("selenium.webdriver")
     from offload_fastapi_support import free_port
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -447,15 +448,30 @@ def test_the_panel_in_chromium(tmp_path: Path) -> None:
         wait.until(lambda d: d.find_element(By.ID, "durable").is_displayed())
         httpx.post(f"{url}/spawn", timeout=WAIT).raise_for_status()
 
-        def field(name: str) -> str:
-            found = driver.find_elements(By.CSS_SELECTOR, f'#durable td[data-field="{name}"]')
-            return str(found[0].text) if found else ""
+        def text(css: str) -> str:
+            """An element's text; "" while the page redraws it (the panel is rebuilt at
+            every refresh, so an element found a moment ago may be gone: stale)."""
+            try:
+                found = driver.find_elements(By.CSS_SELECTOR, css)
+                return str(found[0].text) if found else ""
+            except StaleElementReferenceException:
+                return ""
 
-        wait.until(lambda d: field("dead") == "1" and field("scheduled") == "1")
-        assert field("live_leases") == "0" and field("expired_leases") == "0"
-        assert field("oldest_ready") == "\u2013"  # nothing ready
-        assert "sqlite:///panel.db" in driver.find_element(By.ID, "durable-store").text
-        assert "1 finished" in driver.find_element(By.ID, "durable-process").text
+        def field(name: str) -> str:
+            return text(f'#durable td[data-field="{name}"]')
+
+        def panel_shows_the_queue(_: object) -> bool:
+            return (
+                field("dead") == "1"
+                and field("scheduled") == "1"
+                and field("live_leases") == "0"
+                and field("expired_leases") == "0"
+                and field("oldest_ready") == "\u2013"  # nothing ready
+                and "sqlite:///panel.db" in text("#durable-store")
+                and "1 finished" in text("#durable-process")
+            )
+
+        wait.until(panel_shows_the_queue)
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
     finally:
