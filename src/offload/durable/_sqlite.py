@@ -43,6 +43,9 @@ from ._store import (
 T = TypeVar("T")
 logger = logging.getLogger("offload")
 
+#: How long a cancelled (or replaced) task's record is kept for lookups, in seconds.
+CANCELLED_KEPT = 3600.0
+
 #: The schema this offload writes; a store made by a newer one is refused at open.
 SCHEMA_VERSION = 1
 
@@ -424,7 +427,7 @@ class SqliteStore:
                 "UPDATE offload_tasks SET state = 'cancelled', finished = ?, expires = ?,"
                 " error_type = 'Replaced', error = 'replaced by a newer task with its key'"
                 " WHERE id = ?",
-                (now, now + 3600.0, task_id),
+                (now, now + CANCELLED_KEPT, task_id),
             )
         else:  # running: it keeps its row (and lease) but no longer holds the key
             self._db.execute(
@@ -553,12 +556,7 @@ class SqliteStore:
 
     def release(self, owner: str, now: float) -> int:
         # a task asked to stop (cancel(), or a replace= of its key) is not run again
-        self._db.execute(
-            "UPDATE offload_tasks SET state = 'cancelled', owner = NULL, lease_until = NULL,"
-            " finished = ?, expires = ?, error_type = 'Cancelled', error = 'cancelled on request'"
-            " WHERE state = 'running' AND owner = ? AND cancel_requested",
-            (now, now + 3600.0, owner),
-        )
+        self._cancel_running("owner = ?", (owner,), now)
         cur = self._db.execute(
             "UPDATE offload_tasks SET state = 'queued', owner = NULL, lease_until = NULL,"
             " attempt = attempt - 1, eta = ? WHERE state = 'running' AND owner = ?",
@@ -566,17 +564,22 @@ class SqliteStore:
         )
         return cur.rowcount
 
+    def _cancel_running(self, where: str, params: tuple[Any, ...], now: float) -> None:
+        """Running tasks matching `where` whose cancel was requested end cancelled,
+        instead of going back to the queue (release, reclaim)."""
+        self._db.execute(
+            "UPDATE offload_tasks SET state = 'cancelled', owner = NULL, lease_until = NULL,"
+            " finished = ?, expires = ?, error_type = 'Cancelled', error = 'cancelled on request'"
+            f" WHERE state = 'running' AND cancel_requested AND {where}",
+            (now, now + CANCELLED_KEPT, *params),
+        )
+
     def reclaim(self, now: float) -> tuple[int, int]:
         lost = (
             "'the worker running attempt ' || attempt || ' stopped renewing its lease"
             " (killed, or hung past the lease)'"
         )
-        self._db.execute(
-            "UPDATE offload_tasks SET state = 'cancelled', owner = NULL, lease_until = NULL,"
-            " finished = ?, expires = ?, error_type = 'Cancelled', error = 'cancelled on request'"
-            " WHERE state = 'running' AND lease_until < ? AND cancel_requested",
-            (now, now + 3600.0, now),
-        )
+        self._cancel_running("lease_until < ?", (now,), now)
         dead = self._db.execute(
             "UPDATE offload_tasks SET state = 'dead', owner = NULL, lease_until = NULL,"
             f" finished = ?, error_type = 'WorkerLost', error = {lost}"
@@ -631,7 +634,7 @@ class SqliteStore:
             self._db.execute(
                 "UPDATE offload_tasks SET state = 'cancelled', finished = ?, expires = ?"
                 " WHERE id = ?",
-                (now, now + 3600.0, task_id),
+                (now, now + CANCELLED_KEPT, task_id),
             )
             return "cancelled"
         if row[0] == "running":

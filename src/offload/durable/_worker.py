@@ -15,7 +15,6 @@ keeps (a crash counts too), never by the engine's own retry.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._controls import Retry
+from .._runtime import _is_async_callable
 from ._codec import codec_for, resolve_function
 from ._store import Claimed, Outcome
 
@@ -75,7 +75,7 @@ class Worker:
         `__post_init__` or unpickling never run on the store thread."""
         fn = resolve_function(c.fn)
         codec = codec_for(c.codec, self.signing_key)
-        is_async = _is_async(fn)
+        is_async = _is_async_callable(fn)
         lane = self._lane(c.name, _lane_for(is_async, self.runtime), c.timeout)
         call = _call_async if is_async else _call_sync
         try:
@@ -286,12 +286,6 @@ async def _call_async(fn: Callable[..., Any], codec: Any, payload: bytes) -> Any
     except Exception as exc:
         raise _Undecodable(f"cannot decode the arguments: {_text(exc)}") from exc
     return await fn(*args, **kwargs)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004
-    )
 
 
 def _lane_for(is_async: bool, runtime: Runtime) -> str:
