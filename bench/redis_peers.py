@@ -38,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 OUT_ENV = "REDIS_BENCH_OUT"
 GATE_ENV = "REDIS_BENCH_GATE"
@@ -132,6 +132,8 @@ class Workers:
                 )
                 for command in commands
             ]
+        # For the driver, should this process be killed before stop(): the groups to end.
+        (where / "pgids").write_text("".join(f"{p.pid}\n" for p in self.procs))
         self._wait(lambda: len(list(where.glob("ready.*"))) >= ready, "ready", READY_TIMEOUT)
 
     def go(self) -> float:
@@ -259,7 +261,6 @@ class Streaq(AsyncContender):
         for i in range(0, len(t0s), CHUNK):
             await self.worker.enqueue_many([task.enqueue(t0) for t0 in t0s[i : i + CHUNK]])
 
-
     def worker_commands(self, processes: int, concurrency: int, kind: str) -> list[list[str]]:
         # `streaq run MODULE:WORKER -w N` (N processes, multiprocessing).
         return [
@@ -311,7 +312,6 @@ class Saq(AsyncContender):
         name = "saq_noop" if kind == "noop" else "saq_sleep"
         await _gathered(lambda t0: self.queue.enqueue(name, t0=t0), t0s)
 
-
     def worker_commands(self, processes: int, concurrency: int, kind: str) -> list[list[str]]:
         # `saq MODULE.SETTINGS --workers N`
         return [
@@ -353,7 +353,6 @@ class Taskiq(AsyncContender):
         task = self.broker.find_task(kind)
         await _gathered(task.kiq, t0s)
 
-
     def worker_commands(self, processes: int, concurrency: int, kind: str) -> list[list[str]]:
         # `taskiq worker MODULE:BROKER --workers N --max-async-tasks C`
         return [
@@ -382,7 +381,7 @@ def _build_arq() -> type:
     from arq.connections import RedisSettings
 
     class ArqSettings:
-        functions = [arq_noop, arq_sleep]
+        functions: ClassVar[list[Any]] = [arq_noop, arq_sleep]
         redis_settings = RedisSettings.from_dsn(os.environ[URL_ENV])
         max_jobs = _concurrency()
         on_startup = _arq_startup
@@ -408,7 +407,6 @@ class Arq(AsyncContender):
     async def aenqueue(self, kind: str, t0s: Sequence[float]) -> None:
         name = "arq_noop" if kind == "noop" else "arq_sleep"
         await _gathered(lambda t0: self.pool.enqueue_job(name, t0), t0s)
-
 
     def worker_commands(self, processes: int, concurrency: int, kind: str) -> list[list[str]]:
         # `arq MODULE.WorkerSettings`, one process each (arq has no --workers).
@@ -461,9 +459,7 @@ class Celery(Contender):
         return 1  # the main process's worker_ready: it hands the tasks to its pool
 
 
-PEERS: dict[str, type[Contender]] = {
-    c.name: c for c in (Streaq, Saq, Taskiq, Arq, Celery)
-}
+PEERS: dict[str, type[Contender]] = {c.name: c for c in (Streaq, Saq, Taskiq, Arq, Celery)}
 #: Which virtualenv under build/venv-redis-peers/ holds each peer.
 VENV = {"streaQ": "main", "SAQ": "main", "taskiq-redis": "main", "arq": "arq", "Celery": "main"}
 
@@ -550,14 +546,16 @@ def run_sample(contender: Contender, spec: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown phase {phase!r}")
 
 
-def versions(names: Sequence[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
+def versions(names: Sequence[str]) -> dict[str, dict[str, str | None]]:
+    """Each named peer's packages and their versions, in this interpreter."""
+    out: dict[str, dict[str, str | None]] = {}
     for name in names:
+        out[name] = {}
         for dist in PEERS[name].dists:
             try:
-                out[dist] = importlib.metadata.version(dist)
+                out[name][dist] = importlib.metadata.version(dist)
             except importlib.metadata.PackageNotFoundError:
-                out[dist] = None
+                out[name][dist] = None
     return out
 
 

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import final
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0  # s for the server to answer PING
@@ -83,6 +84,7 @@ def command(port: int, *args: str, timeout: float = 30.0) -> object:
         return _Reply(sock).read()
 
 
+@final
 class RedisServer:
     """`redis-server` as a child process in its own temporary directory."""
 
