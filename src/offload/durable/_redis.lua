@@ -426,10 +426,25 @@ local function purge(keys, args)
   return count
 end
 
+-- Consumers of workers gone for an hour with nothing pending (killed workers that
+-- never released: their tasks were reclaimed) leave the group.
+local function forget_gone_consumers(P)
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', P .. ':q', GROUP)
+  if not ok then return end
+  for _, c in ipairs(consumers) do
+    local info = {}
+    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+    if info['pending'] == 0 and info['idle'] > 3600000 then
+      redis.call('XGROUP', 'DELCONSUMER', P .. ':q', GROUP, info['name'])
+    end
+  end
+end
+
 -- ARGV: prefix, now. Finished tasks whose result expired (Redis may have expired the
 -- hash already): their index entries go too. Returns how many were deleted.
 local function purge_expired(keys, args)
   local P, now = args[1], num(args[2])
+  forget_gone_consumers(P)
   local count = 0
   for _, state in ipairs({'succeeded', 'cancelled'}) do
     local zk = P .. ':done:' .. state

@@ -246,7 +246,7 @@ class RedisStore:
             raise StoreBusy(f"the durable store {self.url!r} is unreachable ({exc})") from None
         except redis.ResponseError as exc:
             text = str(exc)
-            if text.startswith("OOM"):
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or text.startswith("OOM"):
                 raise StoreFull(f"the durable store {self.url!r} is full: {text}") from None
             if text.startswith("BUSY"):
                 raise StoreBusy(f"the durable store {self.url!r} is busy: {text}") from None
