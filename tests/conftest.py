@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from redis_server import SESSION_PIDS
 from waiting import wait_until
 
 import offload
@@ -190,6 +191,8 @@ def _children() -> dict[int, str]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if int(name) in SESSION_PIDS:  # the session's shared redis-server
+            continue
         if ppid == me and "forkserver" not in cmdline and "resource_tracker" not in cmdline:
             found[int(name)] = cmdline or stat.split()[1]
     return found

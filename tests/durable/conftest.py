@@ -1,21 +1,25 @@
 """Fixtures of the durable tier's tests.
 
 * `loop_kind` / `arun`: tests that run an event loop run on asyncio and on uvloop.
-* `store_url`: a fresh store per test, parametrized over the stores a single
-  process can use ("sqlite" in tmp_path, "memory"); `sqlite_url` for tests that share
-  one store between runtimes or processes.
+* `store_url`: a fresh store per test, parametrized over the two stores: "sqlite"
+  (a file in tmp_path) and "redis" (a queue of its own, by its prefix, on the
+  session's private redis-server); `sqlite_url` for SQLite-only tests, `redis_url`
+  for Redis-only ones. The in-memory store is the SQLite store on ":memory:": the
+  store contract suite covers it.
 * `make_runtime(**options)`: a Runtime closed at the end of the test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
+from redis_server import RedisServer
 from waiting import run_to_completion
 
 import offload
@@ -58,10 +62,30 @@ def sqlite_url(tmp_path: Path) -> str:
     return sqlite_url_for(tmp_path / "offload.db")
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"), session=True)
+    yield server
+    server.stop()
+
+
+_prefixes = itertools.count(1)
+
+
+def redis_url_for(server: RedisServer) -> str:
+    """A queue of its own on `server`: nothing another test wrote is seen."""
+    return f"{server.url}?prefix=t{next(_prefixes)}"
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_url_for(redis_server)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
+    if request.param == "redis":
+        return redis_url_for(request.getfixturevalue("redis_server"))
     return sqlite_url_for(tmp_path / "offload.db")
 
 

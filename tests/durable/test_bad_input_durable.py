@@ -70,7 +70,9 @@ def make(store: str) -> Iterator[Callable[..., offload.Runtime]]:
 BAD_OPTIONS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"store": 42}, TypeError, r"store must be a URL str"),
     ({"store": b"sqlite:///x.db"}, TypeError, r"store must be a URL str"),
-    ({"store": "redis://localhost:6379/0"}, ValueError, r"unknown durable store.*'redis'"),
+    ({"store": "redis2://localhost:6379/0"}, ValueError, r"unknown durable store.*'redis2'"),
+    ({"store": "redis://localhost/0?prefix=a{b}"}, ValueError, r"prefix 'a\{b\}' must be"),
+    ({"store": "redis://localhost/0?prefix="}, ValueError, r"prefix '' must be"),
     ({"store": "postgres://db/x"}, ValueError, r"unknown durable store.*sqlite:///"),
     ({"store": "x.db"}, ValueError, r"unknown durable store.*sqlite:///"),
     ({"store": "sqlite://x.db"}, ValueError, r"unknown durable store"),
@@ -133,10 +135,10 @@ def test_bad_runtime_option(
 
 def test_unknown_scheme_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """OFFLOAD_STORE is read when the tier opens: the spawn raises, clearly."""
-    monkeypatch.setenv("OFFLOAD_STORE", "redis://localhost/0")
+    monkeypatch.setenv("OFFLOAD_STORE", "postgres://localhost/0")
     rt = offload.Runtime()
     try:
-        with pytest.raises(StoreError, match=r"unknown durable store 'redis://localhost/0'"):
+        with pytest.raises(StoreError, match=r"unknown durable store 'postgres://localhost/0'"):
             rt.durable.spawn(add, 1, 2)
     finally:
         rt.close(5)

@@ -1,6 +1,6 @@
 """The store contract: what every durable store (`offload.durable._store.Store`)
-guarantees, checked on each of them through the interface alone (SQLite on disk and
-in memory; Redis joins this list in its issue).
+guarantees, checked on each of them through the interface alone: SQLite on disk and
+in memory, and Redis.
 
 Claims take due tasks oldest first and count the attempt; a lease is renewed by its
 owner only; an outcome is written only by the owner of the attempt (the fenced ack);
@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from offload.durable._redis import open_redis
 from offload.durable._sqlite import open_sqlite
 from offload.durable._store import NewTask, Outcome, Store
+
+from .conftest import redis_url_for
 
 T0 = 1_800_000_000.0  # a wall-clock time; the store never reads the clock itself
 
@@ -47,10 +50,15 @@ def new(
     )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = "memory://" if request.param == "memory" else "sqlite:///" + str(tmp_path / "s.db")
-    s = open_sqlite(url, durability="normal")
+    if request.param == "redis":
+        s: Store = open_redis(
+            redis_url_for(request.getfixturevalue("redis_server")), durability="normal"
+        )
+    else:
+        url = "memory://" if request.param == "memory" else "sqlite:///" + str(tmp_path / "s.db")
+        s = open_sqlite(url, durability="normal")
     try:
         yield s
     finally:
@@ -242,6 +250,8 @@ def test_cancel_of_each_state(store: Store) -> None:
 
 
 def test_a_failed_batch_writes_nothing(store: Store) -> None:
+    if not store.atomic_batches:
+        pytest.skip("each Redis call is atomic by itself: test_redis.py checks the group")
     with contextlib.suppress(RuntimeError), store.batch():
         store.enqueue([new("a"), new("b")], T0)
         raise RuntimeError("the group failed half-way")

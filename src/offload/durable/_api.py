@@ -82,10 +82,42 @@ def resolve_store_url(store: Any) -> str:
     return str(store)
 
 
+#: The URL schemes of a Redis store (see _redis.py).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_STORE_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, memory://,"
+    " or redis://host:6379/0 (also rediss://, unix://)"
+)
+
+
+def store_kind(url: str) -> str:
+    """ "sqlite", "memory" or "redis" for a store URL; ValueError, saying the forms a
+    store URL takes, for anything else (the one place that reads URL schemes)."""
+    if url == "memory://":
+        return "memory"
+    if url.startswith("sqlite:///"):
+        if url[len("sqlite:///") :] in ("", ":memory:"):
+            raise ValueError(f"store {url!r} names no file; use sqlite:///path/to/offload.db")
+        return "sqlite"
+    if url.startswith(REDIS_SCHEMES):
+        from ._redis import split_url
+
+        split_url(url)  # (checks the prefix)
+        return "redis"
+    scheme = url.partition("://")[0] if "://" in url else url
+    raise ValueError(f"unknown durable store {url!r} (scheme {scheme!r}); use {_STORE_FORMS}")
+
+
 def open_store(url: str, durability: str) -> Store:
-    if url == "memory://" or url.startswith("sqlite:///"):
-        return open_sqlite(url, durability=durability)
-    raise StoreError(f"unknown durable store {url!r}")
+    try:
+        kind = store_kind(url)  # (OFFLOAD_STORE is read only now)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    if kind == "redis":
+        from ._redis import open_redis
+
+        return open_redis(url, durability=durability)
+    return open_sqlite(url, durability=durability)
 
 
 class _Ids:
@@ -777,16 +809,10 @@ def validate_durable(out: dict[str, Any]) -> None:
             store = os.fspath(store)
         if not isinstance(store, str):
             raise TypeError(
-                f"store must be a URL str (sqlite:///path, memory://), not {type(store).__name__}"
+                f"store must be a URL str (sqlite:///path, memory://, redis://host/0),"
+                f" not {type(store).__name__}"
             )
-        if not (store == "memory://" or store.startswith("sqlite:///")):
-            scheme = store.partition("://")[0] if "://" in store else store
-            raise ValueError(
-                f"unknown durable store {store!r} (scheme {scheme!r}); use"
-                " sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"
-            )
-        if store.startswith("sqlite:///") and store[len("sqlite:///") :] in ("", ":memory:"):
-            raise ValueError(f"store {store!r} names no file; use sqlite:///path/to/offload.db")
+        store_kind(store)
         out["store"] = store
     concurrency = _check_limit(
         "durable_concurrency", out["durable_concurrency"], allow_zero=True, most=100_000

@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--store", default=None, help="sqlite:///path.db (default: OFFLOAD_STORE or ./offload.db)"
+        "--store",
+        default=None,
+        help="sqlite:///path.db or redis://host:6379/0 (default: OFFLOAD_STORE or ./offload.db)",
     )
 
 

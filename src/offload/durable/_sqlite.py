@@ -34,6 +34,7 @@ from ._store import (
     Depths,
     NewTask,
     Outcome,
+    StoreBusy,
     StoreError,
     StoreFull,
     TaskRecord,
@@ -157,11 +158,6 @@ def is_busy(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-class StoreBusy(StoreError):
-    """Another connection held the store's lock past the busy timeout: nothing was
-    written, and the same write can be tried again."""
-
-
 def _store_error(what: str, exc: BaseException) -> StoreError:
     if is_full(exc):
         return StoreFull(f"{what}: the store is full ({exc})")
@@ -200,6 +196,8 @@ def _decode_backoff(text: str | None) -> tuple[float, float, float, bool] | None
 
 class SqliteStore:
     """A `Store` on one SQLite file (or in memory). See the module docstring."""
+
+    atomic_batches = True
 
     def __init__(
         self, url: str, path: str, *, durability: str = "normal", reader: bool = False

@@ -1,11 +1,13 @@
 """The durable store's one interface: what the SQLite store (`_sqlite.py`) and the
-Redis store (issue 14) both implement, and the records that cross it.
+Redis store (`_redis.py`) both implement, and the records that cross it.
 
 Every method is blocking and is called only from the runtime's store thread
 (`_thread.py`), which owns the store object: a store needs no locks of its own.
 Writes are grouped: the thread opens `batch()` and, inside it, makes the calls of one
-group commit (enqueues, outcomes, renewals, claims); either all of them are committed
-or, if the context raises, none is.
+group commit (enqueues, outcomes, renewals, claims). On a store with `atomic_batches`
+(SQLite) either all of them are committed or, if the context raises, none is; on one
+without (Redis) each call is atomic by itself and safe to repeat, and the thread
+knows that an enqueue that returned was written even if a later call failed.
 
 Times are wall-clock seconds (`time.time()`): several processes share one store.
 
@@ -39,6 +41,12 @@ class StoreError(RuntimeError):
 
 class StoreFull(StoreError):
     """The store's disk (or its size limit) is full: the write was not made."""
+
+
+class StoreBusy(StoreError):
+    """The store can't take the write now: another SQLite connection held the lock
+    past the busy timeout, or Redis is unreachable, restarting or busy. The same write
+    can be tried again (nothing was written, or the write is safe to repeat)."""
 
 
 @dataclass(slots=True)
@@ -152,6 +160,8 @@ class Store(Protocol):
     """One durable store (an open connection to it). See the module docstring."""
 
     url: str
+    #: Whether a `batch()` is one transaction (see the module docstring).
+    atomic_batches: bool
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """One write transaction: all the calls inside commit together, or none."""

@@ -29,8 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._sqlite import StoreBusy
-from ._store import Claimed, NewTask, Outcome, SlotFire, Store, StoreError
+from ._store import Claimed, NewTask, Outcome, SlotFire, Store, StoreBusy, StoreError
 
 logger = logging.getLogger("offload")
 
@@ -379,8 +378,15 @@ class StoreThread:
             with store.batch():
                 if new:
                     store.enqueue(new, now_wall)
+                    if not store.atomic_batches:  # written, whatever the rest of the group does
+                        self._note_etas(new, [])
+                        self.committed += len(new)
+                        self._persisted(new)
+                        new = []
                 if outcomes:
                     refused = store.finish(self.owner, outcomes, now_wall, self.result_ttl)
+                    if not store.atomic_batches:
+                        self._outcomes = []
                 fired = [
                     f.task for f in fires if store.fire_slot(f.schedule, f.slot, f.task, now_wall)
                 ]
@@ -466,15 +472,15 @@ class StoreThread:
         self._settle(handles)
 
     def _store_locked(self, new: list[NewTask], exc: StoreBusy) -> None:
-        """Another connection holds the lock past the busy timeout: nothing was written.
-        Keep everything (the tasks were accepted) and try again; warn once per episode."""
+        """The store can't take writes now (SQLite locked past the busy timeout by
+        another connection, Redis unreachable or restarting): keep everything (the
+        tasks were accepted) and try again; warn once per episode."""
         self._held = new
         if not self._locked:
             self._locked = True
             logger.warning(
-                "offload: %s (another connection holds the store's lock past the busy"
-                " timeout); %d new durable tasks and %d outcomes are kept, and the write"
-                " will retry until the lock is released",
+                "offload: %s; %d new durable tasks and %d outcomes are kept, and the"
+                " write will retry until the store takes it",
                 exc,
                 len(new),
                 len(self._outcomes),
@@ -485,7 +491,8 @@ class StoreThread:
         if self._held:
             held, self._held = self._held, []
             self._group_failed(
-                held, StoreBusy("the durable store was still locked when it was closed")
+                held,
+                StoreBusy("the durable store was still locked or unreachable when it was closed"),
             )
         for barrier in self._barriers:
             if barrier.future.set_running_or_notify_cancel():
