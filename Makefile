@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare test-sanitize test-sanitize-asan test-sanitize-tsan test-debug test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare bench-redis-peers test-sanitize test-sanitize-asan test-sanitize-tsan test-debug test-leaks soak lint clean system-deps fuzz-deadline
 
 all: build
 
@@ -217,13 +217,29 @@ showcase: build
 # of BEFORE (default: a4ebdaa, the last commit before task controls) into
 # build/compare/ and runs the spawn benchmarks on it and on this tree, interleaved.
 BEFORE ?= a4ebdaa
-bench: build
+bench: build bench-redis-peers
 	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
+	@command -v redis-server >/dev/null || bash tools/system-deps.sh redis-server
 	$(PY) bench/run.py --before $(BEFORE)
 
-bench-quick: build
+bench-quick: build bench-redis-peers
 	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
+	@command -v redis-server >/dev/null || bash tools/system-deps.sh redis-server
 	$(PY) bench/run.py --quick --before $(BEFORE)
+
+# The Redis group's peers (bench/redis_bench.py: streaQ, SAQ, taskiq-redis, arq, Celery)
+# in virtualenvs of their own, not in offload's dependencies: build/venv-redis-peers/main
+# and, apart because it pins an older redis-py, build/venv-redis-peers/arq; versions by
+# range in bench/requirements-redis-*.txt.
+REDIS_PEERS := build/venv-redis-peers
+$(REDIS_PEERS)/%/.stamp: bench/requirements-redis-%.txt
+	rm -rf $(REDIS_PEERS)/$*
+	$(PYTHON) -m venv $(REDIS_PEERS)/$*
+	$(REDIS_PEERS)/$*/bin/python -m pip --disable-pip-version-check -q install -U "pip>=23"
+	$(REDIS_PEERS)/$*/bin/python -m pip --disable-pip-version-check -q install -r $<
+	touch $@
+
+bench-redis-peers: $(REDIS_PEERS)/main/.stamp $(REDIS_PEERS)/arq/.stamp
 
 # Only the before/after table: `make bench-compare BEFORE=<commit>` (~3 min).
 bench-compare: build

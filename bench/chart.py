@@ -121,6 +121,15 @@ def draw(document: dict[str, Any], path: Path) -> None:
             panels.append((kind, None))
     if "durable_rss" in benches:
         panels.append(("durable_rss", None))
+    if "redis_enqueue" in benches:
+        panels.append(("bars_log", "redis_enqueue"))
+    for kind, first in (
+        ("redis_e2e", "redis_e2e_1"),
+        ("redis_sleep", "redis_sleep"),
+        ("redis_latency", "redis_latency_p50"),
+    ):
+        if first in benches:
+            panels.append((kind, None))
 
     cols = 2
     rows = math.ceil(len(panels) / cols)
@@ -184,6 +193,27 @@ def draw(document: dict[str, Any], path: Path) -> None:
         elif kind == "durable_rss":
             b = benches["durable_rss"]
             _bars(ax, b["title"], b["unit"], _rows(b, "offload "))
+        elif kind == "redis_e2e":
+            bars = []
+            for n in (1, 4):
+                if f"redis_e2e_{n}" in benches:
+                    bars += _rows(benches[f"redis_e2e_{n}"], f"{n} proc: ")
+            _bars(
+                ax,
+                "Redis, end to end: queued no-op tasks, worker processes",
+                "tasks/s",
+                bars,
+                log=True,
+            )
+        elif kind == "redis_sleep":
+            b = benches["redis_sleep"]
+            _bars(ax, b["title"], b["unit"], _rows(b))
+        elif kind == "redis_latency":
+            bars = []
+            for q in ("p50", "p99"):
+                bars += _rows(benches[f"redis_latency_{q}"], f"{q}: ")
+            title = benches["redis_latency_p50"]["title"].replace(" p50", "")
+            _bars(ax, title, "ms", bars)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     meta = document["meta"]

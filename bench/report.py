@@ -120,6 +120,52 @@ def durable_rss_table(benches: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+REDIS_CONTENDERS = ("offload", "streaQ", "SAQ", "taskiq-redis", "arq", "Celery")
+
+
+def redis_table(benches: dict[str, Any]) -> str:
+    """bench/redis_bench.py's rows: metric x contender (medians), and offload against
+    the best peer of the row (throughput: offload / best; time: best / offload)."""
+    metrics = [
+        ("redis_enqueue", "enqueue, tasks/s"),
+        ("redis_e2e_1", "end to end, 1 worker process, tasks/s"),
+        ("redis_e2e_4", "end to end, 4 worker processes, tasks/s"),
+        ("redis_sleep", "sleep(1) tasks, concurrency 40, s"),
+        ("redis_latency_p50", "enqueue-to-start p50 at 50% load, ms"),
+        ("redis_latency_p99", "enqueue-to-start p99 at 50% load, ms"),
+    ]
+    lines = [
+        f"| metric | {' | '.join(REDIS_CONTENDERS)} | offload vs the best peer |",
+        "| --- |" + " ---: |" * (len(REDIS_CONTENDERS) + 1),
+    ]
+    for key, label in metrics:
+        if key not in benches:
+            continue
+        bench = benches[key]
+        med = {n: c["median"] for n, c in bench["contenders"].items()}
+        cells = [_num(med[n]) if n in med else "-" for n in REDIS_CONTENDERS]
+        peers = {n: v for n, v in med.items() if n != "offload"}
+        versus = ""
+        if "offload" in med and peers:
+            if bench["higher_is_better"]:
+                best = max(peers, key=peers.__getitem__)
+                versus = f"{med['offload'] / peers[best]:.2f}x ({best})"
+            else:
+                best = min(peers, key=peers.__getitem__)
+                versus = f"{peers[best] / med['offload']:.2f}x ({best})"
+        lines.append(f"| {label} | {' | '.join(cells)} | {versus} |")
+    return "\n".join(lines)
+
+
+def redis_meta_table(meta: dict[str, Any]) -> str:
+    """The Redis group's contenders: packages and how each enqueues a batch."""
+    lines = ["| contender | packages | enqueue mode |", "| --- | --- | --- |"]
+    for name, mode in meta["modes"].items():
+        packages = ", ".join(f"{d} {v}" for d, v in meta["versions"].get(name, {}).items())
+        lines.append(f"| {name} | {packages} | {mode} |")
+    return "\n".join(lines)
+
+
 def benchmarks(document: dict[str, Any]) -> str:
     out = []
     for bench in document["benchmarks"].values():
@@ -155,6 +201,13 @@ def main() -> None:
         print(f"durable tasks:\n\n{durable_table(benches)}\n")
     if "durable_rss" in benches:
         print(f"durable tasks, memory:\n\n{durable_rss_table(benches)}\n")
+    if any(key.startswith("redis_") for key in benches):
+        print(f"durable tasks on Redis:\n\n{redis_table(benches)}\n")
+    if "redis" in meta:
+        print(f"{redis_meta_table(meta['redis'])}\n")
+        for failure in meta["redis"]["failures"]:
+            print(f"- failed: {failure['contender']}, {failure['phase']}: {failure['reason']}")
+        print()
     print(benchmarks(document))
 
 

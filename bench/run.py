@@ -7,8 +7,9 @@
 Groups: lanes (bench/lanes.py), e2e (bench/e2e.py), memory (bench/memory.py),
 scaling (bench/scaling.py), scheduled and lateness (bench/timers.py), compare
 (bench/before_after.py: the spawn benchmarks on the engine of --before and on this
-tree's), durable (bench/durable.py: the durable tier against Huey and litequeue). See
-docs/benchmarks.md.
+tree's), durable (bench/durable.py: the durable tier against Huey and litequeue),
+redis (bench/redis_bench.py: durable tasks on Redis against streaQ, SAQ, taskiq-redis,
+arq and Celery). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,12 +33,23 @@ import durable
 import e2e
 import lanes
 import memory
+import redis_bench
 import scaling
 import timers
 from common import Benchmark
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("lanes", "e2e", "memory", "scaling", "scheduled", "lateness", "compare", "durable")
+GROUPS = (
+    "lanes",
+    "e2e",
+    "memory",
+    "scaling",
+    "scheduled",
+    "lateness",
+    "compare",
+    "durable",
+    "redis",
+)
 #: The engine before task controls (issue 12): `compare` measures against it by default.
 BEFORE = "a4ebdaa"
 
@@ -83,6 +95,8 @@ class Ceiling:
         if self.bench not in results:
             return None
         bench = results[self.bench]
+        if self.contender not in bench.samples:
+            return None
         value = bench.median(self.contender)
         verdict = "info" if self.maximum is None else "PASS" if value <= self.maximum else "MISS"
         return {
@@ -117,6 +131,62 @@ class Floor:
             "minimum": self.minimum,
             "verdict": "PASS" if value >= self.minimum else "MISS",
         }
+
+
+@dataclass(frozen=True)
+class VsBest:
+    """A contender's median over the best other contender's (the ratio of medians):
+    must reach `minimum`. Says which contender was the best."""
+
+    label: str
+    bench: str
+    contender: str
+    minimum: float
+
+    def check(self, results: dict[str, Benchmark]) -> dict[str, Any] | None:
+        bench = results.get(self.bench)
+        if bench is None or self.contender not in bench.samples or len(bench.samples) < 2:
+            return None
+        others = [name for name in bench.samples if name != self.contender]
+        best = (
+            max(others, key=bench.median)
+            if bench.higher_is_better
+            else min(others, key=bench.median)
+        )
+        value = bench.ratio(self.contender, best)
+        if not bench.higher_is_better:
+            value = 1 / value
+        return {
+            "target": f"{self.label} ({best})",
+            "benchmark": self.bench,
+            "ratio": value,
+            "minimum": self.minimum,
+            "verdict": "PASS" if value >= self.minimum else "MISS",
+        }
+
+
+#: Issue 14: offload's Redis store against the Redis peers, same run, same server.
+REDIS_TARGETS: list[Target | Ceiling | VsBest] = [
+    Target("redis: enqueue >= 2x streaQ", "redis_enqueue", "offload", "streaQ", 2),
+    VsBest(
+        "redis: end to end, 1 worker process >= 1.5x the best peer", "redis_e2e_1", "offload", 1.5
+    ),
+    VsBest(
+        "redis: end to end, 4 worker processes >= 1.5x the best peer", "redis_e2e_4", "offload", 1.5
+    ),
+    Ceiling(
+        "redis: enqueue-to-start p99 <= 5 ms at 50% of offload's end-to-end rate",
+        "redis_latency_p99",
+        "offload",
+        5.0,
+    ),
+    Ceiling(
+        "redis: 1,000 x sleep(1), concurrency 40: offload's seconds (ideal 25)",
+        "redis_sleep",
+        "offload",
+        None,
+    ),
+]
 
 
 def _durable_targets(durability: str) -> list[Target | Ceiling | Floor]:
@@ -166,7 +236,7 @@ def _compare_targets(results: dict[str, Benchmark]) -> list[Target]:
     ]
 
 
-TARGETS: list[Target | Ceiling | Floor] = [
+TARGETS: list[Target | Ceiling | Floor | VsBest] = [
     Target(
         "thread run >= 10x asyncio.to_thread",
         "thread_run",
@@ -239,6 +309,7 @@ TARGETS: list[Target | Ceiling | Floor] = [
     ),
     *_durable_targets("normal"),
     *_durable_targets("full"),
+    *REDIS_TARGETS,
 ]
 
 
@@ -275,6 +346,8 @@ def machine() -> dict[str, Any]:
         "msgspec",
         "huey",
         "litequeue",
+        "redis",
+        "hiredis",
     ):
         try:
             versions[name] = importlib.metadata.version(name)
@@ -316,6 +389,8 @@ def main() -> int:
     group_rounds = dict.fromkeys(groups, rounds)
     if "durable" in group_rounds:  # whole processes per sample (~3 min in all): fewer rounds
         group_rounds["durable"] = args.rounds or (1 if quick else durable.ROUNDS)
+    if "redis" in group_rounds:  # the same, with worker processes of six contenders
+        group_rounds["redis"] = args.rounds or (1 if quick else redis_bench.ROUNDS)
     print(
         f"python {info['python']} on {info['cpu']} x{info['cpus']}; "
         f"{'quick' if quick else 'full'} run, rounds {group_rounds}; load {os.getloadavg()}"
@@ -346,6 +421,8 @@ def main() -> int:
             benches += before_after.run(2 * rounds + 1, 0.25 if quick else 1.0, args.before)
         elif group == "durable":
             benches += durable.run(group_rounds[group], quick)
+        elif group == "redis":
+            benches += redis_bench.run(group_rounds[group], quick)
         group_seconds[group] = round(time.monotonic() - t0, 1)
     elapsed = time.monotonic() - started
 
@@ -385,6 +462,9 @@ def main() -> int:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            # The redis group: the server's version, the peers' versions and enqueue
+            # modes, the paced rate of the latency phase, failed samples.
+            **({"redis": dict(redis_bench.META)} if "redis" in groups else {}),
         },
         "targets": checks,
         "benchmarks": {b.key: b.to_json() for b in benches},
