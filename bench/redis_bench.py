@@ -90,7 +90,7 @@ class Sizes:
 class Offload(Contender):
     name = "offload"
     dists = ("offload",)
-    mode = "DurableLane.spawn in a loop, then flush_sync() (the store's group commits)"
+    mode = "rt.durable.spawn in a loop, then flush_sync() (the store thread pipelines the batch)"
 
     def __init__(self, url: str) -> None:
         self.url = url
