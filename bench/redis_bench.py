@@ -148,12 +148,19 @@ def latency_sample(url: str, where: Path, rate: float, n: int, concurrency: int)
     finally:
         rt.close(60)
         workers.stop()
-    waits = [(at - t0) * 1e3 for t0, at in records(out)[LATENCY_WARMUP:]]
+    timed = sorted(records(out)[LATENCY_WARMUP:])
+    waits = [(at - t0) * 1e3 for t0, at in timed]
+    # The p99 of each second of the paced phase: a steady climb says the worker fell
+    # behind the rate; isolated spikes say stalls.
+    first, by_second = timed[0][0], {}
+    for (t0, _), wait in zip(timed, waits, strict=True):
+        by_second.setdefault(int(t0 - first), []).append(wait)
     return {
         "p50": percentile(waits, 50),
         "p99": percentile(waits, 99),
         "max": max(waits),
         "rate": achieved,
+        "p99_each_second": [round(percentile(w, 99), 2) for _, w in sorted(by_second.items())],
     }
 
 
@@ -309,7 +316,11 @@ def run(
     quick: bool,
     phases: Sequence[str] = PHASES,
     contenders: Sequence[str] = CONTENDERS,
+    latency_rate: float | None = None,
 ) -> list[Benchmark]:
+    """The phases' benchmarks. The latency phase's rate: `latency_rate` if given, else
+    50% of offload's median end to end with one worker process in this run, else
+    LATENCY_RATE_FALLBACK."""
     sizes = Sizes.of(quick)
     out: list[Benchmark | None] = []
     SCRATCH.mkdir(parents=True, exist_ok=True)
@@ -369,9 +380,10 @@ def run(
                     note="gate opened to the last task's end; " + _extra_runs(got, sizes.sleep),
                 )
             )
-        latency_rate = None
         if "latency" in phases and "offload" in contenders:
-            if e2e_one is not None and "offload" in e2e_one.samples:
+            if latency_rate is not None:
+                pass
+            elif e2e_one is not None and "offload" in e2e_one.samples:
                 latency_rate = 0.5 * e2e_one.median("offload")
             else:
                 latency_rate = LATENCY_RATE_FALLBACK
@@ -397,13 +409,15 @@ def run(
                     _benchmark(
                         f"redis_latency_{q}",
                         f"Redis: enqueue-to-start {q}, {n:,} tasks at {latency_rate:,.0f}/s"
-                        " (50% of offload's end to end, 1 worker process)",
+                        + (" (50% of offload's end to end, 1 worker process)" if e2e_one else ""),
                         "ms",
                         got,
                         q,
                         higher_is_better=False,
                         note="achieved rates: "
-                        + ", ".join(f"{s['rate']:,.0f}/s" for s in got["offload"]),
+                        + ", ".join(f"{s['rate']:,.0f}/s" for s in got["offload"])
+                        + "; p99 of each second, ms: "
+                        + "; ".join(str(s.get("p99_each_second")) for s in got["offload"]),
                     )
                 )
         META.clear()
@@ -463,11 +477,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help=f"rounds (default {ROUNDS}; quick 1)")
     parser.add_argument("--only", help=f"phases out of {','.join(PHASES)}; default all")
     parser.add_argument("--contenders", help=f"out of {','.join(CONTENDERS)}; default all")
+    parser.add_argument(
+        "--latency-rate", type=float, help="the latency phase's tasks/s (default: 50%% of e2e)"
+    )
     args = parser.parse_args()
     phases = tuple(args.only.split(",")) if args.only else PHASES
     contenders = tuple(args.contenders.split(",")) if args.contenders else CONTENDERS
     started = time.monotonic()
-    run(args.rounds or (1 if args.quick else ROUNDS), args.quick, phases, contenders)
+    rounds = args.rounds or (1 if args.quick else ROUNDS)
+    run(rounds, args.quick, phases, contenders, args.latency_rate)
     print(f"\n{time.monotonic() - started:.0f} s (printed only: bench/run.py --only redis writes)")
     return 0
 
