@@ -217,14 +217,16 @@ showcase: build
 # of BEFORE (default: a4ebdaa, the last commit before task controls) into
 # build/compare/ and runs the spawn benchmarks on it and on this tree, interleaved.
 BEFORE ?= a4ebdaa
-bench: build bench-redis-peers
+bench: build
 	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
 	@command -v redis-server >/dev/null || bash tools/system-deps.sh redis-server
+	@$(MAKE) --no-print-directory bench-redis-peers || echo "bench: the Redis peers did not install; the redis group reports them as failed"
 	$(PY) bench/run.py --before $(BEFORE)
 
-bench-quick: build bench-redis-peers
+bench-quick: build
 	@command -v wrk >/dev/null || bash tools/system-deps.sh wrk
 	@command -v redis-server >/dev/null || bash tools/system-deps.sh redis-server
+	@$(MAKE) --no-print-directory bench-redis-peers || echo "bench: the Redis peers did not install; the redis group reports them as failed"
 	$(PY) bench/run.py --quick --before $(BEFORE)
 
 # The Redis group's peers (bench/redis_bench.py: streaQ, SAQ, taskiq-redis, arq, Celery)
