@@ -198,7 +198,9 @@ lint: build
 
 # --- main job ----------------------------------------------------------------
 demo: build
+	@bash tools/system-deps.sh redis-server
 	$(PY) examples/demo.py
+	$(PY) examples/redis_demo.py
 
 # The example service in the foreground, for a person to open the dashboard.
 PORT ?= 8000
