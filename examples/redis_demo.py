@@ -24,8 +24,9 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent
 sys.path.insert(0, str(EXAMPLES))
 
-import offload  # noqa: E402
-import redis_jobs  # noqa: E402
+import redis_jobs
+
+import offload
 
 LEASE = 2.0
 
