@@ -121,8 +121,15 @@ local function insert(P, now, id, eta, max, key, ondup, row, created)
     end
     redis.call('SET', P .. ':k:' .. key, id)
   end
-  redis.call('HSET', tk, 'r', row, 'a', '0', 'm', max, 'k', key, 'cr', created)
-  make_ready(P, id, eta, now)
+  if eta <= now then -- due: straight into the stream, the hash written once
+    local sid = redis.call('XADD', P .. ':q', '*', 'i', id)
+    redis.call('HSET', tk, 'r', row, 's', 'queued', 'a', '0', 'm', max, 'k', key,
+      'cr', created, 't', fmt(eta), 'sid', sid)
+  else
+    redis.call('HSET', tk, 'r', row, 's', 'queued', 'a', '0', 'm', max, 'k', key,
+      'cr', created, 't', fmt(eta))
+    redis.call('ZADD', P .. ':delayed', fmt(eta), id)
+  end
   return ''
 end
 
@@ -172,8 +179,8 @@ local function claim(keys, args)
     local sid, fields = entry[1], entry[2]
     local id = fields[2]
     local tk = task_key(P, id)
-    local h = redis.call('HMGET', tk, 's', 'a', 'r')
-    if h[1] ~= 'queued' or redis.call('HGET', tk, 'sid') ~= sid then
+    local h = redis.call('HMGET', tk, 's', 'a', 'r', 'sid')
+    if h[1] ~= 'queued' or h[4] ~= sid then
       -- cancelled or purged meanwhile, or a stale entry: not run
       redis.call('XACK', P .. ':q', GROUP, sid)
       redis.call('XDEL', P .. ':q', sid)
@@ -218,15 +225,22 @@ local function requeue(P, id, tk, eta, now)
   return true
 end
 
-local function write_outcome(P, id, tk, kind, result, etype, err, eta, now, ttl)
-  if kind == 'succeeded' then
-    drop_entry(P, tk)
+local function write_outcome(P, id, tk, sid, key, kind, result, etype, err, eta, now, ttl)
+  if kind == 'succeeded' then -- (the hot path: as few calls as can be)
+    if sid then
+      redis.call('XACK', P .. ':q', GROUP, sid)
+      redis.call('XDEL', P .. ':q', sid)
+    end
     redis.call('ZREM', P .. ':leases', id)
-    release_key(P, id, tk)
-    redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl))
-    if etype ~= '' then redis.call('HSET', tk, 'et', etype, 'er', err)
-    else redis.call('HDEL', tk, 'et', 'er') end
-    redis.call('HDEL', tk, 'o', 'l')
+    if key and key ~= '' then release_key(P, id, tk) end
+    if etype ~= '' then
+      redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl),
+        'et', etype, 'er', err)
+      redis.call('HDEL', tk, 'o', 'l', 'sid')
+    else
+      redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl))
+      redis.call('HDEL', tk, 'o', 'l', 'sid', 'et', 'er')
+    end
     redis.call('ZADD', P .. ':done:succeeded', fmt(now + ttl), id)
     redis.call('EXPIRE', tk, math.max(1, math.ceil(ttl)))
   elseif kind == 'dead' then
@@ -252,11 +266,11 @@ local function finish(keys, args)
   for i = 5, #args, 7 do
     local id = args[i]
     local tk = task_key(P, id)
-    local h = redis.call('HMGET', tk, 's', 'o', 'a')
+    local h = redis.call('HMGET', tk, 's', 'o', 'a', 'sid', 'k')
     if h[1] ~= 'running' or h[2] ~= owner or h[3] ~= args[i + 1] then
       refused[#refused + 1] = id
-    elseif write_outcome(P, id, tk, args[i + 2], args[i + 3], args[i + 4], args[i + 5],
-        num(args[i + 6]), now, ttl) then
+    elseif write_outcome(P, id, tk, h[4], h[5], args[i + 2], args[i + 3], args[i + 4],
+        args[i + 5], num(args[i + 6]), now, ttl) then
       ready = true
     end
   end
