@@ -67,16 +67,19 @@ local function release_key(P, id, tk)
   end
 end
 
-local function set_cancelled(P, id, tk, now, etype, err)
+-- Cancelled: kept `kept` seconds (CANCELLED_KEPT, or result_ttl for an attempt that
+-- ended cancelled), as the SQLite store keeps it.
+local function set_cancelled(P, id, tk, now, etype, err, kept)
+  kept = kept or CANCELLED_KEPT
   drop_entry(P, tk)
   redis.call('ZREM', P .. ':delayed', id)
   redis.call('ZREM', P .. ':leases', id)
   release_key(P, id, tk)
-  redis.call('HSET', tk, 's', 'cancelled', 'f', fmt(now), 'x', fmt(now + CANCELLED_KEPT))
+  redis.call('HSET', tk, 's', 'cancelled', 'f', fmt(now), 'x', fmt(now + kept))
   if etype then redis.call('HSET', tk, 'et', etype, 'er', err) end
   redis.call('HDEL', tk, 'o', 'l')
-  redis.call('ZADD', P .. ':done:cancelled', fmt(now + CANCELLED_KEPT), id)
-  redis.call('EXPIRE', tk, CANCELLED_KEPT)
+  redis.call('ZADD', P .. ':done:cancelled', fmt(now + kept), id)
+  redis.call('EXPIRE', tk, math.max(1, math.ceil(kept)))
 end
 
 local function set_dead(P, id, tk, now, etype, err)
@@ -246,7 +249,7 @@ local function write_outcome(P, id, tk, sid, key, kind, result, etype, err, eta,
   elseif kind == 'dead' then
     set_dead(P, id, tk, now, etype, err)
   elseif kind == 'cancelled' then
-    set_cancelled(P, id, tk, now, etype ~= '' and etype or nil, err)
+    set_cancelled(P, id, tk, now, etype ~= '' and etype or nil, err, ttl)
   else -- retry, released
     if etype ~= '' then redis.call('HSET', tk, 'et', etype, 'er', err) end
     if kind == 'released' then redis.call('HINCRBY', tk, 'a', -1) end
@@ -489,11 +492,12 @@ local function fire_slot(keys, args)
 end
 
 -- ARGV: prefix, now. {ready, scheduled, running, expired, succeeded, cancelled, dead,
--- oldest ready eta or ''}.
+-- oldest ready eta or ''}. A delayed task already due (the next claim moves it to the
+-- stream) counts as ready.
 local function depths(keys, args)
   local P, now = args[1], num(args[2])
-  local q = P .. ':q'
-  local ready, oldest = 0, ''
+  local q, delayed = P .. ':q', P .. ':delayed'
+  local ready, oldest = 0, nil
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', q)
   if ok then
     local last, pending = '0-0', 0
@@ -504,12 +508,17 @@ local function depths(keys, args)
     end
     ready = redis.call('XLEN', q) - pending
     local first = redis.call('XRANGE', q, '(' .. last, '+', 'COUNT', 1)
-    if first[1] then oldest = redis.call('HGET', task_key(P, first[1][2][2]), 't') or '' end
+    if first[1] then oldest = num(redis.call('HGET', task_key(P, first[1][2][2]), 't')) end
   end
-  return {ready, redis.call('ZCARD', P .. ':delayed'), redis.call('ZCARD', P .. ':leases'),
+  local due = redis.call('ZCOUNT', delayed, '-inf', fmt(now))
+  if due > 0 then
+    local earliest = num(redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')[2])
+    if oldest == nil or earliest < oldest then oldest = earliest end
+  end
+  return {ready + due, redis.call('ZCARD', delayed) - due, redis.call('ZCARD', P .. ':leases'),
     redis.call('ZCOUNT', P .. ':leases', '-inf', '(' .. fmt(now)),
     redis.call('ZCARD', P .. ':done:succeeded'), redis.call('ZCARD', P .. ':done:cancelled'),
-    redis.call('XLEN', P .. ':dead'), oldest}
+    redis.call('XLEN', P .. ':dead'), oldest and fmt(oldest) or ''}
 end
 
 -- ARGV: prefix, state ('' for all), limit. Ids newest first (per state).

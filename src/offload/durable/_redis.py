@@ -338,7 +338,9 @@ class RedisStore:
     def renew(self, owner: str, ids: Sequence[str], now: float, lease: float) -> list[str]:
         if not ids:
             return []
-        cancels = self._call("offload_renew", owner, self._server(now), repr(lease), *ids)
+        cancels = self._call(
+            "offload_renew", owner, self._server(now), repr(lease), *dict.fromkeys(ids)
+        )
         return [c.decode() for c in cancels]
 
     def finish(self, owner: str, outcomes: Sequence[Outcome], now: float, ttl: float) -> list[str]:
