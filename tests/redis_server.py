@@ -10,6 +10,7 @@ starts must be stopped by it."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,15 +44,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 class RedisServer:
     def __init__(
-        self, directory: Path, *, appendfsync: str = "everysec", session: bool = False
+        self,
+        directory: Path,
+        *,
+        appendfsync: str = "everysec",
+        session: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.session = session
+        self.extra = extra
         self.binary = redis_server_binary()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_cluster_port() if "--cluster-enabled" in extra else free_port()
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -84,6 +105,7 @@ class RedisServer:
                 "no",
                 "--logfile",
                 str(self.dir / "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -128,3 +150,54 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of `n` primaries (no replicas) on free 127.0.0.1 ports, made with
+    `redis-cli --cluster create`; `url` names one node (clients discover the others)."""
+
+    def __init__(self, directory: Path, n: int = 3, *, session: bool = False) -> None:
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        self.nodes = [
+            RedisServer(
+                directory / f"node{i}",
+                session=session,
+                extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "5000"),
+            )
+            for i in range(n)
+        ]
+        try:
+            subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            self._wait_ok(cli)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ok(self, cli: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(s.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout  # fmt: skip
+                for s in self.nodes
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for s in self.nodes:
+            s.stop()

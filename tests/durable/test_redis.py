@@ -19,12 +19,20 @@ import pytest
 import redis
 from redis.crc import key_slot
 from redis_server import RedisServer
+from waiting import wait_until
 
 from offload.durable._redis import RedisStore, open_redis, split_url
 from offload.durable._store import NewTask, Outcome, StoreError, StoreFull
 
 from . import tasks
 from .conftest import MakeRuntime, redis_url_for
+
+
+class _NoRecord:
+    state = None
+
+
+FINAL_NONE = _NoRecord()
 
 
 @pytest.fixture
@@ -309,3 +317,35 @@ def test_a_redis_store_is_configured_by_url_only(
     assert arun(main()) == 42
     assert isinstance(rt.durable._thread.store, RedisStore)
     asyncio.get_event_loop_policy()
+
+
+def test_queues_on_every_shard_of_a_cluster_run_and_reclaim(
+    make_runtime: MakeRuntime, redis_cluster: Any
+) -> None:
+    """One queue per prefix, one slot per queue: queues spread over the three primaries
+    each run their tasks, and each one's expired leases are reclaimed on its shard."""
+    r = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+    _clients.append(r)
+    by_node: dict[str, str] = {}
+    for n in range(200):
+        prefix = f"shard{n}-{time.monotonic_ns()}"
+        node = r.get_node_from_key("{" + prefix + "}:q").name
+        by_node.setdefault(node, prefix)
+    assert len(by_node) == 3, by_node
+    for prefix in by_node.values():
+        url = f"{redis_cluster.url}?prefix={prefix}"
+        store = open_redis(url, durability="normal")
+        try:
+            store.enqueue([new("lost")], time.time())
+            store.claim("killed-worker", 1, time.time(), 0.2)
+        finally:
+            store.close()
+        time.sleep(0.3)
+        rt = make_runtime(store=url, durable_concurrency=4, lease=5)
+        handle = rt.durable.spawn(tasks.add, 1, 2)
+        assert handle.result_sync(20) == 3
+        # the lease the "killed" worker took ran out: reclaimed on this shard, run again
+        assert wait_until(lambda: (rt.durable.get("lost") or FINAL_NONE).state == "succeeded", 20)
+        record = rt.durable.get("lost")
+        assert record is not None and record.attempt == 2
+        rt.close(5)
