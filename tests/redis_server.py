@@ -186,7 +186,8 @@ class RedisClusterServers:
                     capture_output=True,
                     text=True,
                     timeout=10,
-                ).stdout  # fmt: skip
+                    check=False,
+                ).stdout
                 for s in self.nodes
             ]
             if all("cluster_state:ok" in state for state in states):

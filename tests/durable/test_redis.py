@@ -28,11 +28,9 @@ from . import tasks
 from .conftest import MakeRuntime, redis_url_for
 
 
-class _NoRecord:
-    state = None
-
-
-FINAL_NONE = _NoRecord()
+def state_of(rt: offload.Runtime, task_id: str) -> str | None:
+    info = rt.durable.get(task_id)
+    return None if info is None else info.state
 
 
 @pytest.fixture
@@ -345,7 +343,7 @@ def test_queues_on_every_shard_of_a_cluster_run_and_reclaim(
         handle = rt.durable.spawn(tasks.add, 1, 2)
         assert handle.result_sync(20) == 3
         # the lease the "killed" worker took ran out: reclaimed on this shard, run again
-        assert wait_until(lambda: (rt.durable.get("lost") or FINAL_NONE).state == "succeeded", 20)
+        assert wait_until(lambda rt=rt: state_of(rt, "lost") == "succeeded", 20)
         record = rt.durable.get("lost")
         assert record is not None and record.attempt == 2
         rt.close(5)
