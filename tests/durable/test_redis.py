@@ -21,6 +21,7 @@ from redis.crc import key_slot
 from redis_server import RedisServer
 from waiting import wait_until
 
+import offload
 from offload.durable._redis import RedisStore, open_redis, split_url
 from offload.durable._store import NewTask, Outcome, StoreError, StoreFull
 
