@@ -23,7 +23,7 @@ from waiting import wait_until
 
 import offload
 from offload.durable._redis import RedisStore, open_redis, split_url
-from offload.durable._store import NewTask, Outcome, StoreError, StoreFull
+from offload.durable._store import NewTask, Outcome, StoreBusy, StoreError, StoreFull
 
 from . import tasks
 from .conftest import MakeRuntime, redis_url_for
@@ -110,13 +110,33 @@ def test_an_unreachable_redis_is_refused_at_open() -> None:
 # -- calls safe to repeat ----------------------------------------------------------------------
 
 
-def test_a_repeated_enqueue_inserts_nothing_twice(redis_url: str) -> None:
+def test_an_enqueue_whose_reply_was_lost_is_sent_again_without_a_duplicate(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ran the call, the connection dropped before its reply: the store
+    thread sends the same tasks again, and none is inserted twice."""
     store = open_redis(redis_url, durability="normal")
     try:
+        real_read = redis.connection.Connection.read_response
+        lost: list[int] = []
+
+        def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+            reply = real_read(self, *args, **kwargs)
+            if not lost:
+                lost.append(1)
+                self.disconnect()
+                raise redis.ConnectionError("connection lost before the reply")
+            return reply
+
         batch = [new("a"), new("b", key="k")]
-        store.enqueue(batch, time.time())
+        monkeypatch.setattr(redis.connection.Connection, "read_response", read_response)
+        with pytest.raises(StoreBusy):
+            store.enqueue(batch, time.time())
+        monkeypatch.undo()
+        assert lost == [1]
+        store._down_until = 0.0  # (skip the backoff: retry at once)
         again = [new("a"), new("b", key="k")]
-        store.enqueue(again, time.time())  # the same call after a lost reply
+        store.enqueue(again, time.time())  # what the store thread does with held tasks
         assert [t.duplicate_of for t in again] == [None, None]
         assert store.depths(time.time()).ready == 2
         claimed = store.claim("w", 10, time.time(), 30.0)
@@ -153,20 +173,26 @@ def test_a_group_failing_after_its_enqueue_still_reports_the_tasks_persisted(
         h0 = rt.durable.spawn(tasks.add, 0, 0)
         await h0.result(10)
         store_thread = rt.durable._thread
-        real_claim = store_thread.store.claim
-        failures = []
+        store = store_thread.store
+        real_claim, real_enqueue = store.claim, store.enqueue
+        enqueued: list[int] = []
+        failures: list[int] = []
+
+        def enqueue(*args: Any) -> Any:
+            enqueued.append(1)
+            return real_enqueue(*args)
 
         def failing_claim(*args: Any) -> Any:
-            if not failures:
+            if enqueued and not failures:  # the claim of the group that enqueued
                 failures.append(1)
                 raise StoreError("the claim failed once")
             return real_claim(*args)
 
-        store_thread.store.claim = failing_claim
+        store.enqueue, store.claim = enqueue, failing_claim
         h = rt.durable.spawn(tasks.add, 2, 3)
         await h.persisted()
-        assert failures == [1]
         assert await h.result(10) == 5
+        assert failures == [1]
 
     arun(main())
 

@@ -112,10 +112,12 @@ local function give_up_key(P, holder, state, now)
 end
 
 -- One new task (id, eta, max attempts, key, on_duplicate, row, created): returns the
--- id of the task already holding its key ('' when it was inserted).
-local function insert(P, now, id, eta, max, key, ondup, row, created)
+-- id of the task already holding its key ('' when it was inserted). `check`: the
+-- client may be repeating a call (see enqueue).
+local function insert(P, now, id, eta, max, key, ondup, row, created, check)
   local tk = task_key(P, id)
-  if redis.call('EXISTS', tk) == 1 then return '' end -- a retried call: already in
+  -- a call sent again after its reply was lost: what it inserted is in already
+  if check and redis.call('EXISTS', tk) == 1 then return '' end
   if key ~= '' then
     local holder, state = key_holder(P, key)
     if holder then
@@ -136,13 +138,15 @@ local function insert(P, now, id, eta, max, key, ondup, row, created)
   return ''
 end
 
--- ARGV: prefix, now, then 7 per task (id, eta, max, key, ondup, row, created).
+-- ARGV: prefix, now, check, then 7 per task (id, eta, max, key, ondup, row, created).
+-- check is "1" when the client lost a connection since its last enqueue: a task id
+-- already in is then not inserted again (a keyed task is always checked by its key).
 local function enqueue(keys, args)
-  local P, now = args[1], num(args[2])
+  local P, now, check = args[1], num(args[2]), args[3] == '1'
   local out = {}
-  for i = 3, #args, 7 do
+  for i = 4, #args, 7 do
     out[#out + 1] = insert(P, now, args[i], num(args[i + 1]), args[i + 2], args[i + 3],
-      args[i + 4], args[i + 5], args[i + 6])
+      args[i + 4], args[i + 5], args[i + 6], check or args[i + 3] ~= '')
   end
   redis.call('INCR', P .. ':v')
   return out
@@ -486,7 +490,7 @@ local function fire_slot(keys, args)
   local newest = redis.call('GET', sk)
   if newest and num(newest) >= slot then return 0 end
   redis.call('SET', sk, fmt(slot))
-  insert(P, now, args[5], num(args[6]), args[7], args[8], args[9], args[10], args[11])
+  insert(P, now, args[5], num(args[6]), args[7], args[8], args[9], args[10], args[11], true)
   redis.call('INCR', P .. ':v')
   return 1
 end

@@ -123,6 +123,9 @@ class RedisStore:
         self._down_until = 0.0
         self._backoff = BACKOFF_MIN
         self._version_seen: bytes | None = None
+        #: A connection was lost since the last enqueue: the next one is told to check
+        #: for ids already in (its tasks may be a lost call's, sent again).
+        self._unsure = False
         self._offset = 0.0
         self._clock_at = 0.0
         client_name = f"offload-{'reader' if reader else 'store'}"
@@ -271,6 +274,7 @@ class RedisStore:
         ) as exc:
             self._down_until = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._unsure = True  # a write may have been made, its reply lost
             raise StoreBusy(f"the durable store {self.url!r} is unreachable ({exc})") from None
         except redis.ResponseError as exc:
             text = str(exc)
@@ -330,7 +334,9 @@ class RedisStore:
             for t in tasks[start : start + CHUNK]:
                 chunk += self._task_args(t)
             chunks.append(chunk)
-        results = self._pipelined("offload_enqueue", [self._server(now)], chunks)
+        check = "1" if self._unsure else "0"
+        results = self._pipelined("offload_enqueue", [self._server(now), check], chunks)
+        self._unsure = False
         holders = [h for result in results for h in result]
         for t, holder in zip(tasks, holders):
             t.duplicate_of = holder.decode() if holder else None
