@@ -374,3 +374,26 @@ def test_queues_on_every_shard_of_a_cluster_run_and_reclaim(
         record = rt.durable.get("lost")
         assert record is not None and record.attempt == 2
         rt.close(5)
+
+
+def test_a_password_in_the_url_is_never_shown(
+    server: RedisServer,
+    make_runtime: MakeRuntime,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client(server.url).config_set("requirepass", "s3cret-pass")
+    url = f"redis://default:s3cret-pass@127.0.0.1:{server.port}/0?prefix=pw"
+    with pytest.raises(StoreError) as refused:
+        open_redis(url.replace(str(server.port), "1"), durability="normal")
+    assert "s3cret" not in str(refused.value) and ":***@" in str(refused.value)
+    rt = make_runtime(store=url, durable_concurrency=2)
+    assert rt.durable.spawn(tasks.add, 1, 2).result_sync(10) == 3
+    assert rt.durable.stats()["store"] == f"redis://default:***@127.0.0.1:{server.port}/0?prefix=pw"
+    from offload.durable._cli import main
+
+    with caplog.at_level(logging.INFO, logger="offload"):
+        assert main(["status", "--store", url]) == 0
+    shown = capsys.readouterr().out
+    assert "store: redis://default:***@" in shown and "s3cret" not in shown
+    assert all("s3cret" not in r.getMessage() for r in caplog.records)

@@ -47,6 +47,7 @@ from ._store import (
     StoreError,
     StoreFull,
     TaskRecord,
+    display_url,
     encode_row,
     no_batch,
 )
@@ -115,7 +116,8 @@ class RedisStore:
                 f"the durable store {url!r} needs redis-py: pip install 'offload[redis]'"
             ) from None
         self._redis_module = redis
-        self.url = url
+        self._url = url  # (with its password: to open the reader)
+        self.url = display_url(url)  # (in every message)
         self._durability = durability
         connect_url, prefix = split_url(url)
         self.prefix = "{" + prefix + "}"  # a Cluster hash tag: one queue, one slot
@@ -482,7 +484,7 @@ class RedisStore:
         )
 
     def open_reader(self) -> RedisStore:
-        return RedisStore(self.url, durability=self._durability, reader=True)
+        return RedisStore(self._url, durability=self._durability, reader=True)
 
     def check(self) -> None:
         """Nothing to check: a Redis that went away is a StoreBusy on the next call."""
