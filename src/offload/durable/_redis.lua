@@ -52,7 +52,7 @@ end
 -- Take a task out of the stream (its delivery acknowledged and deleted).
 local function drop_entry(P, tk)
   local sid = redis.call('HGET', tk, 'sid')
-  if sid then
+  if sid and sid ~= '' then
     redis.call('XACK', P .. ':q', GROUP, sid)
     redis.call('XDEL', P .. ':q', sid)
     redis.call('HDEL', tk, 'sid')
@@ -234,20 +234,16 @@ end
 
 local function write_outcome(P, id, tk, sid, key, kind, result, etype, err, eta, now, ttl)
   if kind == 'succeeded' then -- (the hot path: as few calls as can be)
-    if sid then
+    if sid and sid ~= '' then
       redis.call('XACK', P .. ':q', GROUP, sid)
       redis.call('XDEL', P .. ':q', sid)
     end
     redis.call('ZREM', P .. ':leases', id)
     if key and key ~= '' then release_key(P, id, tk) end
-    if etype ~= '' then
-      redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl),
-        'et', etype, 'er', err)
-      redis.call('HDEL', tk, 'o', 'l', 'sid')
-    else
-      redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl))
-      redis.call('HDEL', tk, 'o', 'l', 'sid', 'et', 'er')
-    end
+    -- (one HSET: an empty field reads as unset, so owner, lease and entry are cleared
+    -- by it, and the error of an earlier attempt too unless this one has its own)
+    redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl),
+      'et', etype, 'er', err, 'o', '', 'l', '', 'sid', '')
     redis.call('ZADD', P .. ':done:succeeded', fmt(now + ttl), id)
     redis.call('EXPIRE', tk, math.max(1, math.ceil(ttl)))
   elseif kind == 'dead' then
