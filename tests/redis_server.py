@@ -38,6 +38,17 @@ def redis_server_binary() -> str:
     return path
 
 
+def server_env() -> dict[str, str]:
+    """This process's environment without the sanitizers' preloads: redis-server and
+    redis-cli are Debian's binaries, not ours to check (and jemalloc and a preloaded
+    libasan don't mix)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS")
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,6 +120,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=server_env(),
         )
         if self.session:
             SESSION_PIDS.add(self.proc.pid)
@@ -170,7 +182,7 @@ class RedisClusterServers:
             subprocess.run(
                 [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.nodes),
                  "--cluster-replicas", "0", "--cluster-yes"],
-                check=True, capture_output=True, timeout=60,
+                check=True, capture_output=True, timeout=60, env=server_env(),
             )  # fmt: skip
             self._wait_ok(cli)
         except BaseException:
@@ -187,6 +199,7 @@ class RedisClusterServers:
                     text=True,
                     timeout=10,
                     check=False,
+                    env=server_env(),
                 ).stdout
                 for s in self.nodes
             ]
