@@ -397,3 +397,23 @@ def test_a_password_in_the_url_is_never_shown(
     shown = capsys.readouterr().out
     assert "store: redis://default:***@" in shown and "s3cret" not in shown
     assert all("s3cret" not in r.getMessage() for r in caplog.records)
+
+
+def test_expired_results_are_purged_however_many(redis_url: str) -> None:
+    """More than one purge call's worth (5,000): all go, and their index with them."""
+    store = open_redis(redis_url, durability="normal")
+    try:
+        now = time.time()
+        n = 12_000
+        store.enqueue([new(f"t{i}") for i in range(n)], now)
+        done = []
+        while len(done) < n:
+            done += store.claim("w", 1000, now, 60.0)
+        store.finish("w", [Outcome(c.id, 1, "succeeded") for c in done], now, 10.0)
+        assert store.depths(now).by_state["succeeded"] == n
+        assert store.purge_expired(now + 5) == 0
+        assert store.purge_expired(now + 11) == n
+        assert store.depths(now + 11).by_state["succeeded"] == 0
+        assert client(redis_url).zcard(store.prefix + ":done:succeeded") == 0
+    finally:
+        store.close()

@@ -458,14 +458,16 @@ local function forget_gone_consumers(P)
 end
 
 -- ARGV: prefix, now. Finished tasks whose result expired (Redis may have expired the
--- hash already): their index entries go too. Returns how many were deleted.
+-- hash already): their index entries go too, at most PURGE_LIMIT per call. Returns
+-- {deleted, more}: more is 1 when expired entries are left for another call.
+local PURGE_LIMIT = 5000
 local function purge_expired(keys, args)
   local P, now = args[1], num(args[2])
   forget_gone_consumers(P)
-  local count = 0
+  local count, more = 0, 0
   for _, state in ipairs({'succeeded', 'cancelled'}) do
     local zk = P .. ':done:' .. state
-    local due = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. fmt(now), 'LIMIT', 0, 10000)
+    local due = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. fmt(now), 'LIMIT', 0, PURGE_LIMIT)
     for _, id in ipairs(due) do
       redis.call('ZREM', zk, id)
       local tk = task_key(P, id)
@@ -474,8 +476,9 @@ local function purge_expired(keys, args)
         count = count + 1
       end
     end
+    if #due == PURGE_LIMIT then more = 1 end
   end
-  return count
+  return {count, more}
 end
 
 -- ARGV: prefix, schedule, slot, now, then the task's 7 fields. 1 for the one caller

@@ -461,7 +461,15 @@ class RedisStore:
         return int(self._call("offload_purge", state, everything, *(task_ids or ())))
 
     def purge_expired(self, now: float) -> int:
-        return int(self._call("offload_purge_expired", self._server(now)))
+        """In calls of a few thousand (each holds Redis a few milliseconds), until
+        none is left: a queue finishing 20,000 tasks a second has a million a minute."""
+        total = 0
+        for _ in range(10_000):
+            deleted, more = self._call("offload_purge_expired", self._server(now))
+            total += int(deleted)
+            if not int(more):
+                break
+        return total
 
     def depths(self, now: float) -> Depths:
         ready, scheduled, running, expired, succeeded, cancelled, dead, oldest = self._call(
