@@ -405,7 +405,7 @@ def test_expired_results_are_purged_however_many(redis_url: str) -> None:
     try:
         now = time.time()
         n = 12_000
-        store.enqueue([new(f"t{i}") for i in range(n)], now)
+        store.enqueue([new(f"t{i}", eta=now) for i in range(n)], now)
         done = []
         while len(done) < n:
             done += store.claim("w", 1000, now, 60.0)
