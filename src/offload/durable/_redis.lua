@@ -457,12 +457,11 @@ local function forget_gone_consumers(P)
   end
 end
 
--- ARGV: prefix, now. Finished tasks whose result expired (Redis may have expired the
--- hash already): their index entries go too, at most PURGE_LIMIT per call. Returns
--- {deleted, more}: more is 1 when expired entries are left for another call.
-local PURGE_LIMIT = 5000
+-- ARGV: prefix, now, limit. Finished tasks whose result expired (Redis may have
+-- expired the hash already): their index entries go too, at most `limit` per state
+-- per call. Returns {deleted, more}: more is 1 when some are left for another call.
 local function purge_expired(keys, args)
-  local P, now = args[1], num(args[2])
+  local P, now, PURGE_LIMIT = args[1], num(args[2]), num(args[3])
   forget_gone_consumers(P)
   local count, more = 0, 0
   for _, state in ipairs({'succeeded', 'cancelled'}) do

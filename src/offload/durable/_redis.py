@@ -65,6 +65,8 @@ CHUNK = 500
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 #: How often the offset to the server's clock is measured again.
 CLOCK_EVERY = 60.0
+#: Expired results deleted per call (see purge_expired).
+PURGE_CHUNK = 5000
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 2.0
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -465,7 +467,7 @@ class RedisStore:
         none is left: a queue finishing 20,000 tasks a second has a million a minute."""
         total = 0
         for _ in range(10_000):
-            deleted, more = self._call("offload_purge_expired", self._server(now))
+            deleted, more = self._call("offload_purge_expired", self._server(now), PURGE_CHUNK)
             total += int(deleted)
             if not int(more):
                 break
