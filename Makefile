@@ -34,7 +34,7 @@ system-deps:
 # at once) never rebuild in the same tree at the same time.
 BUILD_STAMP := $(VENV)/.build-stamp
 ENGINE_SOURCES := setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h src/offload/*.py \
-  src/offload/*.pyi src/offload/py.typed src/offload/fastapi/*.py src/offload/durable/*.py src/offload/fastapi/static/*)
+  src/offload/*.pyi src/offload/py.typed src/offload/fastapi/*.py src/offload/durable/*.py src/offload/durable/*.lua src/offload/fastapi/static/*)
 $(BUILD_STAMP): $(STAMP) $(ENGINE_SOURCES)
 	$(PIP) install --no-deps --no-build-isolation --force-reinstall .
 	touch $@
@@ -198,7 +198,9 @@ lint: build
 
 # --- main job ----------------------------------------------------------------
 demo: build
+	@bash tools/system-deps.sh redis-server
 	$(PY) examples/demo.py
+	$(PY) examples/redis_demo.py
 
 # The example service in the foreground, for a person to open the dashboard.
 PORT ?= 8000

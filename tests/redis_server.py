@@ -10,6 +10,7 @@ starts must be stopped by it."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -37,21 +38,52 @@ def redis_server_binary() -> str:
     return path
 
 
+def server_env() -> dict[str, str]:
+    """This process's environment without the sanitizers' preloads: redis-server and
+    redis-cli are Debian's binaries, not ours to check (and jemalloc and a preloaded
+    libasan don't mix)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS")
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 class RedisServer:
     def __init__(
-        self, directory: Path, *, appendfsync: str = "everysec", session: bool = False
+        self,
+        directory: Path,
+        *,
+        appendfsync: str = "everysec",
+        session: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.session = session
+        self.extra = extra
         self.binary = redis_server_binary()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_cluster_port() if "--cluster-enabled" in extra else free_port()
         self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -84,9 +116,11 @@ class RedisServer:
                 "no",
                 "--logfile",
                 str(self.dir / "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=server_env(),
         )
         if self.session:
             SESSION_PIDS.add(self.proc.pid)
@@ -128,3 +162,56 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+class RedisClusterServers:
+    """A Redis Cluster of `n` primaries (no replicas) on free 127.0.0.1 ports, made with
+    `redis-cli --cluster create`; `url` names one node (clients discover the others)."""
+
+    def __init__(self, directory: Path, n: int = 3, *, session: bool = False) -> None:
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        self.nodes = [
+            RedisServer(
+                directory / f"node{i}",
+                session=session,
+                extra=("--cluster-enabled", "yes", "--cluster-node-timeout", "5000"),
+            )
+            for i in range(n)
+        ]
+        try:
+            subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=60, env=server_env(),
+            )  # fmt: skip
+            self._wait_ok(cli)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ok(self, cli: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(s.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
+                    env=server_env(),
+                ).stdout
+                for s in self.nodes
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in 30 s")
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for s in self.nodes:
+            s.stop()

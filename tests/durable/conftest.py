@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import uvloop
-from redis_server import RedisServer
+from redis_server import RedisClusterServers, RedisServer
 from waiting import run_to_completion
 
 import offload
@@ -69,10 +69,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three primaries, for the session."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"), session=True)
+    yield cluster
+    cluster.stop()
+
+
 _prefixes = itertools.count(1)
 
 
-def redis_url_for(server: RedisServer) -> str:
+def redis_url_for(server: RedisServer | RedisClusterServers) -> str:
     """A queue of its own on `server`: nothing another test wrote is seen."""
     return f"{server.url}?prefix=t{next(_prefixes)}"
 

@@ -19,12 +19,19 @@ import pytest
 import redis
 from redis.crc import key_slot
 from redis_server import RedisServer
+from waiting import wait_until
 
+import offload
 from offload.durable._redis import RedisStore, open_redis, split_url
-from offload.durable._store import NewTask, Outcome, StoreError, StoreFull
+from offload.durable._store import NewTask, Outcome, StoreBusy, StoreError, StoreFull
 
 from . import tasks
 from .conftest import MakeRuntime, redis_url_for
+
+
+def state_of(rt: offload.Runtime, task_id: str) -> str | None:
+    info = rt.durable.get(task_id)
+    return None if info is None else info.state
 
 
 @pytest.fixture
@@ -103,13 +110,33 @@ def test_an_unreachable_redis_is_refused_at_open() -> None:
 # -- calls safe to repeat ----------------------------------------------------------------------
 
 
-def test_a_repeated_enqueue_inserts_nothing_twice(redis_url: str) -> None:
+def test_an_enqueue_whose_reply_was_lost_is_sent_again_without_a_duplicate(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ran the call, the connection dropped before its reply: the store
+    thread sends the same tasks again, and none is inserted twice."""
     store = open_redis(redis_url, durability="normal")
     try:
+        real_read = redis.connection.Connection.read_response
+        lost: list[int] = []
+
+        def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+            reply = real_read(self, *args, **kwargs)
+            if not lost:
+                lost.append(1)
+                self.disconnect()
+                raise redis.ConnectionError("connection lost before the reply")
+            return reply
+
         batch = [new("a"), new("b", key="k")]
-        store.enqueue(batch, time.time())
+        monkeypatch.setattr(redis.connection.Connection, "read_response", read_response)
+        with pytest.raises(StoreBusy):
+            store.enqueue(batch, time.time())
+        monkeypatch.undo()
+        assert lost == [1]
+        store._down_until = 0.0  # (skip the backoff: retry at once)
         again = [new("a"), new("b", key="k")]
-        store.enqueue(again, time.time())  # the same call after a lost reply
+        store.enqueue(again, time.time())  # what the store thread does with held tasks
         assert [t.duplicate_of for t in again] == [None, None]
         assert store.depths(time.time()).ready == 2
         claimed = store.claim("w", 10, time.time(), 30.0)
@@ -146,20 +173,26 @@ def test_a_group_failing_after_its_enqueue_still_reports_the_tasks_persisted(
         h0 = rt.durable.spawn(tasks.add, 0, 0)
         await h0.result(10)
         store_thread = rt.durable._thread
-        real_claim = store_thread.store.claim
-        failures = []
+        store = store_thread.store
+        real_claim, real_enqueue = store.claim, store.enqueue
+        enqueued: list[int] = []
+        failures: list[int] = []
+
+        def enqueue(*args: Any) -> Any:
+            enqueued.append(1)
+            return real_enqueue(*args)
 
         def failing_claim(*args: Any) -> Any:
-            if not failures:
+            if enqueued and not failures:  # the claim of the group that enqueued
                 failures.append(1)
                 raise StoreError("the claim failed once")
             return real_claim(*args)
 
-        store_thread.store.claim = failing_claim
+        store.enqueue, store.claim = enqueue, failing_claim
         h = rt.durable.spawn(tasks.add, 2, 3)
         await h.persisted()
-        assert failures == [1]
         assert await h.result(10) == 5
+        assert failures == [1]
 
     arun(main())
 
@@ -309,3 +342,81 @@ def test_a_redis_store_is_configured_by_url_only(
     assert arun(main()) == 42
     assert isinstance(rt.durable._thread.store, RedisStore)
     asyncio.get_event_loop_policy()
+
+
+def test_queues_on_every_shard_of_a_cluster_run_and_reclaim(
+    make_runtime: MakeRuntime, redis_cluster: Any
+) -> None:
+    """One queue per prefix, one slot per queue: queues spread over the three primaries
+    each run their tasks, and each one's expired leases are reclaimed on its shard."""
+    r = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+    _clients.append(r)
+    by_node: dict[str, str] = {}
+    for n in range(200):
+        prefix = f"shard{n}-{time.monotonic_ns()}"
+        node = r.get_node_from_key("{" + prefix + "}:q").name
+        by_node.setdefault(node, prefix)
+    assert len(by_node) == 3, by_node
+    for prefix in by_node.values():
+        url = f"{redis_cluster.url}?prefix={prefix}"
+        store = open_redis(url, durability="normal")
+        try:
+            store.enqueue([new("lost")], time.time())
+            store.claim("killed-worker", 1, time.time(), 0.2)
+        finally:
+            store.close()
+        time.sleep(0.3)
+        rt = make_runtime(store=url, durable_concurrency=4, lease=5)
+        handle = rt.durable.spawn(tasks.add, 1, 2)
+        assert handle.result_sync(20) == 3
+        # the lease the "killed" worker took ran out: reclaimed on this shard, run again
+        assert wait_until(lambda rt=rt: state_of(rt, "lost") == "succeeded", 20)
+        record = rt.durable.get("lost")
+        assert record is not None and record.attempt == 2
+        rt.close(5)
+
+
+def test_a_password_in_the_url_is_never_shown(
+    server: RedisServer,
+    make_runtime: MakeRuntime,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client(server.url).config_set("requirepass", "s3cret-pass")
+    url = f"redis://default:s3cret-pass@127.0.0.1:{server.port}/0?prefix=pw"
+    with pytest.raises(StoreError) as refused:
+        open_redis(url.replace(str(server.port), "1"), durability="normal")
+    assert "s3cret" not in str(refused.value) and ":***@" in str(refused.value)
+    rt = make_runtime(store=url, durable_concurrency=2)
+    assert rt.durable.spawn(tasks.add, 1, 2).result_sync(10) == 3
+    assert rt.durable.stats()["store"] == f"redis://default:***@127.0.0.1:{server.port}/0?prefix=pw"
+    from offload.durable._cli import main
+
+    with caplog.at_level(logging.INFO, logger="offload"):
+        assert main(["status", "--store", url]) == 0
+    shown = capsys.readouterr().out
+    assert "store: redis://default:***@" in shown and "s3cret" not in shown
+    assert all("s3cret" not in r.getMessage() for r in caplog.records)
+
+
+def test_expired_results_are_purged_however_many(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More than one purge call's worth: all go, and their index with them."""
+    monkeypatch.setattr("offload.durable._redis.PURGE_CHUNK", 500)
+    store = open_redis(redis_url, durability="normal")
+    try:
+        now = time.time()
+        n = 1_200
+        store.enqueue([new(f"t{i}", eta=now) for i in range(n)], now)
+        done = []
+        while len(done) < n:
+            done += store.claim("w", 1000, now, 60.0)
+        store.finish("w", [Outcome(c.id, 1, "succeeded") for c in done], now, 10.0)
+        assert store.depths(now).by_state["succeeded"] == n
+        assert store.purge_expired(now + 5) == 0
+        assert store.purge_expired(now + 11) == n
+        assert store.depths(now + 11).by_state["succeeded"] == 0
+        assert client(redis_url).zcard(store.prefix + ":done:succeeded") == 0
+    finally:
+        store.close()

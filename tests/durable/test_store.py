@@ -1,6 +1,6 @@
 """The store contract: what every durable store (`offload.durable._store.Store`)
 guarantees, checked on each of them through the interface alone: SQLite on disk and
-in memory, and Redis.
+in memory, and Redis (one server, and a Cluster of three primaries).
 
 Claims take due tasks oldest first and count the attempt; a lease is renewed by its
 owner only; an outcome is written only by the owner of the attempt (the fenced ack);
@@ -50,12 +50,11 @@ def new(
     )
 
 
-@pytest.fixture(params=["sqlite", "memory", "redis"])
+@pytest.fixture(params=["sqlite", "memory", "redis", "redis-cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "redis":
-        s: Store = open_redis(
-            redis_url_for(request.getfixturevalue("redis_server")), durability="normal"
-        )
+    if request.param.startswith("redis"):
+        server = "redis_cluster" if request.param == "redis-cluster" else "redis_server"
+        s: Store = open_redis(redis_url_for(request.getfixturevalue(server)), durability="normal")
     else:
         url = "memory://" if request.param == "memory" else "sqlite:///" + str(tmp_path / "s.db")
         s = open_sqlite(url, durability="normal")

@@ -33,6 +33,7 @@ from ._store import (
     Store,
     StoreError,
     TaskRecord,
+    display_url,
     encode_row,
 )
 from ._thread import FAILED, PENDING, StoreThread
@@ -547,7 +548,7 @@ class Durable:
     def stats(self) -> dict[str, Any]:
         thread, worker = self._thread, self._worker
         return {
-            "store": self.url,
+            "store": display_url(self.url),
             "open": thread is not None and thread.alive,
             "committed": thread.committed if thread else 0,
             "refused": thread.failed if thread else 0,

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ._api import resolve_store_url
-from ._store import StoreError
+from ._store import StoreError, display_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -194,7 +194,7 @@ async def _work(args: argparse.Namespace) -> int:
     log.info(
         "offload worker %d: working %s (concurrency %d)",
         os.getpid(),
-        runtime.durable.url,
+        display_url(runtime.durable.url),
         args.concurrency,
     )
     await stop.wait()
@@ -210,7 +210,7 @@ def _status(runtime: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(depths)))
         return 0
-    print(f"store: {runtime.durable.url}")
+    print(f"store: {display_url(runtime.durable.url)}")
     for state, count in depths.by_state.items():
         print(f"  {state:<10} {count}")
     print(f"  ready now  {depths.ready}   scheduled {depths.scheduled}")

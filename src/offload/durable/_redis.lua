@@ -52,7 +52,7 @@ end
 -- Take a task out of the stream (its delivery acknowledged and deleted).
 local function drop_entry(P, tk)
   local sid = redis.call('HGET', tk, 'sid')
-  if sid then
+  if sid and sid ~= '' then
     redis.call('XACK', P .. ':q', GROUP, sid)
     redis.call('XDEL', P .. ':q', sid)
     redis.call('HDEL', tk, 'sid')
@@ -67,16 +67,19 @@ local function release_key(P, id, tk)
   end
 end
 
-local function set_cancelled(P, id, tk, now, etype, err)
+-- Cancelled: kept `kept` seconds (CANCELLED_KEPT, or result_ttl for an attempt that
+-- ended cancelled), as the SQLite store keeps it.
+local function set_cancelled(P, id, tk, now, etype, err, kept)
+  kept = kept or CANCELLED_KEPT
   drop_entry(P, tk)
   redis.call('ZREM', P .. ':delayed', id)
   redis.call('ZREM', P .. ':leases', id)
   release_key(P, id, tk)
-  redis.call('HSET', tk, 's', 'cancelled', 'f', fmt(now), 'x', fmt(now + CANCELLED_KEPT))
+  redis.call('HSET', tk, 's', 'cancelled', 'f', fmt(now), 'x', fmt(now + kept))
   if etype then redis.call('HSET', tk, 'et', etype, 'er', err) end
   redis.call('HDEL', tk, 'o', 'l')
-  redis.call('ZADD', P .. ':done:cancelled', fmt(now + CANCELLED_KEPT), id)
-  redis.call('EXPIRE', tk, CANCELLED_KEPT)
+  redis.call('ZADD', P .. ':done:cancelled', fmt(now + kept), id)
+  redis.call('EXPIRE', tk, math.max(1, math.ceil(kept)))
 end
 
 local function set_dead(P, id, tk, now, etype, err)
@@ -109,10 +112,12 @@ local function give_up_key(P, holder, state, now)
 end
 
 -- One new task (id, eta, max attempts, key, on_duplicate, row, created): returns the
--- id of the task already holding its key ('' when it was inserted).
-local function insert(P, now, id, eta, max, key, ondup, row, created)
+-- id of the task already holding its key ('' when it was inserted). `check`: the
+-- client may be repeating a call (see enqueue).
+local function insert(P, now, id, eta, max, key, ondup, row, created, check)
   local tk = task_key(P, id)
-  if redis.call('EXISTS', tk) == 1 then return '' end -- a retried call: already in
+  -- a call sent again after its reply was lost: what it inserted is in already
+  if check and redis.call('EXISTS', tk) == 1 then return '' end
   if key ~= '' then
     local holder, state = key_holder(P, key)
     if holder then
@@ -121,18 +126,27 @@ local function insert(P, now, id, eta, max, key, ondup, row, created)
     end
     redis.call('SET', P .. ':k:' .. key, id)
   end
-  redis.call('HSET', tk, 'r', row, 'a', '0', 'm', max, 'k', key, 'cr', created)
-  make_ready(P, id, eta, now)
+  if eta <= now then -- due: straight into the stream, the hash written once
+    local sid = redis.call('XADD', P .. ':q', '*', 'i', id)
+    redis.call('HSET', tk, 'r', row, 's', 'queued', 'a', '0', 'm', max, 'k', key,
+      'cr', created, 't', fmt(eta), 'sid', sid)
+  else
+    redis.call('HSET', tk, 'r', row, 's', 'queued', 'a', '0', 'm', max, 'k', key,
+      'cr', created, 't', fmt(eta))
+    redis.call('ZADD', P .. ':delayed', fmt(eta), id)
+  end
   return ''
 end
 
--- ARGV: prefix, now, then 7 per task (id, eta, max, key, ondup, row, created).
+-- ARGV: prefix, now, check, then 7 per task (id, eta, max, key, ondup, row, created).
+-- check is "1" when the client lost a connection since its last enqueue: a task id
+-- already in is then not inserted again (a keyed task is always checked by its key).
 local function enqueue(keys, args)
-  local P, now = args[1], num(args[2])
+  local P, now, check = args[1], num(args[2]), args[3] == '1'
   local out = {}
-  for i = 3, #args, 7 do
+  for i = 4, #args, 7 do
     out[#out + 1] = insert(P, now, args[i], num(args[i + 1]), args[i + 2], args[i + 3],
-      args[i + 4], args[i + 5], args[i + 6])
+      args[i + 4], args[i + 5], args[i + 6], check or args[i + 3] ~= '')
   end
   redis.call('INCR', P .. ':v')
   return out
@@ -172,8 +186,8 @@ local function claim(keys, args)
     local sid, fields = entry[1], entry[2]
     local id = fields[2]
     local tk = task_key(P, id)
-    local h = redis.call('HMGET', tk, 's', 'a', 'r')
-    if h[1] ~= 'queued' or redis.call('HGET', tk, 'sid') ~= sid then
+    local h = redis.call('HMGET', tk, 's', 'a', 'r', 'sid')
+    if h[1] ~= 'queued' or h[4] ~= sid then
       -- cancelled or purged meanwhile, or a stale entry: not run
       redis.call('XACK', P .. ':q', GROUP, sid)
       redis.call('XDEL', P .. ':q', sid)
@@ -218,21 +232,24 @@ local function requeue(P, id, tk, eta, now)
   return true
 end
 
-local function write_outcome(P, id, tk, kind, result, etype, err, eta, now, ttl)
-  if kind == 'succeeded' then
-    drop_entry(P, tk)
+local function write_outcome(P, id, tk, sid, key, kind, result, etype, err, eta, now, ttl)
+  if kind == 'succeeded' then -- (the hot path: as few calls as can be)
+    if sid and sid ~= '' then
+      redis.call('XACK', P .. ':q', GROUP, sid)
+      redis.call('XDEL', P .. ':q', sid)
+    end
     redis.call('ZREM', P .. ':leases', id)
-    release_key(P, id, tk)
-    redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl))
-    if etype ~= '' then redis.call('HSET', tk, 'et', etype, 'er', err)
-    else redis.call('HDEL', tk, 'et', 'er') end
-    redis.call('HDEL', tk, 'o', 'l')
+    if key and key ~= '' then release_key(P, id, tk) end
+    -- (one HSET: an empty field reads as unset, so owner, lease and entry are cleared
+    -- by it, and the error of an earlier attempt too unless this one has its own)
+    redis.call('HSET', tk, 's', 'succeeded', 'res', result, 'f', fmt(now), 'x', fmt(now + ttl),
+      'et', etype, 'er', err, 'o', '', 'l', '', 'sid', '')
     redis.call('ZADD', P .. ':done:succeeded', fmt(now + ttl), id)
     redis.call('EXPIRE', tk, math.max(1, math.ceil(ttl)))
   elseif kind == 'dead' then
     set_dead(P, id, tk, now, etype, err)
   elseif kind == 'cancelled' then
-    set_cancelled(P, id, tk, now, etype ~= '' and etype or nil, err)
+    set_cancelled(P, id, tk, now, etype ~= '' and etype or nil, err, ttl)
   else -- retry, released
     if etype ~= '' then redis.call('HSET', tk, 'et', etype, 'er', err) end
     if kind == 'released' then redis.call('HINCRBY', tk, 'a', -1) end
@@ -252,11 +269,11 @@ local function finish(keys, args)
   for i = 5, #args, 7 do
     local id = args[i]
     local tk = task_key(P, id)
-    local h = redis.call('HMGET', tk, 's', 'o', 'a')
+    local h = redis.call('HMGET', tk, 's', 'o', 'a', 'sid', 'k')
     if h[1] ~= 'running' or h[2] ~= owner or h[3] ~= args[i + 1] then
       refused[#refused + 1] = id
-    elseif write_outcome(P, id, tk, args[i + 2], args[i + 3], args[i + 4], args[i + 5],
-        num(args[i + 6]), now, ttl) then
+    elseif write_outcome(P, id, tk, h[4], h[5], args[i + 2], args[i + 3], args[i + 4],
+        args[i + 5], num(args[i + 6]), now, ttl) then
       ready = true
     end
   end
@@ -440,15 +457,16 @@ local function forget_gone_consumers(P)
   end
 end
 
--- ARGV: prefix, now. Finished tasks whose result expired (Redis may have expired the
--- hash already): their index entries go too. Returns how many were deleted.
+-- ARGV: prefix, now, limit. Finished tasks whose result expired (Redis may have
+-- expired the hash already): their index entries go too, at most `limit` per state
+-- per call. Returns {deleted, more}: more is 1 when some are left for another call.
 local function purge_expired(keys, args)
-  local P, now = args[1], num(args[2])
+  local P, now, PURGE_LIMIT = args[1], num(args[2]), num(args[3])
   forget_gone_consumers(P)
-  local count = 0
+  local count, more = 0, 0
   for _, state in ipairs({'succeeded', 'cancelled'}) do
     local zk = P .. ':done:' .. state
-    local due = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. fmt(now), 'LIMIT', 0, 10000)
+    local due = redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. fmt(now), 'LIMIT', 0, PURGE_LIMIT)
     for _, id in ipairs(due) do
       redis.call('ZREM', zk, id)
       local tk = task_key(P, id)
@@ -457,8 +475,9 @@ local function purge_expired(keys, args)
         count = count + 1
       end
     end
+    if #due == PURGE_LIMIT then more = 1 end
   end
-  return count
+  return {count, more}
 end
 
 -- ARGV: prefix, schedule, slot, now, then the task's 7 fields. 1 for the one caller
@@ -469,17 +488,18 @@ local function fire_slot(keys, args)
   local newest = redis.call('GET', sk)
   if newest and num(newest) >= slot then return 0 end
   redis.call('SET', sk, fmt(slot))
-  insert(P, now, args[5], num(args[6]), args[7], args[8], args[9], args[10], args[11])
+  insert(P, now, args[5], num(args[6]), args[7], args[8], args[9], args[10], args[11], true)
   redis.call('INCR', P .. ':v')
   return 1
 end
 
 -- ARGV: prefix, now. {ready, scheduled, running, expired, succeeded, cancelled, dead,
--- oldest ready eta or ''}.
+-- oldest ready eta or ''}. A delayed task already due (the next claim moves it to the
+-- stream) counts as ready.
 local function depths(keys, args)
   local P, now = args[1], num(args[2])
-  local q = P .. ':q'
-  local ready, oldest = 0, ''
+  local q, delayed = P .. ':q', P .. ':delayed'
+  local ready, oldest = 0, nil
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', q)
   if ok then
     local last, pending = '0-0', 0
@@ -490,12 +510,17 @@ local function depths(keys, args)
     end
     ready = redis.call('XLEN', q) - pending
     local first = redis.call('XRANGE', q, '(' .. last, '+', 'COUNT', 1)
-    if first[1] then oldest = redis.call('HGET', task_key(P, first[1][2][2]), 't') or '' end
+    if first[1] then oldest = num(redis.call('HGET', task_key(P, first[1][2][2]), 't')) end
   end
-  return {ready, redis.call('ZCARD', P .. ':delayed'), redis.call('ZCARD', P .. ':leases'),
+  local due = redis.call('ZCOUNT', delayed, '-inf', fmt(now))
+  if due > 0 then
+    local earliest = num(redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')[2])
+    if oldest == nil or earliest < oldest then oldest = earliest end
+  end
+  return {ready + due, redis.call('ZCARD', delayed) - due, redis.call('ZCARD', P .. ':leases'),
     redis.call('ZCOUNT', P .. ':leases', '-inf', '(' .. fmt(now)),
     redis.call('ZCARD', P .. ':done:succeeded'), redis.call('ZCARD', P .. ':done:cancelled'),
-    redis.call('XLEN', P .. ':dead'), oldest}
+    redis.call('XLEN', P .. ':dead'), oldest and fmt(oldest) or ''}
 end
 
 -- ARGV: prefix, state ('' for all), limit. Ids newest first (per state).

@@ -1,6 +1,8 @@
 """The shared durable store: Redis (7.0 or newer), for workers on many machines.
 `store="redis://host:6379/0"` (or `rediss://`, `unix://`); `?prefix=myapp` names the
-queue (default "offload"), so that several apps share one Redis.
+queue (default "offload"), so that several apps share one Redis. A URL naming a node of
+a Redis Cluster gets redis-py's cluster client: every key of a queue shares the hash tag
+of its prefix, so each function call goes to the one shard holding the queue.
 
 Owns the client side of the `Store` interface on Redis: the connection (redis-py with
 the hiredis parser), loading the server-side functions (`_redis.lua`, which holds the
@@ -45,6 +47,7 @@ from ._store import (
     StoreError,
     StoreFull,
     TaskRecord,
+    display_url,
     encode_row,
     no_batch,
 )
@@ -62,6 +65,8 @@ CHUNK = 500
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 #: How often the offset to the server's clock is measured again.
 CLOCK_EVERY = 60.0
+#: Expired results deleted per call (see purge_expired).
+PURGE_CHUNK = 5000
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 2.0
 _PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -113,7 +118,8 @@ class RedisStore:
                 f"the durable store {url!r} needs redis-py: pip install 'offload[redis]'"
             ) from None
         self._redis_module = redis
-        self.url = url
+        self._url = url  # (with its password: to open the reader)
+        self.url = display_url(url)  # (in every message)
         self._durability = durability
         connect_url, prefix = split_url(url)
         self.prefix = "{" + prefix + "}"  # a Cluster hash tag: one queue, one slot
@@ -121,8 +127,13 @@ class RedisStore:
         self._down_until = 0.0
         self._backoff = BACKOFF_MIN
         self._version_seen: bytes | None = None
+        #: A connection was lost since the last enqueue: the next one is told to check
+        #: for ids already in (its tasks may be a lost call's, sent again).
+        self._unsure = False
         self._offset = 0.0
         self._clock_at = 0.0
+        client_name = f"offload-{'reader' if reader else 'store'}"
+        self.cluster = False
         try:
             # (Any: redis-py types each call as sync-or-async; this client is sync)
             self._r: Any = redis.Redis.from_url(
@@ -131,30 +142,50 @@ class RedisStore:
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
                 retry_on_timeout=False,
-                client_name=f"offload-{'reader' if reader else 'store'}",
+                client_name=client_name,
             )
         except ValueError as exc:
             raise ValueError(f"store {url!r}: {exc}") from None
         try:
-            self._check_server(reader)
+            self.cluster = self._cluster_enabled()
+            if self.cluster:  # the same URL names a node; the client finds the others
+                self._r.close()
+                self._r = redis.cluster.RedisCluster.from_url(
+                    connect_url,
+                    socket_timeout=SOCKET_TIMEOUT,
+                    socket_connect_timeout=CONNECT_TIMEOUT,
+                    client_name=client_name,
+                )
+            for node in self._nodes():
+                self._check_server(node, reader)
             if not reader:
                 self._load_functions()
                 self._call("offload_setup")
             self._measure_clock()
         except StoreError:
-            self._r.close()
+            self.close()
             raise
         except redis.RedisError as exc:
-            self._r.close()
+            self.close()
             raise StoreError(f"cannot open the durable store {url!r}: {exc}") from None
 
     # -- opening -----------------------------------------------------------------
-    def _check_server(self, reader: bool) -> None:
+    def _cluster_enabled(self) -> bool:
         redis = self._redis_module
         try:
-            info = self._r.info("server")
+            info = self._r.info("cluster")
         except redis.RedisError as exc:
             raise StoreError(f"cannot reach the durable store {self.url!r}: {exc}") from None
+        return bool(int(info.get("cluster_enabled", 0)))
+
+    def _nodes(self) -> list[Any]:
+        """A plain client per server to check: the one, or every Cluster primary."""
+        if not self.cluster:
+            return [self._r]
+        return [node.redis_connection for node in self._r.get_primaries()]
+
+    def _check_server(self, node: Any, reader: bool) -> None:
+        info = node.info("server")
         version = tuple(int(x) for x in str(info.get("redis_version", "0.0")).split(".")[:2])
         if version < MIN_REDIS:
             raise StoreError(
@@ -163,16 +194,15 @@ class RedisStore:
             )
         if reader:
             return
-        policy = self._config("maxmemory-policy", "memory", "maxmemory_policy")
+        policy = self._config(node, "maxmemory-policy", "memory", "maxmemory_policy")
         if policy not in (None, "noeviction"):
             raise StoreError(
                 f"the durable store {self.url!r} has maxmemory-policy {policy}: Redis would"
                 " evict accepted tasks when memory runs short; set `maxmemory-policy"
                 " noeviction` (full memory then refuses new tasks, with an error)"
             )
-        persistence = self._r.info("persistence")
-        aof = bool(int(persistence.get("aof_enabled", 0)))
-        save = self._config("save", None, None)
+        aof = bool(int(node.info("persistence").get("aof_enabled", 0)))
+        save = self._config(node, "save", None, None)
         if not aof and not save:
             logger.warning(
                 "offload: the durable store %s has persistence off (no AOF, no RDB"
@@ -180,7 +210,7 @@ class RedisStore:
                 self.url,
             )
         if self._durability == "full":
-            fsync = self._config("appendfsync", None, None)
+            fsync = self._config(node, "appendfsync", None, None)
             if not aof or fsync != "always":
                 raise StoreError(
                     f"durability='full' on {self.url!r} needs `appendonly yes` and"
@@ -188,17 +218,17 @@ class RedisStore:
                     f" {'yes' if aof else 'no'}, appendfsync {fsync})"
                 )
 
-    def _config(self, name: str, section: str | None, field: str | None) -> str | None:
+    def _config(self, node: Any, name: str, section: str | None, field: str | None) -> str | None:
         """A config value, or None where CONFIG is refused (managed Redis): then the
         INFO field names it, if there is one."""
         redis = self._redis_module
         try:
-            value = self._r.config_get(name).get(name)
+            value = node.config_get(name).get(name)
             return None if value is None else str(value)
         except redis.ResponseError:
             if section is None or field is None:
                 return None
-            value = self._r.info(section).get(field)
+            value = node.info(section).get(field)
             return None if value is None else str(value)
 
     def _load_functions(self) -> None:
@@ -240,9 +270,15 @@ class RedisStore:
                 self._load_functions()
                 self._r.execute_command("FCALL", "offload_setup", 1, self._stream, self.prefix)
                 result = call()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        except (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            redis.BusyLoadingError,
+            redis.exceptions.ClusterError,
+        ) as exc:
             self._down_until = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._unsure = True  # a write may have been made, its reply lost
             raise StoreBusy(f"the durable store {self.url!r} is unreachable ({exc})") from None
         except redis.ResponseError as exc:
             text = str(exc)
@@ -302,7 +338,9 @@ class RedisStore:
             for t in tasks[start : start + CHUNK]:
                 chunk += self._task_args(t)
             chunks.append(chunk)
-        results = self._pipelined("offload_enqueue", [self._server(now)], chunks)
+        check = "1" if self._unsure else "0"
+        results = self._pipelined("offload_enqueue", [self._server(now), check], chunks)
+        self._unsure = False
         holders = [h for result in results for h in result]
         for t, holder in zip(tasks, holders):
             t.duplicate_of = holder.decode() if holder else None
@@ -338,7 +376,9 @@ class RedisStore:
     def renew(self, owner: str, ids: Sequence[str], now: float, lease: float) -> list[str]:
         if not ids:
             return []
-        cancels = self._call("offload_renew", owner, self._server(now), repr(lease), *ids)
+        cancels = self._call(
+            "offload_renew", owner, self._server(now), repr(lease), *dict.fromkeys(ids)
+        )
         return [c.decode() for c in cancels]
 
     def finish(self, owner: str, outcomes: Sequence[Outcome], now: float, ttl: float) -> list[str]:
@@ -423,7 +463,15 @@ class RedisStore:
         return int(self._call("offload_purge", state, everything, *(task_ids or ())))
 
     def purge_expired(self, now: float) -> int:
-        return int(self._call("offload_purge_expired", self._server(now)))
+        """In calls of a few thousand (each holds Redis a few milliseconds), until
+        none is left: a queue finishing 20,000 tasks a second has a million a minute."""
+        total = 0
+        for _ in range(10_000):
+            deleted, more = self._call("offload_purge_expired", self._server(now), PURGE_CHUNK)
+            total += int(deleted)
+            if not int(more):
+                break
+        return total
 
     def depths(self, now: float) -> Depths:
         ready, scheduled, running, expired, succeeded, cancelled, dead, oldest = self._call(
@@ -446,12 +494,16 @@ class RedisStore:
         )
 
     def open_reader(self) -> RedisStore:
-        return RedisStore(self.url, durability=self._durability, reader=True)
+        return RedisStore(self._url, durability=self._durability, reader=True)
 
     def check(self) -> None:
         """Nothing to check: a Redis that went away is a StoreBusy on the next call."""
 
     def close(self) -> None:
+        if self.cluster:  # (RedisCluster.close() leaves its nodes' sockets open)
+            for node in self._r.get_nodes():
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
         self._r.close()
 
     def _record(self, task_id: str, f: dict[bytes, bytes]) -> TaskRecord:

@@ -647,7 +647,7 @@ class SqliteStore:
         # stays dead rather than fail the whole retry; the count tells how many moved
         sql = (
             "UPDATE OR IGNORE offload_tasks SET state = 'queued', attempt = 0, eta = ?,"
-            " finished = NULL, expires = NULL WHERE state = 'dead'"
+            " finished = NULL, expires = NULL, cancel_requested = 0 WHERE state = 'dead'"
         )
         if task_ids is None:
             return self._db.execute(sql, (now,)).rowcount

@@ -23,6 +23,7 @@ States of a stored task:
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -255,6 +256,20 @@ class Store(Protocol):
 def no_batch() -> Iterator[None]:
     """A batch() for a store whose every call is already atomic."""
     yield
+
+
+def display_url(url: str) -> str:
+    """A store URL as shown in logs, errors, `status` and the dashboard: a password in
+    it (a Redis URL's) is masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
 
 
 _row_encoder = msgspec.json.Encoder()

@@ -449,7 +449,11 @@ class StoreThread:
         if self._next_eta is not None and now_wall >= self._next_eta:
             return True
         if now >= self._poll_at:
-            if store.changed():
+            try:
+                changed = store.changed()
+            except StoreError:  # can't answer now (Redis unreachable): the writes will say so
+                changed = False
+            if changed:
                 return True
             self._poll = min(self._poll * 2, POLL_MAX)
             self._poll_at = now + self._poll

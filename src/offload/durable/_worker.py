@@ -3,8 +3,12 @@ turns each attempt's end into an `Outcome` for the store thread.
 
 Owns `active` (claimed tasks, by id, with their engine Task) and the retry decision.
 `dispatch` runs on the store thread; `_done` runs wherever the engine completes the
-task (a pool thread, a loop); both only touch `active` through single dict
-operations, which the GIL makes atomic, so there is no lock.
+task (a pool thread, a loop). One id has one entry: if this worker claims a task again
+while its older attempt still runs (its lease ran out and the task came back), the
+newer attempt's entry replaces the older one, and the older attempt's end must not
+remove it. Lock rule: `_active_lock` is held only around putting an entry in and
+taking one out (`_enter`/`_leave`), never around a call out; reads are single dict
+operations, which the GIL makes atomic.
 
 A task runs on the lane its function would get: a coroutine function on the home
 loop when the runtime has a running one (a standalone worker's), otherwise on the
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -47,6 +52,7 @@ class Worker:
         self.thread: StoreThread | None = None
         #: id -> (claimed, engine task or None while being dispatched)
         self.active: dict[str, list[Any]] = {}
+        self._active_lock = threading.Lock()
         self.claiming = True
         self._released: set[str] = set()
         self._cancel_requested: set[str] = set()
@@ -62,12 +68,21 @@ class Worker:
     # -- starting attempts (store thread) ------------------------------------------------
     def dispatch(self, claimed: list[Claimed]) -> None:
         for c in claimed:
-            self.active[c.id] = [c, None]
+            with self._active_lock:
+                self.active[c.id] = [c, None]
             try:
                 self._start(c)
             except BaseException as exc:  # noqa: BLE001 (it becomes the task's outcome)
                 self._put(self._failure(c, exc, undecodable=True))
-                self.active.pop(c.id, None)
+                self._leave(c)
+
+    def _leave(self, c: Claimed) -> None:
+        """`c`'s attempt leaves `active`, unless a newer attempt of its task took its
+        entry (see the module docstring)."""
+        with self._active_lock:
+            entry = self.active.get(c.id)
+            if entry is not None and entry[0] is c:
+                del self.active[c.id]
 
     def _start(self, c: Claimed) -> None:
         """Resolve the function here (imports are cached: once per function); decode the
@@ -89,11 +104,11 @@ class Worker:
                 _text(exc),
             )
             self._put(Outcome(c.id, c.attempt, "released", eta=time.time() + 0.1))
-            self.active.pop(c.id, None)
+            self._leave(c)
             return
         self.started += 1
         entry = self.active.get(c.id)
-        if entry is not None:
+        if entry is not None and entry[0] is c:
             entry[1] = task
         task.add_done_callback(lambda t, c=c: self._done(c, t))
 
@@ -129,9 +144,10 @@ class Worker:
                 self.finished += 1
                 self._put(outcome)
         finally:
-            self._released.discard(c.id)
-            self._cancel_requested.discard(c.id)
-            self.active.pop(c.id, None)
+            if self.active.get(c.id, (c,))[0] is c:  # (not a newer attempt's marks)
+                self._released.discard(c.id)
+                self._cancel_requested.discard(c.id)
+            self._leave(c)
 
     def _outcome_of(self, c: Claimed, task: Any) -> Outcome:
         if task.cancelled():

@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from .. import Runtime
+from ..durable._store import display_url
 
 if TYPE_CHECKING:
     from ..durable._api import Durable
@@ -64,16 +64,7 @@ def summary(durable: Durable, depths: Depths) -> dict[str, Any]:
 
 def store_url(durable: Durable) -> str:
     """The store's URL as shown: a password in it (a server store's) is masked."""
-    url = durable.url
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rpartition("@")[2]
-        netloc = f"{parts.username or ''}:***@{host}"
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("://", 1)[0] + "://***"
+    return display_url(durable.url)
 
 
 def stats(durable: Durable) -> dict[str, Any]:
