@@ -1,6 +1,7 @@
 """The durable tier across real processes (issue 13, "Tests that must exist"):
-`python -m offload worker` subprocesses on one SQLite store in the test's tmp_path,
-killed with SIGKILL or stopped with SIGTERM at the worst moments.
+`python -m offload worker` subprocesses on one store, killed with SIGKILL or stopped
+with SIGTERM at the worst moments. Each test runs on both stores: SQLite (a file in
+the test's tmp_path) and Redis (a queue of its own on the session's redis-server).
 
 * kill -9 of a worker mid-run, 5,000 tasks over 3 workers: every task succeeds,
   each idempotency key has exactly one effect, the killed worker's tasks ran again,
@@ -33,6 +34,7 @@ import pytest
 import offload
 
 from . import proc_tasks
+from .conftest import redis_url_for, sqlite_url_for
 from .procs_support import Effects, Processes, StoreView, import_root, run_cli, wait_for
 
 #: Every test here starts real worker processes: they run once, in `make test` (3.11),
@@ -41,6 +43,7 @@ pytestmark = pytest.mark.durable_heavy
 
 MODULE = proc_tasks.__name__
 LOOPS = ["asyncio", "uvloop"]
+STORES = ["sqlite", "redis"]
 
 
 @pytest.fixture
@@ -53,10 +56,19 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         processes.kill_all()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> tuple[str, StoreView]:
-    path = tmp_path / "store.db"
-    return f"sqlite:///{path}", StoreView(path)
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, StoreView]]:
+    """The store's URL ("sqlite": a file in tmp_path; "redis": a queue of its own on the
+    session's redis-server) and a view of it."""
+    if request.param == "redis":
+        url = redis_url_for(request.getfixturevalue("redis_server"))
+    else:
+        url = sqlite_url_for(tmp_path / "store.db")
+    view = StoreView(url)
+    try:
+        yield url, view
+    finally:
+        view.close()
 
 
 @pytest.fixture
@@ -413,7 +425,7 @@ def test_worker_paused_past_lease_cannot_ack_over_the_new_owner(
     )
     tasks = view.tasks()
     assert all(tasks[i][:2] == ("succeeded", 2) for i in ids), tasks
-    assert not view.query("SELECT id FROM offload_tasks WHERE owner IS NOT NULL")
+    assert not view.owned()
     assert fx.effects() == dict.fromkeys(keys, 1)
     assert {pid for (pid,) in fx.query("SELECT pid FROM effects")} == {b.pid}
     runs = fx.runs()
