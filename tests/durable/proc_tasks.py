@@ -75,6 +75,13 @@ def work(path: str, key: str, seconds: float) -> str:
     return key
 
 
+def work_here(path: str, key: str, seconds: float) -> str:
+    """`work`, returning "key@pid": the result in the store tells which run's ack was
+    written."""
+    work(path, key, seconds)
+    return f"{key}@{os.getpid()}"
+
+
 async def asleep(path: str, key: str, seconds: float) -> str:
     """An async task that waits (runs on the worker's loop)."""
     record_run(path, key)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import redis
 from redis_server import RedisServer
@@ -738,8 +739,8 @@ def _paused_past_lease(
     short = [f"short{i}" for i in range(8)]
     long = [f"long{i}" for i in range(8)]
     a = procs.worker(url, MODULE, "worker-a", lease=lease, concurrency=32, threads=32)
-    calls = [(proc_tasks.work, (epath, k, 1.5)) for k in short]
-    calls += [(proc_tasks.work, (epath, k, 3.0)) for k in long]
+    calls = [(proc_tasks.work_here, (epath, k, 1.5)) for k in short]
+    calls += [(proc_tasks.work_here, (epath, k, 3.0)) for k in long]
     ids = produce(url, calls, retries=3)
     wait_for("worker A to start the 16 tasks", lambda: len(fx.runs()) == 16, 30)
     others = [
@@ -777,6 +778,14 @@ def _paused_past_lease(
     assert {key_of[i]: tasks[i] for i in ids} == {
         key_of[i]: ("succeeded", runs[key_of[i]], None) for i in ids
     }, procs.logs()
+    # ... and its result is that run's: "key@pid" of the key's last run.
+    last_run = {key: f"{key}@{pid}" for key, pid, _ in fx.runs()}  # (in start order)
+    results = {}
+    for i in ids:
+        record = view.get(i)
+        assert record is not None and record.result is not None, i
+        results[key_of[i]] = msgspec.msgpack.decode(record.result)
+    assert results == last_run, procs.logs()
     assert fx.effects() == dict.fromkeys(short + long, 1)
     assert not view.owned()
     for w in workers:
