@@ -82,6 +82,15 @@ def work_here(path: str, key: str, seconds: float) -> str:
     return f"{key}@{os.getpid()}"
 
 
+def work_longer_again(path: str, key: str, first: float, later: float) -> str:
+    """`work` that takes `first` seconds on its first run, `later` on any other."""
+    record_run(path, key)
+    (runs,) = _db(path).execute("SELECT count(*) FROM runs WHERE task_key = ?", (key,)).fetchone()
+    time.sleep(first if runs == 1 else later)
+    record_effect(path, key)
+    return key
+
+
 async def asleep(path: str, key: str, seconds: float) -> str:
     """An async task that waits (runs on the worker's loop)."""
     record_run(path, key)

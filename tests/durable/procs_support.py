@@ -165,7 +165,7 @@ class Processes:
 
 
 class StoreView:
-    """Read-only looks at a durable store (SQLite or Redis) through the `Store`
+    """Looks at a durable store (SQLite or Redis) through the `Store`
     interface, as any other process would read it: one connection, opened on first
     use, closed by `close()` (the fixture's teardown).
 
@@ -228,6 +228,12 @@ class StoreView:
     def tasks(self) -> dict[str, tuple[str, int, str | None]]:
         """id -> (state, attempt, error_type) of every task."""
         return {r.id: (r.state, r.attempt, r.error_type) for r in self.records()}
+
+    def reclaim_as_of(self, when: float) -> tuple[int, int]:
+        """The one write: a reclaim as a worker would make it at wall-clock `when` (a
+        lease renewed before `when - lease` has run out by then)."""
+        result: tuple[int, int] = self._ask(lambda s: s.reclaim(when))
+        return result
 
 
 class Effects:

@@ -437,6 +437,45 @@ def test_worker_paused_past_lease_cannot_ack_over_the_new_owner(
     assert a.poll() is None and b.poll() is None, procs.logs()
 
 
+# -- 6b. a worker that takes back the task its stale attempt still runs ------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug (reported to the lead): Worker.active is keyed by task id, so when"
+    " attempt 1 ends, _done pops attempt 2's entry; attempt 2's lease is then no longer"
+    " renewed, expires, and the task is dead-lettered WorkerLost although it succeeds",
+)
+def test_worker_claiming_back_its_own_reclaimed_task_keeps_the_new_lease(
+    procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
+) -> None:
+    """A worker's lease runs out while its attempt 1 still runs (a renewal came too
+    late: a paused Redis, a clock step) and a reclaim requeues the task; the same
+    worker, having room, claims it again: attempt 2 runs beside attempt 1 in one
+    process. Attempt 1's ack is refused when it ends; attempt 2 must keep its lease
+    (renewed) and succeed, not be reclaimed as if its worker were gone."""
+    url, view = store
+    epath, fx = effects
+    lease = 1.0
+    procs.worker(url, MODULE, "worker", lease=lease, concurrency=4, threads=4)
+    # Attempt 1 ends first (2x the lease); attempt 2 runs on for 3x the lease after that.
+    (task_id,) = produce(
+        url, [(proc_tasks.work_longer_again, (epath, "k", 2 * lease, 5 * lease))], retries=1
+    )
+    wait_for("attempt 1 to start", lambda: len(fx.runs()) == 1, 30)
+    # The reclaim another worker makes once the lease ran out, as if a little more than
+    # a lease later (the task is due again then; SQLite requeues it at that time).
+    assert view.reclaim_as_of(time.time() + 1.2 * lease) == (1, 0)
+    wait_for("the worker to claim it back", lambda: len(fx.runs()) == 2, 30, detail=procs.logs)
+    wait_for(
+        "the task to end",
+        lambda: view.tasks()[task_id][0] in ("succeeded", "dead"),
+        30,
+        every=0.05,
+    )
+    assert view.tasks()[task_id] == ("succeeded", 2, None), f"{view.get(task_id)}\n{procs.logs()}"
+    assert len(fx.runs()) == 2
+    assert fx.effects() == {"k": 1}
+
+
 # == Redis only ==========================================================================
 # Workers on many machines share one Redis: these tests kill workers and fault the
 # Redis server itself. Each fault test runs its own redis-server (`own_redis`), never
