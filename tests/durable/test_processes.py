@@ -605,6 +605,18 @@ def _kill9_two_of_four(
 
 
 # -- 8. redis-server SIGKILLed and restarted mid-run ------------------------------------
+STORE_THREAD_DIED = "the durable store thread failed"
+
+# The store thread decides whether to claim (`_claim_due`) before its group's try:
+# on Redis that decision asks `store.changed()`, a network call, so a StoreBusy there
+# (Redis unreachable) escapes and kills the store thread of a worker with room.
+CHANGED_OUTSIDE_TRY = (
+    "src bug (reported to the lead): StoreThread._group calls _claim_due -> store.changed()"
+    " outside its try; on Redis a StoreBusy there kills the store thread of a worker"
+    " with room"
+)
+
+
 PACED_PRODUCER = """
 import asyncio, sys, time
 import offload
@@ -638,6 +650,7 @@ def _persisted_lines(procs: Processes, producer: subprocess.Popen[bytes]) -> lis
     ]
 
 
+@pytest.mark.xfail(strict=False, reason=CHANGED_OUTSIDE_TRY + " (fails in ~1 run of 3)")
 def test_redis_restart_mid_run_loses_no_accepted_task(
     procs: Processes, own_redis: RedisServer, effects: tuple[str, Effects]
 ) -> None:
@@ -722,6 +735,31 @@ def _restart_mid_run(
         f" batches of {batch} persisted, down {restarted_at - killed_at:.1f} s;"
         f" {len(after)} batches persisted after; {twice} keys ran twice or more"
     )
+
+
+@pytest.mark.xfail(strict=True, reason=CHANGED_OUTSIDE_TRY)
+def test_redis_restart_while_a_worker_waits_on_an_empty_queue(
+    procs: Processes, own_redis: RedisServer, effects: tuple[str, Effects]
+) -> None:
+    """An idle worker polls the store for new tasks; redis-server is SIGKILLed and
+    restarted under it: the worker goes on working (its store thread survives)."""
+    url = f"{own_redis.url}?prefix=idle"
+    epath, fx = effects
+    worker = procs.worker(url, MODULE, "worker", lease=2.0)
+    time.sleep(0.3)  # (polling an empty queue)
+    own_redis.kill()
+    time.sleep(1.0)
+    own_redis.start()
+    keys = [f"k{i}" for i in range(20)]
+    produce(url, [(proc_tasks.work, (epath, k, 0.0)) for k in keys])
+
+    def all_done() -> bool:
+        assert STORE_THREAD_DIED not in procs.log_of(worker), procs.log_of(worker)
+        return len(fx.effects()) == len(keys)
+
+    wait_for("the worker to run the tasks", all_done, 30, every=0.05, detail=procs.logs)
+    assert fx.effects() == dict.fromkeys(keys, 1)
+    assert worker.poll() is None
 
 
 # -- 9. Redis paused past the lease -----------------------------------------------------
