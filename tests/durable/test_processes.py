@@ -711,9 +711,14 @@ def _restart_mid_run(
     after = [float(line[0]) for line in lines if float(line[0]) > restarted_at]
     assert after, "the producer persisted nothing after the restart"
 
+    def all_succeeded() -> bool:
+        for w in workers:
+            assert STORE_THREAD_DIED not in procs.log_of(w), procs.log_of(w)[-3000:]
+        return view.by_state().get("succeeded", 0) >= n
+
     wait_for(
         "every persisted task to succeed",
-        lambda: view.by_state().get("succeeded", 0) >= n,
+        all_succeeded,
         90,
         every=0.1,
         detail=lambda: _diagnose(procs, view),
