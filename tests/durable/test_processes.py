@@ -820,17 +820,24 @@ def _paused_past_lease(
     lease, pause = 1.0, 2.0
     short = [f"short{i}" for i in range(8)]
     long = [f"long{i}" for i in range(8)]
-    a = procs.worker(url, MODULE, "worker-a", lease=lease, concurrency=32, threads=32)
-    calls = [(proc_tasks.work_here, (epath, k, 1.5)) for k in short]
-    calls += [(proc_tasks.work_here, (epath, k, 3.0)) for k in long]
-    ids = produce(url, calls, retries=3)
-    wait_for("worker A to start the 16 tasks", lambda: len(fx.runs()) == 16, 30)
+    # B and C start first (that takes a while), then wait stopped while A claims all.
     others = [
         procs.worker(url, MODULE, name, lease=lease, concurrency=32, threads=32, ready=False)
         for name in ("worker-b", "worker-c")
     ]
     for w in others:
         procs.wait_ready(w)
+        w.send_signal(signal.SIGSTOP)
+    try:
+        a = procs.worker(url, MODULE, "worker-a", lease=lease, concurrency=32, threads=32)
+        calls = [(proc_tasks.work_here, (epath, k, 1.5)) for k in short]
+        calls += [(proc_tasks.work_here, (epath, k, 3.0)) for k in long]
+        ids = produce(url, calls, retries=3)
+        wait_for("worker A to start the 16 tasks", lambda: len(fx.runs()) == 16, 30)
+    finally:
+        for w in others:
+            w.send_signal(signal.SIGCONT)
+    time.sleep(0.2)  # (B and C look at the queue: empty)
     assert len(view.running_of(a.pid)) == 16, "a task ended before the pause"
     _pause(server, how, pause)
     workers = [a, *others]
