@@ -75,6 +75,22 @@ def work(path: str, key: str, seconds: float) -> str:
     return key
 
 
+def work_here(path: str, key: str, seconds: float) -> str:
+    """`work`, returning "key@pid": the result in the store tells which run's ack was
+    written."""
+    work(path, key, seconds)
+    return f"{key}@{os.getpid()}"
+
+
+def work_longer_again(path: str, key: str, first: float, later: float) -> str:
+    """`work` that takes `first` seconds on its first run, `later` on any other."""
+    record_run(path, key)
+    (runs,) = _db(path).execute("SELECT count(*) FROM runs WHERE task_key = ?", (key,)).fetchone()
+    time.sleep(first if runs == 1 else later)
+    record_effect(path, key)
+    return key
+
+
 async def asleep(path: str, key: str, seconds: float) -> str:
     """An async task that waits (runs on the worker's loop)."""
     record_run(path, key)

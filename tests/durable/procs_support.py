@@ -1,6 +1,7 @@
 """Helpers of test_processes.py: worker processes (`python -m offload worker`) that the
-test starts, kills and always reaps, and read-only views of the durable store and of
-the effects file the tasks write (see proc_tasks.py).
+test starts, kills and always reaps, and read-only views of the durable store (SQLite
+or Redis, through the store interface) and of the effects file the tasks write (see
+proc_tasks.py).
 
 Every wait is bounded: `wait_for` fails the test with what it was waiting for.
 """
@@ -17,6 +18,12 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+
+from offload.durable._api import open_store
+from offload.durable._store import Store, StoreBusy, StoreError, TaskRecord
+
+#: "every task" for a listing (more than any test makes).
+ALL = 10**7
 
 
 def wait_for(
@@ -158,29 +165,75 @@ class Processes:
 
 
 class StoreView:
-    """Read-only queries on the durable store's file (any process may read it)."""
+    """Looks at a durable store (SQLite or Redis) through the `Store`
+    interface, as any other process would read it: one connection, opened on first
+    use, closed by `close()` (the fixture's teardown).
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    A store that is unreachable for a moment (a Redis restarting, paused, a SQLite
+    write lock held past the busy timeout) is asked again, for up to `patience`
+    seconds: a fault test reads the store through the fault."""
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with closing(sqlite3.connect(self.path, timeout=30.0)) as db:
-            return db.execute(sql, params).fetchall()
+    def __init__(self, url: str, patience: float = 60.0) -> None:
+        self.url = url
+        self.patience = patience
+        self._store: Store | None = None
+
+    def _ask(self, fn: Callable[[Store], Any]) -> Any:
+        deadline = time.monotonic() + self.patience
+        while True:
+            try:
+                if self._store is None:
+                    self._store = open_store(self.url, "normal")
+                return fn(self._store)
+            except StoreBusy:
+                pass
+            except StoreError:
+                if self._store is not None:  # a failure once open: not a passing fault
+                    raise
+                # (could not open: the store is not reachable yet; ask again)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the store {self.url} stayed unreachable")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def by_state(self) -> dict[str, int]:
-        return dict(self.query("SELECT state, count(*) FROM offload_tasks GROUP BY state"))
+        """state -> number of tasks, for the states that have any."""
+        depths = self._ask(lambda s: s.depths(time.time()))
+        return {state: n for state, n in depths.by_state.items() if n}
+
+    def records(self, state: str | None = None) -> list[TaskRecord]:
+        return list(self._ask(lambda s: s.tasks(state, ALL)))
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        record: TaskRecord | None = self._ask(lambda s: s.get(task_id))
+        return record
 
     def running_of(self, pid: int) -> list[str]:
-        """Ids of the tasks a process (`owner` starts with its pid) holds a lease on."""
-        rows = self.query(
-            "SELECT id FROM offload_tasks WHERE state = 'running' AND owner LIKE ?", (f"{pid}-%",)
-        )
-        return [r[0] for r in rows]
+        """Ids of the tasks a process (its owner id starts with its pid) holds a lease on."""
+        mark = f"{pid}-"
+        return [
+            r.id
+            for r in self.records("running")
+            if r.state == "running" and (r.owner or "").startswith(mark)
+        ]
+
+    def owned(self) -> list[str]:
+        """Ids of the tasks any worker still holds."""
+        return [r.id for r in self.records() if r.owner]
 
     def tasks(self) -> dict[str, tuple[str, int, str | None]]:
         """id -> (state, attempt, error_type) of every task."""
-        rows = self.query("SELECT id, state, attempt, error_type FROM offload_tasks")
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        return {r.id: (r.state, r.attempt, r.error_type) for r in self.records()}
+
+    def reclaim_as_of(self, when: float) -> tuple[int, int]:
+        """The one write: a reclaim as a worker would make it at wall-clock `when` (a
+        lease renewed before `when - lease` has run out by then)."""
+        result: tuple[int, int] = self._ask(lambda s: s.reclaim(when))
+        return result
 
 
 class Effects:
