@@ -438,12 +438,6 @@ def test_worker_paused_past_lease_cannot_ack_over_the_new_owner(
 
 
 # -- 6b. a worker that takes back the task its stale attempt still runs ------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug (reported to the lead): Worker.active is keyed by task id, so when"
-    " attempt 1 ends, _done pops attempt 2's entry; attempt 2's lease is then no longer"
-    " renewed, expires, and the task is dead-lettered WorkerLost although it succeeds",
-)
 def test_worker_claiming_back_its_own_reclaimed_task_keeps_the_new_lease(
     procs: Processes, store: tuple[str, StoreView], effects: tuple[str, Effects]
 ) -> None:
@@ -610,12 +604,6 @@ STORE_THREAD_DIED = "the durable store thread failed"
 # The store thread decides whether to claim (`_claim_due`) before its group's try:
 # on Redis that decision asks `store.changed()`, a network call, so a StoreBusy there
 # (Redis unreachable) escapes and kills the store thread of a worker with room.
-CHANGED_OUTSIDE_TRY = (
-    "src bug (reported to the lead): StoreThread._group calls _claim_due -> store.changed()"
-    " outside its try; on Redis a StoreBusy there kills the store thread of a worker"
-    " with room"
-)
-
 
 PACED_PRODUCER = """
 import asyncio, sys, time
@@ -650,7 +638,6 @@ def _persisted_lines(procs: Processes, producer: subprocess.Popen[bytes]) -> lis
     ]
 
 
-@pytest.mark.xfail(strict=False, reason=CHANGED_OUTSIDE_TRY + " (fails in ~1 run of 3)")
 def test_redis_restart_mid_run_loses_no_accepted_task(
     procs: Processes, own_redis: RedisServer, effects: tuple[str, Effects]
 ) -> None:
@@ -742,7 +729,6 @@ def _restart_mid_run(
     )
 
 
-@pytest.mark.xfail(strict=True, reason=CHANGED_OUTSIDE_TRY)
 def test_redis_restart_while_a_worker_waits_on_an_empty_queue(
     procs: Processes, own_redis: RedisServer, effects: tuple[str, Effects]
 ) -> None:

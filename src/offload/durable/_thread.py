@@ -385,8 +385,10 @@ class StoreThread:
                         new = []
                 if outcomes:
                     refused = store.finish(self.owner, outcomes, now_wall, self.result_ttl)
-                    if not store.atomic_batches:
+                    if not store.atomic_batches:  # written: said now, whatever comes next
                         self._outcomes = []
+                        self._warn_refused(refused)
+                        refused = []
                 fired = [
                     f.task for f in fires if store.fire_slot(f.schedule, f.slot, f.task, now_wall)
                 ]
@@ -422,6 +424,13 @@ class StoreThread:
         if new or fired:
             self.committed += len(new) + len(fired)
             self._persisted(new)
+        self._warn_refused(refused)
+        if cancels and worker is not None:
+            worker.cancel_running(cancels)
+        return claimed
+
+    @staticmethod
+    def _warn_refused(refused: list[str]) -> None:
         if refused:
             logger.warning(
                 "offload: %d durable task outcomes were not written: their lease had"
@@ -429,9 +438,6 @@ class StoreThread:
                 len(refused),
                 ", ".join(refused[:5]),
             )
-        if cancels and worker is not None:
-            worker.cancel_running(cancels)
-        return claimed
 
     def _note_etas(self, new: list[NewTask], outcomes: list[Outcome]) -> None:
         """Tasks this process made due later (a delay, a retry's backoff): wake then."""
