@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -420,3 +421,21 @@ def test_expired_results_are_purged_however_many(
         assert client(redis_url).zcard(store.prefix + ":done:succeeded") == 0
     finally:
         store.close()
+
+
+def test_an_idle_worker_is_woken_by_the_queue_not_by_its_next_poll(
+    make_runtime: MakeRuntime, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers wait on the queue's channel: a task spawned in another process after a
+    long idle starts at once, though the worker's poll of `changed()` (made 60 s at
+    most here) would come only seconds later."""
+    monkeypatch.setattr("offload.durable._thread.POLL_MAX", 60.0)
+    worker = make_runtime(store=redis_url, durable_concurrency=2)
+    worker.durable.start()
+    time.sleep(5.0)  # idle: its polls back off to seconds apart (the next at ~8.2 s)
+    producer = make_runtime(store=redis_url, durable_concurrency=0)
+    started = time.monotonic()
+    handle = producer.durable.spawn(tasks.add, 2, 2)
+    assert handle.result_sync(30) == 4
+    assert time.monotonic() - started < 2.5  # (its next poll: ~3 s away)
+    assert any(t.name == "offload-redis-watch" for t in threading.enumerate())

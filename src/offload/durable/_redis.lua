@@ -22,6 +22,7 @@
 --   P:k:<key>     string: the id of the task holding a dedup key
 --   P:slot:<name> string: the newest slot a periodic schedule fired
 --   P:v           counter, bumped when a task becomes ready: `changed()` reads it
+--   P:ready       pub/sub channel (sharded), told at the same time: waiting workers wake
 -- Times are seconds in the server's clock (the client shifts its own by a measured
 -- offset), passed as strings and compared as numbers.
 
@@ -34,6 +35,13 @@ local function num(x) return tonumber(x) end
 local function fmt(x) return string.format('%.6f', x) end
 
 local function task_key(P, id) return P .. ':t:' .. id end
+
+-- Tasks became ready: bump the version `changed()` polls, and tell the workers waiting
+-- on the channel P:ready (sharded pub/sub: on a Cluster, the queue's own shard).
+local function tell_ready(P)
+  redis.call('INCR', P .. ':v')
+  redis.call('SPUBLISH', P .. ':ready', '1')
+end
 
 -- Put a queued task where a claim finds it: the stream when due, else the delayed set.
 local function make_ready(P, id, eta, now)
@@ -148,7 +156,7 @@ local function enqueue(keys, args)
     out[#out + 1] = insert(P, now, args[i], num(args[i + 1]), args[i + 2], args[i + 3],
       args[i + 4], args[i + 5], args[i + 6], check or args[i + 3] ~= '')
   end
-  redis.call('INCR', P .. ':v')
+  tell_ready(P)
   return out
 end
 
@@ -277,7 +285,7 @@ local function finish(keys, args)
       ready = true
     end
   end
-  if ready then redis.call('INCR', P .. ':v') end
+  if ready then tell_ready(P) end
   return refused
 end
 
@@ -308,7 +316,7 @@ local function release(keys, args)
     end
   end
   pcall(redis.call, 'XGROUP', 'DELCONSUMER', P .. ':q', GROUP, owner)
-  redis.call('INCR', P .. ':v')
+  tell_ready(P)
   return count
 end
 
@@ -338,7 +346,7 @@ local function reclaim(keys, args)
       end
     end
   end
-  if requeued > 0 then redis.call('INCR', P .. ':v') end
+  if requeued > 0 then tell_ready(P) end
   return {requeued, dead}
 end
 
@@ -390,7 +398,7 @@ local function retry_dead(keys, args)
       end
     end
   end
-  if moved > 0 then redis.call('INCR', P .. ':v') end
+  if moved > 0 then tell_ready(P) end
   return moved
 end
 
@@ -489,7 +497,7 @@ local function fire_slot(keys, args)
   if newest and num(newest) >= slot then return 0 end
   redis.call('SET', sk, fmt(slot))
   insert(P, now, args[5], num(args[6]), args[7], args[8], args[9], args[10], args[11], true)
-  redis.call('INCR', P .. ':v')
+  tell_ready(P)
   return 1
 end
 

@@ -28,10 +28,12 @@ own connection.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -65,6 +67,8 @@ CHUNK = 500
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0
 #: How often the offset to the server's clock is measured again.
 CLOCK_EVERY = 60.0
+#: How long the watch thread waits for a message before it looks at whether to stop.
+WATCH_TIMEOUT = 0.1
 #: Expired results deleted per call (see purge_expired).
 PURGE_CHUNK = 5000
 SOCKET_TIMEOUT = 10.0
@@ -132,6 +136,10 @@ class RedisStore:
         self._unsure = False
         self._offset = 0.0
         self._clock_at = 0.0
+        self._connect_url = connect_url
+        self._watcher: threading.Thread | None = None
+        self._watching = threading.Event()  # set while watch()'s thread should run
+        self._pubsub: Any = None
         client_name = f"offload-{'reader' if reader else 'store'}"
         self.cluster = False
         try:
@@ -499,7 +507,51 @@ class RedisStore:
     def check(self) -> None:
         """Nothing to check: a Redis that went away is a StoreBusy on the next call."""
 
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` from a thread of its own (`offload-redis-watch`) whenever tasks
+        become ready in this queue (the functions publish on `{prefix}:ready`): a
+        waiting worker claims at once instead of at its next poll of `changed()`,
+        which stays the fallback (a lost message, a reconnection)."""
+        self._watching.set()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(wake,), name="offload-redis-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, wake: Callable[[], None]) -> None:
+        redis = self._redis_module
+        channel = self.prefix + ":ready"
+        pause = BACKOFF_MIN
+        while self._watching.is_set():
+            try:
+                pubsub = self._pubsub = self._r.pubsub()
+                pubsub.ssubscribe(channel)
+                pause = BACKOFF_MIN
+                wake()  # (anything published while we were away)
+                while self._watching.is_set():
+                    if pubsub.get_sharded_message(
+                        ignore_subscribe_messages=True, timeout=WATCH_TIMEOUT
+                    ):
+                        wake()
+            except (redis.RedisError, OSError, ValueError, AttributeError):
+                if not self._watching.is_set():
+                    break
+                time.sleep(pause)  # unreachable: the polls go on meanwhile
+                pause = min(pause * 2, BACKOFF_MAX)
+            finally:
+                self._close_pubsub()
+
+    def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):  # (closing what may be broken already)
+                pubsub.close()
+
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watching.clear()
+            self._watcher.join(WATCH_TIMEOUT + 5)
+            self._watcher = None
         if self.cluster:  # (RedisCluster.close() leaves its nodes' sockets open)
             for node in self._r.get_nodes():
                 if node.redis_connection is not None:

@@ -605,6 +605,9 @@ class SqliteStore:
         self._data_version = version
         return True
 
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Nothing pushes: `changed()` is a local read (PRAGMA data_version), polled."""
+
     def _version(self) -> int:
         return int(self._read("PRAGMA data_version")[0][0])
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -206,6 +206,12 @@ class Store(Protocol):
 
     def changed(self) -> bool:
         """Whether another process (connection) wrote since the last call: cheap."""
+        ...
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake()`, from any thread, when another process made tasks ready (a
+        store that can push that, like Redis); a no-op where `changed()` polls are
+        the way (SQLite: a local read). Stopped by close()."""
         ...
 
     def get(self, task_id: str) -> TaskRecord | None: ...

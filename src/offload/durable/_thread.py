@@ -262,6 +262,11 @@ class StoreThread:
             self._started.set()
             return
         self._started.set()
+        if self.worker is not None:
+            try:
+                self.store.watch(self.wake)
+            except Exception as exc:  # noqa: BLE001 (the polls of changed() remain)
+                logger.warning("offload: the durable store can't notify this worker: %s", exc)
         try:
             while True:
                 items = self._take(self._wait_time())
