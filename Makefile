@@ -144,7 +144,7 @@ ASAN_SKIP_PYTHON = --ignore=tests/durable/test_codec.py --ignore=tests/durable/t
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: test-sanitize-asan test-sanitize-tsan
 
-# The two halves, which CI runs side by side (each is one pytest process).
+# The two halves, which CI runs side by side (ASan two pytest processes, TSan one).
 test-sanitize-asan: build/venv-asan/.deps-stamp fuzz-deadline
 	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging \
