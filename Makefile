@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages some tests need (headless Chromium for the dashboard test).
+# Debian packages some tests need (headless Chromium for the dashboard test, Redis for
+# the durable tier's Redis store).
 system-deps:
-	@bash tools/system-deps.sh chromium chromium-driver
+	@bash tools/system-deps.sh chromium chromium-driver redis-server
 
 # --- build -----------------------------------------------------------------
 # Reinstalled only when a source changed, so targets that run side by side (CI runs two
@@ -42,17 +43,25 @@ $(BUILD_STAMP): $(STAMP) $(ENGINE_SOURCES)
 build: $(BUILD_STAMP)
 
 # --- tests -----------------------------------------------------------------
+# pytest processes per run (pytest-xdist's -n; 0: a single process). The suite mostly
+# waits (servers and workers in subprocesses, threads winding down, the guard's grace
+# period, timers), so even on 2 CPUs two processes per run, and two runs side by side in
+# CI, cut the wall time; every test stays isolated (tmp_path, ports the kernel picks, the
+# guard of tests/conftest.py per process).
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS)
+
 # The property-based search (tests/property) runs for OFFLOAD_PROPERTY_SECONDS of wall
 # time: 20 s by default (in `make test`), PROPERTY_SECONDS in `make test-property` (CI).
 test: build system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # The suite once more under asyncio's debug mode (slow callbacks, coroutines never
 # awaited, calls from the wrong thread) with every warning raised as an error, but one:
 # Starlette 1.x deprecates httpx for its TestClient in favour of a young fork (httpx2)
 # that the tests don't need.
 test-asyncio-debug: build
-	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -p no:cacheprovider -W error \
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -p no:cacheprovider $(XDIST) -W error \
 	  -W "ignore:Using \`httpx\` with \`starlette.testclient\` is deprecated:Warning" \
 	  --ignore=tests/packaging --ignore-glob='*browser*'
 
@@ -70,7 +79,8 @@ MATRIX_VERSIONS ?=
 MATRIX_PYTEST_ARGS ?= -m "not durable_heavy"
 test-matrix:
 	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) OFFLOAD_MATRIX_MODES=$(MATRIX_MODES) \
-	  $(PYTHON) tools/matrix.py $(MATRIX_VERSIONS) -- --ignore=tests/packaging $(MATRIX_PYTEST_ARGS)
+	  $(PYTHON) tools/matrix.py $(MATRIX_VERSIONS) -- --ignore=tests/packaging $(XDIST) \
+	  $(MATRIX_PYTEST_ARGS)
 
 # FastAPI's and Starlette's own background-task tests with the BackgroundTasks import
 # swapped for offload's (tools/upstream.py: downloads the pinned sdists into build/upstream,
@@ -134,12 +144,14 @@ ASAN_SKIP_PYTHON = --ignore=tests/durable/test_codec.py --ignore=tests/durable/t
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: test-sanitize-asan test-sanitize-tsan
 
-# The two halves, which CI runs side by side (each is one pytest process).
+# The two halves, which CI runs side by side (ASan two pytest processes, TSan one).
 test-sanitize-asan: build/venv-asan/.deps-stamp fuzz-deadline
 	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging \
-	  $(ASAN_SKIP_SERVERS) $(ASAN_SKIP_PYTHON) -m "not no_asan and not durable_heavy" --durations=15
+	  $(ASAN_SKIP_SERVERS) $(ASAN_SKIP_PYTHON) -m "not no_asan and not durable_heavy" \
+	  $(XDIST) --durations=15
 
+# TSan stays one pytest process (the shorter half of the pair: nothing to gain).
 test-sanitize-tsan: build/venv-tsan/.deps-stamp
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
@@ -159,7 +171,7 @@ test-debug: build/venv-debug/.deps-stamp
 	  install --no-deps --no-build-isolation --force-reinstall build/debug/src
 	nm -D --undefined-only build/venv-debug/lib/python3*/site-packages/offload/_engine*.so \
 	  | grep -q __assert_fail || { echo "test-debug: the engine has no assert()"; exit 1; }
-	build/venv-debug/bin/python -m pytest -q --ignore-glob='*browser*' --ignore=tests/packaging
+	build/venv-debug/bin/python -m pytest -q $(XDIST) --ignore-glob='*browser*' --ignore=tests/packaging
 
 # The deadline arithmetic and seconds options (csrc/deadline.h, the code the engine
 # compiles) fuzzed in plain C under ASan+UBSan (float-cast-overflow included, which
