@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.deps-stamp
 
-.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare bench-redis-peers test-sanitize test-sanitize-asan test-sanitize-tsan test-debug test-leaks soak lint clean system-deps fuzz-deadline
+.PHONY: all venv build test test-asyncio-debug test-property test-matrix test-upstream dist demo serve showcase bench bench-quick bench-compare bench-redis-peers test-sanitize test-sanitize-asan test-sanitize-tsan test-debug test-leaks soak lint clean system-deps redis-deps fuzz-deadline
 
 all: build
 
@@ -29,6 +29,10 @@ venv: $(STAMP)
 # the durable tier's Redis store).
 system-deps:
 	@bash tools/system-deps.sh chromium chromium-driver redis-server
+
+# The Redis store's tests start their own redis-server (Debian's): every suite run needs it.
+redis-deps:
+	@command -v redis-server >/dev/null || bash tools/system-deps.sh redis-server
 
 # --- build -----------------------------------------------------------------
 # Reinstalled only when a source changed, so targets that run side by side (CI runs two
@@ -60,7 +64,7 @@ test: build system-deps
 # awaited, calls from the wrong thread) with every warning raised as an error, but one:
 # Starlette 1.x deprecates httpx for its TestClient in favour of a young fork (httpx2)
 # that the tests don't need.
-test-asyncio-debug: build
+test-asyncio-debug: build redis-deps
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q -p no:cacheprovider $(XDIST) -W error \
 	  -W "ignore:Using \`httpx\` with \`starlette.testclient\` is deprecated:Warning" \
 	  --ignore=tests/packaging --ignore-glob='*browser*'
@@ -77,7 +81,7 @@ MATRIX_VERSIONS ?=
 # More pytest arguments for every leg: by default the `durable_heavy` tests are left
 # out (thousands of tasks over several worker processes: they run once, in `make test`).
 MATRIX_PYTEST_ARGS ?= -m "not durable_heavy"
-test-matrix:
+test-matrix: redis-deps
 	OFFLOAD_MATRIX_JOBS=$(MATRIX_JOBS) OFFLOAD_MATRIX_MODES=$(MATRIX_MODES) \
 	  $(PYTHON) tools/matrix.py $(MATRIX_VERSIONS) -- --ignore=tests/packaging $(XDIST) \
 	  $(MATRIX_PYTEST_ARGS)
@@ -138,21 +142,23 @@ ASAN_SKIP_SERVERS = --ignore=tests/fastapi/test_fastapi_uvicorn.py \
   --ignore=tests/fastapi/test_shutdown_under_load.py \
   --ignore=tests/durable/test_uvicorn_workers.py
 # ... and the durable tests of pure Python (the codec, the command line's subprocesses,
-# bad input of the durable tier): no engine path the others don't take.
+# bad input of the durable tier, the stores' contract and model, the Redis store's own):
+# no engine path the others don't take.
 ASAN_SKIP_PYTHON = --ignore=tests/durable/test_codec.py --ignore=tests/durable/test_cli.py \
-  --ignore=tests/durable/test_bad_input_durable.py
+  --ignore=tests/durable/test_bad_input_durable.py --ignore=tests/durable/test_store.py \
+  --ignore=tests/durable/test_store_model.py --ignore=tests/durable/test_redis.py
 SANITIZE_PROPERTY_SECONDS ?= 30
 test-sanitize: test-sanitize-asan test-sanitize-tsan
 
 # The two halves, which CI runs side by side (ASan two pytest processes, TSan one).
-test-sanitize-asan: build/venv-asan/.deps-stamp fuzz-deadline
+test-sanitize-asan: build/venv-asan/.deps-stamp fuzz-deadline redis-deps
 	OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh asan tests --ignore-glob='*browser*' --ignore=tests/packaging \
 	  $(ASAN_SKIP_SERVERS) $(ASAN_SKIP_PYTHON) -m "not no_asan and not durable_heavy" \
 	  $(XDIST) --durations=15
 
 # TSan stays one pytest process (the shorter half of the pair: nothing to gain).
-test-sanitize-tsan: build/venv-tsan/.deps-stamp
+test-sanitize-tsan: build/venv-tsan/.deps-stamp redis-deps
 	OFFLOAD_FUZZ_SEEDS=$(TSAN_FUZZ_SEEDS) OFFLOAD_PROPERTY_SECONDS=$(SANITIZE_PROPERTY_SECONDS) \
 	  bash tools/sanitize.sh tsan $(TSAN_TESTS) -m "not no_tsan" --durations=15
 
@@ -163,7 +169,7 @@ test-sanitize-tsan: build/venv-tsan/.deps-stamp
 # Built from a fresh copy of the sources (build/debug/src), as the sanitizer builds are:
 # the in-tree build/ cache could hand it an object file compiled without the asserts,
 # which the nm check (a call to __assert_fail) refuses.
-test-debug: build/venv-debug/.deps-stamp
+test-debug: build/venv-debug/.deps-stamp redis-deps
 	rm -rf build/debug && mkdir -p build/debug/src
 	cp -r setup.py pyproject.toml README.md csrc src build/debug/src/
 	build/venv-debug/bin/python -m pip --disable-pip-version-check -q uninstall -y offload

@@ -48,8 +48,16 @@ pool_destroy(thread_pool *p)
     pthread_cond_destroy(&p->monitor_cv);
 }
 
-/* The task this pool thread is running user code for, or NULL (each thread its own). */
+/* The task this pool thread is running user code for, or NULL (each thread its own).
+ * initial-exec: one pointer in the static TLS block glibc keeps spare for dlopen()ed
+ * modules, instead of a block the dynamic model allocates per thread and frees at its
+ * exit, unordered (for TSan) with this module's last write to it: TSan reported that
+ * free as a race under load. */
+#if defined(__GNUC__)
+static _Thread_local task_object *running_here __attribute__((tls_model("initial-exec")));
+#else
 static _Thread_local task_object *running_here;
+#endif
 
 task_object *
 pool_task_running_here(void)
