@@ -439,3 +439,29 @@ def test_an_idle_worker_is_woken_by_the_queue_not_by_its_next_poll(
     assert handle.result_sync(30) == 4
     assert time.monotonic() - started < 2.5  # (its next poll: ~3 s away)
     assert any(t.name == "offload-redis-watch" for t in threading.enumerate())
+
+
+def test_a_worker_does_not_spin_while_redis_is_down(
+    make_runtime: MakeRuntime, server: RedisServer
+) -> None:
+    """Its renewal and reclaim stay due while Redis is unreachable: the store thread
+    tries again every RETRY_AFTER (50 ms), not in a busy loop."""
+    rt = make_runtime(store=redis_url_for(server), durable_concurrency=2, lease=3)
+    assert rt.durable.spawn(tasks.add, 1, 1).result_sync(10) == 2
+    store = rt.durable._thread.store
+    calls: list[str] = []
+    for name in ("claim", "reclaim", "renew", "changed", "next_eta"):
+        real = getattr(store, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(_name)
+            return _real(*args)
+
+        setattr(store, name, counted)
+    server.kill()
+    time.sleep(0.5)  # (the first failures)
+    del calls[:]
+    time.sleep(1.0)
+    assert 0 < len(calls) < 100, len(calls)
+    server.start()
+    assert rt.durable.spawn(tasks.add, 2, 2).result_sync(30) == 4

@@ -42,9 +42,9 @@ PENDING, PERSISTED, FAILED = 0, 1, 2
 #: How long the thread waits between claims while it has room and nothing changed:
 #: from POLL_MIN after activity, doubling up to POLL_MAX when the store stays idle.
 POLL_MIN, POLL_MAX = 0.001, 0.05
-#: After a failed group (the store locked past its busy timeout, an I/O error), the
-#: outcomes (and, when it was locked, the new tasks) are kept and tried again after
-#: this long.
+#: After a failed group (the store locked past its busy timeout or unreachable, an I/O
+#: error), the outcomes (and, when it was locked, the new tasks) are kept and tried
+#: again after this long; so are the renewal, the reclaim and the claim that were due.
 RETRY_AFTER = 0.05
 #: Finished tasks whose result expired are deleted this often.
 PURGE_EVERY = 60.0
@@ -117,6 +117,9 @@ class StoreThread:
         self._poll_at = now
         self._next_eta: float | None = None
         self._claim_now = True
+        #: Until when a failed group's due work (renewal, reclaim, claim) waits: without
+        #: it the thread would retry at once, and spin while Redis is unreachable.
+        self._failed_until = 0.0
         self.taken_at = now  # when the thread last took its inbox (see _api.BACKLOG)
         #: Set once the thread has done its last take: a put after it is never read (a
         #: plain attribute, cheaper than Thread.is_alive() on the spawn path).
@@ -290,6 +293,8 @@ class StoreThread:
         now = time.monotonic()
         if self._outcomes or self._held:
             return RETRY_AFTER
+        if now < self._failed_until:  # a group just failed: what was due is still due
+            return self._failed_until - now
         times = [self._purge_at, self._check_at]
         if self.worker is not None and not self._stopping:
             times += [self._renew_at, self._reclaim_at]
@@ -409,9 +414,11 @@ class StoreThread:
                     if len(claimed) < min(want, 256):
                         self._next_eta = store.next_eta(now_wall)
         except StoreBusy as exc:
+            self._failed_until = time.monotonic() + RETRY_AFTER
             self._store_locked(new, exc)
             return []
         except Exception as exc:  # noqa: BLE001 (any store failure: reported, see _group_failed)
+            self._failed_until = time.monotonic() + RETRY_AFTER
             self._group_failed(new, exc)
             return []
         if self._locked or self._retrying:
