@@ -305,12 +305,12 @@ def test_signed_pickle_round_trip_and_a_worker_without_the_key(
         make_runtime(store=sqlite_url, durable_concurrency=0).durable.spawn(
             tasks.bump, tasks.Opaque(1)
         )
+    rt.close(5)  # (first: a worker with the key would run the next task itself)
     producer = make_runtime(
         store=sqlite_url, durable_concurrency=0, serializer="pickle", signing_key=KEY
     )
     handle = producer.durable.spawn(tasks.bump, tasks.Opaque(5))
     handle.wait_persisted(10)
-    rt.close(5)
     keyless = make_runtime(store=sqlite_url)  # this worker can't check the signature
     keyless.durable.start()
     assert wait_until(lambda: (i := producer.durable.get(handle.id)) is not None and i.done, 10)

@@ -159,8 +159,8 @@ def test_kill9_worker_mid_run_every_task_once_effect(
         runs_per_key[key] = runs_per_key.get(key, 0) + 1
     assert set(runs_per_key) == set(keys)
     # The killed worker's in-flight tasks were reclaimed and ran again elsewhere.
+    # (whether any of them had begun its effect before the kill is up to timing)
     assert all(tasks[i][1] >= 2 for i in held), {i: tasks[i] for i in held}
-    assert max(runs_per_key.values()) >= 2
     held_keys = {key_of[i] for i in held}
     reruns = [t for key, pid, t in runs if key in held_keys and pid != victim.pid]
     assert reruns, "no task the killed worker held ran again"
