@@ -175,6 +175,7 @@ def sample_main(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_main(url: str, concurrency: int) -> int:
     """An offload worker process: `python -m offload worker`'s steps, with the gate."""
     import offload
+    from offload.durable._cli import settle_heap
 
     offload.configure(store=url, durable_concurrency=concurrency)
 
@@ -187,6 +188,7 @@ def worker_main(url: str, concurrency: int) -> int:
         runtime.start(loop)
         wait_for_go()
         runtime.durable.start()
+        settle_heap()  # (as the command does)
         await stop.wait()
         await runtime.shutdown(10)
 
