@@ -246,13 +246,7 @@ async def test_a_result_whose_repr_raises_or_that_cannot_be_decoded(
 
 
 def test_a_password_in_the_store_url_is_masked() -> None:
-    from types import SimpleNamespace
-
-    from offload.fastapi._durable import store_url
-
-    def shown(url: str) -> str:
-        durable: Any = SimpleNamespace(url=url)  # all store_url reads
-        return store_url(durable)
+    from offload.durable._store import display_url as shown
 
     assert shown("redis://app:s3cret@cache:6379/0") == "redis://app:***@cache:6379/0"
     assert shown("redis://:s3cret@cache/0") == "redis://:***@cache/0"

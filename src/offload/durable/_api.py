@@ -545,10 +545,15 @@ class Durable:
         ids = _check_ids(task_ids)
         return int(self._call(lambda s: s.purge(state, ids), write=True))
 
+    @property
+    def shown_url(self) -> str:
+        """The store's URL as logs, `status` and the dashboard show it (a password masked)."""
+        return display_url(self.url)
+
     def stats(self) -> dict[str, Any]:
         thread, worker = self._thread, self._worker
         return {
-            "store": display_url(self.url),
+            "store": self.shown_url,
             "open": thread is not None and thread.alive,
             "committed": thread.committed if thread else 0,
             "refused": thread.failed if thread else 0,

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ._api import resolve_store_url
-from ._store import StoreError, display_url
+from ._store import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,7 +206,7 @@ async def _work(args: argparse.Namespace) -> int:
     log.info(
         "offload worker %d: working %s (concurrency %d)",
         os.getpid(),
-        display_url(runtime.durable.url),
+        runtime.durable.shown_url,
         args.concurrency,
     )
     await stop.wait()
@@ -222,7 +222,7 @@ def _status(runtime: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(depths)))
         return 0
-    print(f"store: {display_url(runtime.durable.url)}")
+    print(f"store: {runtime.durable.shown_url}")
     for state, count in depths.by_state.items():
         print(f"  {state:<10} {count}")
     print(f"  ready now  {depths.ready}   scheduled {depths.scheduled}")

@@ -58,7 +58,7 @@ logger = logging.getLogger("offload")
 
 #: The server-side library's name (bumped with an incompatible change of its keys).
 LIBRARY = "offload_1"
-#: The oldest Redis the functions run on (FUNCTION LOAD, XAUTOCLAIM-era streams).
+#: The oldest Redis the functions run on (Redis Functions, sharded pub/sub).
 MIN_REDIS = (7, 0)
 #: Tasks (or outcomes) per function call: one call holds Redis a few milliseconds.
 CHUNK = 500

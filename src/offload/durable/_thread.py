@@ -413,13 +413,12 @@ class StoreThread:
                     claimed = store.claim(self.owner, min(want, 256), now_wall, self.lease)
                     if len(claimed) < min(want, 256):
                         self._next_eta = store.next_eta(now_wall)
-        except StoreBusy as exc:
-            self._failed_until = time.monotonic() + RETRY_AFTER
-            self._store_locked(new, exc)
-            return []
         except Exception as exc:  # noqa: BLE001 (any store failure: reported, see _group_failed)
             self._failed_until = time.monotonic() + RETRY_AFTER
-            self._group_failed(new, exc)
+            if isinstance(exc, StoreBusy):
+                self._store_locked(new, exc)
+            else:
+                self._group_failed(new, exc)
             return []
         if self._locked or self._retrying:
             self._locked = self._retrying = False

@@ -7,7 +7,7 @@ task (a pool thread, a loop). One id has one entry: if this worker claims a task
 while its older attempt still runs (its lease ran out and the task came back), the
 newer attempt's entry replaces the older one, and the older attempt's end must not
 remove it. Lock rule: `_active_lock` is held only around putting an entry in and
-taking one out (`_enter`/`_leave`), never around a call out; reads are single dict
+taking one out (`dispatch`, `_leave`), never around a call out; reads are single dict
 operations, which the GIL makes atomic.
 
 A task runs on the lane its function would get: a coroutine function on the home

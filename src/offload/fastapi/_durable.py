@@ -18,7 +18,6 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .. import Runtime
-from ..durable._store import display_url
 
 if TYPE_CHECKING:
     from ..durable._api import Durable
@@ -56,15 +55,10 @@ def summary(durable: Durable, depths: Depths) -> dict[str, Any]:
     """`GET .../durable`: the queue (all processes sharing the store) and this process."""
     return {
         "enabled": True,
-        "store": store_url(durable),
+        "store": durable.shown_url,
         **depths_dict(depths),
         "process": stats(durable),
     }
-
-
-def store_url(durable: Durable) -> str:
-    """The store's URL as shown: a password in it (a server store's) is masked."""
-    return display_url(durable.url)
 
 
 def stats(durable: Durable) -> dict[str, Any]:

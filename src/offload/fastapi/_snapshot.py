@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from .. import Runtime, Task
-from ._durable import durable_of, stats, store_url
+from ._durable import durable_of, stats
 from ._failures import FailureLog
 
 #: Per-lane counters and gauges, in display order (read with a default of 0).
@@ -145,7 +145,7 @@ def durable(runtime: Runtime, reading: dict[str, Any] | None) -> dict[str, Any] 
     tier = durable_of(runtime)
     if tier is None:
         return None
-    return {"store": store_url(tier), "process": stats(tier), "depths": reading}
+    return {"store": tier.shown_url, "process": stats(tier), "depths": reading}
 
 
 def snapshot(runtime: Runtime, log: FailureLog, *, show_args: bool, limit: int) -> dict[str, Any]:

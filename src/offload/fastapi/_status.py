@@ -13,7 +13,7 @@ from fastapi import params as fastapi_params
 from fastapi.responses import JSONResponse
 
 from .. import Runtime
-from ..durable._store import StoreError, display_url
+from ..durable._store import StoreError
 from . import _durable
 from ._deps import get_runtime
 
@@ -174,7 +174,7 @@ def _add_durable_routes(router: APIRouter, Rt: Any, max_limit: int) -> None:
             return _store_failed(exc)
         if record is None:
             detail = (
-                f"no durable task with id {task_id!r} in {display_url(durable.url)}"
+                f"no durable task with id {task_id!r} in {durable.shown_url}"
                 " (never stored, or purged)"
             )
             return JSONResponse({"detail": detail, "id": task_id}, 404, headers=_NO_STORE)
