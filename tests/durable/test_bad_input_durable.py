@@ -73,6 +73,18 @@ BAD_OPTIONS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"store": "redis2://localhost:6379/0"}, ValueError, r"unknown durable store.*'redis2'"),
     ({"store": "redis://localhost/0?prefix=a{b}"}, ValueError, r"prefix 'a\{b\}' must be"),
     ({"store": "redis://localhost/0?prefix="}, ValueError, r"prefix '' must be"),
+    (
+        {"store": "redis://localhost:notaport/0"},
+        ValueError,
+        r"store 'redis://localhost:notaport/0': Port",
+    ),
+    ({"store": "redis://localhost:6379/abc"}, ValueError, r"the database 'abc' must be a number"),
+    ({"store": "redis://[::1/0"}, ValueError, r"store 'redis://\[::1/0': Invalid IPv6"),
+    (
+        {"store": "redis://localhost/0?db=x"},
+        ValueError,
+        r"store 'redis://localhost/0\?db=x': Invalid value",
+    ),
     ({"store": "postgres://db/x"}, ValueError, r"unknown durable store.*sqlite:///"),
     ({"store": "x.db"}, ValueError, r"unknown durable store.*sqlite:///"),
     ({"store": "sqlite://x.db"}, ValueError, r"unknown durable store"),

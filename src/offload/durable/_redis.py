@@ -83,8 +83,14 @@ def _lua_source() -> str:
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """The connection URL without offload's own `prefix` parameter, and the prefix."""
-    parts = urlsplit(url)
+    """The connection URL without offload's own `prefix` parameter, and the prefix.
+    ValueError, naming the URL, for what redis-py would refuse only when it connects
+    (a port or a database number that is not a number, an unknown option's bad value)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsed here: a bad port raises ValueError)
+    except ValueError as exc:
+        raise ValueError(f"store {url!r}: {exc}") from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefixes = [v for k, v in query if k == "prefix"]
     rest = [(k, v) for k, v in query if k != "prefix"]
@@ -93,7 +99,19 @@ def split_url(url: str) -> tuple[str, str]:
         raise ValueError(
             f"store {url!r}: prefix {prefix!r} must be 1 to 64 letters, digits, or _ . : -"
         )
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ValueError(f"store {url!r}: the database {db!r} must be a number (redis://host/0)")
+    connect_url = urlunsplit(parts._replace(query=urlencode(rest)))
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # (opening says to install it)
+        return connect_url, prefix
+    try:
+        parse_url(connect_url)
+    except ValueError as exc:
+        raise ValueError(f"store {url!r}: {exc}") from None
+    return connect_url, prefix
 
 
 def _fmt(t: float) -> str:
