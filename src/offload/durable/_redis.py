@@ -108,7 +108,7 @@ def split_url(url: str) -> tuple[str, str]:
     except ImportError:  # (opening says to install it)
         return connect_url, prefix
     try:
-        parse_url(connect_url)
+        parse_url(connect_url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise ValueError(f"store {url!r}: {exc}") from None
     return connect_url, prefix
